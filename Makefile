@@ -1,0 +1,37 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Both create (or reuse) the virtual environment in .venv/ and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_output
+PRESET ?= small
+SEED ?= 1
+PYTEST_FLAGS ?=
+
+.PHONY: demo test test-fast install clean bench
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,serving]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/jsr-simulate --preset $(PRESET) --seed $(SEED) --output_dir $(DEMO_DIR)/raw
+	$(BIN)/jsr-preprocess --input_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_FLAGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

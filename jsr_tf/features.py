@@ -1,0 +1,235 @@
+"""The example contract: one source of truth for feature names, dtypes and caps.
+
+Every producer and consumer of training data imports its names from here: the Beam pipeline that
+writes ``tf.train.Example`` records, the ``tf.data`` reader that parses them, the TFDS builder and
+(later) the serving signatures. ``tests/test_features.py`` asserts the invariants below.
+
+One example is written per prediction *target* (a feed click or a clicked search session).
+
+Target fields (scalars unless noted):
+    user_id: raw KuaiSAR user id.
+    task: ``Task.FEED`` (0) or ``Task.SEARCH`` (1).
+    target_item: raw id of the positive item.
+    target_ts: target time, unix ms.
+    target_row: 0-based data-line index of the target in its source file (``rec_inter.csv`` for
+        feed, the session's first row in ``src_inter.csv`` for search). Together with ``user_id``
+        and ``task`` it identifies the target event; tests use it to prove the absence of leakage.
+    query_words: ``[<= MAX_QUERY_WORDS]`` raw word ids of the target query (search only; empty for
+        feed rows).
+    negatives: raw item ids of the stored negatives: ``NUM_TRAIN_NEGATIVES`` on train rows,
+        ``NUM_EVAL_NEGATIVES`` on valid and test rows. **Decision (DESIGN.md §3):** eval
+        negatives are stored *inline* in the valid and test TFRecords, so those files are the
+        candidate files of spec/evaluation.md §3 (positive = ``target_item``, i.e. candidate
+        column 0). ``manifest.json`` records their row counts, sampler settings and SHA-256.
+
+History fields (events strictly before ``target_ts`` in canonical order, the most recent
+``MAX_FEED_HISTORY`` / ``MAX_SEARCH_HISTORY`` kept, stored **oldest first**):
+    feed_items, feed_ts, feed_rows: ``[<= 30]`` feed positives (``click == 1``).
+    search_ts, search_rows, search_has_click: ``[<= 30]`` search sessions.
+    search_words + search_word_lengths: each session's query words (``<= 50`` each), flattened,
+        with one length per session.
+    search_clicks + search_click_lengths: each session's clicked items (``<= 5`` each), flattened,
+        with one length per session. A no-click session carries the fallback item (its first
+        shown item) and ``search_has_click = 0``.
+
+Ids in the files are raw KuaiSAR ids (int64, not contiguous, may exceed 2^31). The model maps
+them to dense indices with lookup tables built from ``vocab/``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Dict, Mapping
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Caps (UniSAR reference values, spec/unisar.md §11).
+MAX_FEED_HISTORY = 30
+MAX_SEARCH_HISTORY = 30
+MAX_QUERY_WORDS = 50
+MAX_CAPTION_WORDS = 50
+MAX_SESSION_CLICKS = 5
+NUM_TRAIN_NEGATIVES = 4
+NUM_EVAL_NEGATIVES = 99
+NUM_EVAL_CANDIDATES = 1 + NUM_EVAL_NEGATIVES
+
+# Padding value of every id space; dense index 1 is the OOV bucket in the model's lookups.
+PAD_ID = 0
+
+
+class Task(enum.IntEnum):
+    """Prediction task of an example."""
+
+    FEED = 0
+    SEARCH = 1
+
+
+class BehaviorType(enum.IntEnum):
+    """Type of a slot in the merged 60-slot history (spec/unisar.md §3)."""
+
+    PAD = 0
+    FEED = 1
+    SEARCH = 2
+
+
+class EventKind(enum.IntEnum):
+    """Kind of a canonical event; the tie-break of the canonical order ``(ts, kind, row)``."""
+
+    FEED = 0
+    SEARCH = 1
+
+
+class Split(str, enum.Enum):
+    """Output splits. The value is the file prefix."""
+
+    TRAIN = "train"
+    VALID = "valid"
+    TEST = "test"
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature names.
+USER_ID = "user_id"
+TASK = "task"
+TARGET_ITEM = "target_item"
+TARGET_TS = "target_ts"
+TARGET_ROW = "target_row"
+QUERY_WORDS = "query_words"
+NEGATIVES = "negatives"
+
+FEED_ITEMS = "feed_items"
+FEED_TS = "feed_ts"
+FEED_ROWS = "feed_rows"
+
+SEARCH_TS = "search_ts"
+SEARCH_ROWS = "search_rows"
+SEARCH_HAS_CLICK = "search_has_click"
+SEARCH_WORDS = "search_words"
+SEARCH_WORD_LENGTHS = "search_word_lengths"
+SEARCH_CLICKS = "search_clicks"
+SEARCH_CLICK_LENGTHS = "search_click_lengths"
+
+SCALAR_FEATURES = (USER_ID, TASK, TARGET_ITEM, TARGET_TS, TARGET_ROW)
+LIST_FEATURES = (
+    QUERY_WORDS, NEGATIVES,
+    FEED_ITEMS, FEED_TS, FEED_ROWS,
+    SEARCH_TS, SEARCH_ROWS, SEARCH_HAS_CLICK,
+    SEARCH_WORDS, SEARCH_WORD_LENGTHS, SEARCH_CLICKS, SEARCH_CLICK_LENGTHS,
+)
+ALL_FEATURES = SCALAR_FEATURES + LIST_FEATURES
+
+# Label-like fields that a serving request does not carry.
+LABEL_FEATURES = (TARGET_ITEM, TARGET_ROW, NEGATIVES, TASK)
+
+# Per-list caps (the flattened lists are capped per session, see ``SESSION_LIST_CAPS``).
+LIST_CAPS: Mapping[str, int] = {
+    QUERY_WORDS: MAX_QUERY_WORDS,
+    NEGATIVES: NUM_EVAL_NEGATIVES,
+    FEED_ITEMS: MAX_FEED_HISTORY,
+    FEED_TS: MAX_FEED_HISTORY,
+    FEED_ROWS: MAX_FEED_HISTORY,
+    SEARCH_TS: MAX_SEARCH_HISTORY,
+    SEARCH_ROWS: MAX_SEARCH_HISTORY,
+    SEARCH_HAS_CLICK: MAX_SEARCH_HISTORY,
+    SEARCH_WORD_LENGTHS: MAX_SEARCH_HISTORY,
+    SEARCH_CLICK_LENGTHS: MAX_SEARCH_HISTORY,
+    SEARCH_WORDS: MAX_SEARCH_HISTORY * MAX_QUERY_WORDS,
+    SEARCH_CLICKS: MAX_SEARCH_HISTORY * MAX_SESSION_CLICKS,
+}
+
+# Flattened per-session lists: values feature -> (lengths feature, per-session cap).
+SESSION_LIST_CAPS: Mapping[str, tuple] = {
+    SEARCH_WORDS: (SEARCH_WORD_LENGTHS, MAX_QUERY_WORDS),
+    SEARCH_CLICKS: (SEARCH_CLICK_LENGTHS, MAX_SESSION_CLICKS),
+}
+
+# History lists that must have one entry per session or per feed event.
+FEED_PARALLEL = (FEED_ITEMS, FEED_TS, FEED_ROWS)
+SEARCH_PARALLEL = (SEARCH_TS, SEARCH_ROWS, SEARCH_HAS_CLICK, SEARCH_WORD_LENGTHS,
+                   SEARCH_CLICK_LENGTHS)
+
+
+def feature_description() -> Dict[str, str]:
+    """Human-readable schema: name -> description. Written to ``schema.json`` by the pipeline."""
+    desc = {
+        USER_ID: "int64 scalar, raw user id",
+        TASK: "int64 scalar, 0 = feed, 1 = search",
+        TARGET_ITEM: "int64 scalar, raw id of the positive item (candidate column 0)",
+        TARGET_TS: "int64 scalar, unix ms",
+        TARGET_ROW: "int64 scalar, 0-based data-line index of the target in its source file",
+        QUERY_WORDS: f"int64 [<= {MAX_QUERY_WORDS}], raw word ids (search rows only)",
+        NEGATIVES: (f"int64 [{NUM_TRAIN_NEGATIVES}] on train rows, [{NUM_EVAL_NEGATIVES}] on "
+                    "valid/test rows, raw item ids"),
+        FEED_ITEMS: f"int64 [<= {MAX_FEED_HISTORY}], feed positives, oldest first",
+        FEED_TS: "int64, parallel to feed_items, unix ms",
+        FEED_ROWS: "int64, parallel to feed_items, row index in rec_inter.csv",
+        SEARCH_TS: f"int64 [<= {MAX_SEARCH_HISTORY}], search sessions, oldest first, unix ms",
+        SEARCH_ROWS: "int64, parallel to search_ts, first row index of the session in src_inter.csv",
+        SEARCH_HAS_CLICK: "int64 0/1, parallel to search_ts",
+        SEARCH_WORDS: f"int64 flattened query words (<= {MAX_QUERY_WORDS} per session)",
+        SEARCH_WORD_LENGTHS: "int64, parallel to search_ts, words per session",
+        SEARCH_CLICKS: f"int64 flattened clicked items (<= {MAX_SESSION_CLICKS} per session)",
+        SEARCH_CLICK_LENGTHS: "int64, parallel to search_ts, clicks per session",
+    }
+    assert set(desc) == set(ALL_FEATURES)
+    return desc
+
+
+def parse_spec(with_labels: bool = True) -> Dict[str, object]:
+    """``tf.io.parse_example`` spec for the example contract.
+
+    Args:
+        with_labels: If False, omit ``LABEL_FEATURES`` (the serving spec).
+
+    Returns:
+        Dict of feature name -> ``tf.io.FixedLenFeature`` / ``tf.io.VarLenFeature``.
+    """
+    import tensorflow as tf  # Deferred: Beam workers import this module without TF.
+
+    spec: Dict[str, object] = {}
+    for name in SCALAR_FEATURES:
+        spec[name] = tf.io.FixedLenFeature([], tf.int64)
+    for name in LIST_FEATURES:
+        spec[name] = tf.io.VarLenFeature(tf.int64)
+    if not with_labels:
+        for name in LABEL_FEATURES:
+            spec.pop(name)
+    return spec
+
+
+def to_example_dict(example) -> Dict[str, np.ndarray]:
+    """Decodes a ``tf.train.Example`` proto into name -> int64 numpy array (for tests/tools)."""
+    out = {}
+    for name in ALL_FEATURES:
+        values = np.asarray(example.features.feature[name].int64_list.value, dtype=np.int64)
+        out[name] = values[0] if name in SCALAR_FEATURES and values.size else values
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files written by the pipeline under ``<data_dir>``.
+TFRECORD_SUFFIX = ".tfrecord.gz"
+VOCAB_DIR = "vocab"
+ITEMS_VOCAB = "items.tsv"  # item_id feed_count search_count first_seen_ts author_id cat1..cat4 caption
+WORDS_VOCAB = "words.tsv"  # word_id count
+USERS_VOCAB = "users.tsv"  # user_id search_active_level rec_active_level onehot_feat1 onehot_feat2
+STATS_FILE = "stats.json"
+SCHEMA_FILE = "schema.json"
+MANIFEST_FILE = "manifest.json"
+DEAD_LETTER_DIR = "dead_letter"
+
+
+def task_name(task: int) -> str:
+    """``Task.FEED`` -> ``"feed"``, ``Task.SEARCH`` -> ``"search"``."""
+    return Task(task).name.lower()
+
+
+def shard_prefix(split: str, task: int) -> str:
+    """File prefix of one (split, task): shards are ``<prefix>-SSSSS-of-NNNNN.tfrecord.gz``."""
+    return f"{Split(split).value}-{task_name(task)}"
+
+
+def file_pattern(split: str, task: int) -> str:
+    """Glob (relative to ``data_dir``) matching every shard of one (split, task)."""
+    return f"{shard_prefix(split, task)}-*{TFRECORD_SUFFIX}"

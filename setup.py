@@ -1,0 +1,37 @@
+"""jsr-tf: joint search and recommendation on TensorFlow (tf_keras + TFRS + Beam)."""
+
+import setuptools
+
+REQUIRED = [
+    "tensorflow==2.21.*",
+    "tf-keras==2.21.*",
+    "tensorflow-recommenders==0.7.*",
+    "tensorflow-datasets>=4.9",
+    "apache-beam==2.77.*",
+    "google-crc32c>=1.5",
+    "absl-py>=2.0",
+    "numpy>=1.26",
+    "psutil>=5.9",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "hypothesis>=6.100"],
+    "serving": ["tensorflow-serving-api==2.21.*"],
+}
+
+setuptools.setup(
+    name="jsr-tf",
+    version="0.1.0",
+    description="Joint search and recommendation (UniSAR and baselines) in TensorFlow.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["jsr_tf", "jsr_tf.*", "pipelines", "pipelines.*",
+                                               "export", "export.*"]),
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "jsr-simulate=jsr_tf.cli.simulate:run",
+            "jsr-preprocess=pipelines.preprocess:main",
+        ],
+    },
+)

@@ -1,0 +1,205 @@
+"""``jsr-preprocess``: KuaiSAR CSVs (real or simulated) → TFRecords of examples, vocabularies, stats.
+
+Runs on any Beam runner through standard ``PipelineOptions``::
+
+    python -m pipelines.preprocess --input_dir raw/ --output_dir data/            # in-memory
+    python -m pipelines.preprocess --input_dir gs://b/raw --output_dir gs://b/data \\
+        --runner=DataflowRunner --project=... --region=... --setup_file ./setup.py
+
+Without ``--runner`` the in-memory ``FnApiRunner`` is used (Beam's default ``DirectRunner`` first
+tries Prism, which downloads a binary).
+
+Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
+``vocab/{items,words,users}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
+``manifest.json`` and ``preprocess_config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from jsr_tf import features as F
+from jsr_tf.data import kuaisar
+from jsr_tf.data.config import PreprocessConfig
+from pipelines import stats as stats_lib
+from pipelines import tfrecord_io
+from pipelines.transforms import (OPTIONAL_FILES, REQUIRED_FILES, REC, SRC, KuaisarToExamples)
+
+DEFAULT_RUNNER = "FnApiRunner"
+_SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
+
+
+def resolve_inputs(input_dir: str) -> Dict[str, str]:
+    """Checks the input directory up front and returns ``file name -> path``.
+
+    Fails at once, with the file named, if a required file is missing, has no header, misses a
+    required column, or (feed/search logs) has no data row.
+    """
+    paths = {}
+    for name in REQUIRED_FILES + OPTIONAL_FILES:
+        path = FileSystems.join(input_dir, name)
+        if not FileSystems.exists(path):
+            if name in OPTIONAL_FILES:
+                logging.warning("%s not found in %s: skipped (optional).", name, input_dir)
+                continue
+            raise kuaisar.InputError(f"Required input file {name} not found in {input_dir!r}.")
+        with FileSystems.open(path) as stream:
+            header = kuaisar.read_header(stream, name)
+            kuaisar.check_header(name, header)
+            if name in (REC, SRC) and not stream.readline():
+                raise kuaisar.InputError(f"Input file {path!r} has a header but no data rows.")
+        paths[name] = path
+    return paths
+
+
+def choose_shards(paths: Dict[str, str], config: PreprocessConfig) -> Dict[str, int]:
+    """Shards per split: from ``config.num_shards`` or the size of ``rec_inter.csv``."""
+    if config.num_shards:
+        train = config.num_shards
+    else:
+        size = FileSystems.match([paths[REC]])[0].metadata_list[0].size_in_bytes
+        train = max(1, min(64, size // _SHARD_BYTES + 1))
+    return {F.Split.TRAIN.value: train, F.Split.VALID.value: 1, F.Split.TEST.value: 1}
+
+
+class WriteShard(beam.DoFn):
+    """``((split, task, shard), [((user, row), bytes), ...])`` → one sorted GZIP TFRecord file."""
+
+    def __init__(self, output_dir: str, num_shards: Dict[str, int]) -> None:
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def process(self, element):
+        (split, task, shard), values = element
+        records = sorted(v for v in values if v is not None)
+        name = (f"{F.shard_prefix(split, task)}-{shard:05d}-of-"
+                f"{self._num_shards[split]:05d}{F.TFRECORD_SUFFIX}")
+        path = FileSystems.join(self._output_dir, name)
+        count = tfrecord_io.write_gzip_tfrecords(path, (data for _, data in records))
+        logging.info("wrote %s (%d examples)", name, count)
+        yield name, count
+
+
+def _write_tsv(rows: List, path: str, header: Sequence[str], row_fn) -> None:
+    with FileSystems.create(path) as out:
+        out.write(("\t".join(header) + "\n").encode("utf-8"))
+        for row in sorted(rows, key=lambda r: r[0]):
+            out.write(("\t".join(row_fn(row)) + "\n").encode("utf-8"))
+
+
+def _item_tsv(row) -> List[str]:
+    *scalars, caption = row
+    return [str(v) for v in scalars] + [" ".join(str(w) for w in caption)]
+
+
+def _write_json(obj, path: str) -> None:
+    with FileSystems.create(path) as out:
+        out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
+                   config: PreprocessConfig, num_shards: Dict[str, int]) -> None:
+    """Adds the whole preprocessing graph to ``pipeline``."""
+    out = pipeline | "Import" >> KuaisarToExamples(paths, config, num_shards)
+    vocab_dir = FileSystems.join(output_dir, F.VOCAB_DIR)
+
+    all_shards = [((split, int(task), shard), None)
+                  for split, n in num_shards.items() for task in F.Task for shard in range(n)]
+    written = ((out["examples"], pipeline | "ShardSkeleton" >> beam.Create(all_shards))
+               | "WithEmptyShards" >> beam.Flatten()
+               | "GroupShards" >> beam.GroupByKey()
+               | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards)))
+    (written | "ShardCounts" >> beam.combiners.ToList()
+     | "WriteShardCounts" >> beam.Map(
+         lambda pairs: _write_json(dict(sorted(pairs)),
+                                   FileSystems.join(output_dir, "_shard_counts.json"))))
+
+    (out["items"] | "ItemsList" >> beam.combiners.ToList()
+     | "WriteItems" >> beam.Map(
+         _write_tsv, FileSystems.join(vocab_dir, F.ITEMS_VOCAB),
+         ("item_id", "feed_count", "search_count", "first_seen_ts", "author_id",
+          "cat1", "cat2", "cat3", "cat4", "caption"), _item_tsv))
+    (out["words"] | "WordsList" >> beam.combiners.ToList()
+     | "WriteWords" >> beam.Map(_write_tsv, FileSystems.join(vocab_dir, F.WORDS_VOCAB),
+                                ("word_id", "count"), lambda r: [str(v) for v in r]))
+    (out["users"] | "UsersList" >> beam.combiners.ToList()
+     | "WriteUsers" >> beam.Map(
+         _write_tsv, FileSystems.join(vocab_dir, F.USERS_VOCAB),
+         ("user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"),
+         lambda r: [str(v) for v in r[:5]]))
+    (out["dead_letter"]
+     | "DeadJson" >> beam.Map(lambda r: json.dumps(r._asdict(), sort_keys=True))
+     | "WriteDead" >> beam.io.WriteToText(
+         FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
+         num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
+    (out["stats"] | "WriteRawStats" >> beam.Map(
+        _write_json, FileSystems.join(output_dir, "_raw_counters.json")))
+
+
+def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -> Dict:
+    """Parses arguments, runs the pipeline, then writes stats, schema and manifest.
+
+    Args:
+        argv: Command-line arguments (pipeline options included).
+        save_main_session: Passed to ``SetupOptions``.
+
+    Returns:
+        The final stats dict (also written to ``stats.json``).
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_dir", required=True, help="Directory with the KuaiSAR CSVs.")
+    parser.add_argument("--output_dir", required=True, help="Where to write examples and vocab.")
+    parser.add_argument("--config", default=None, help="JSON file of PreprocessConfig fields.")
+    parser.add_argument("--reference", action="store_true",
+                        help="Use the UniSAR reference recipe (PreprocessConfig.reference()).")
+    parser.add_argument("--candidate_seed", type=int, default=None)
+    parser.add_argument("--num_shards", type=int, default=None,
+                        help="Train shards per task (0 = from input size).")
+    args, beam_args = parser.parse_known_args(argv)
+
+    values = {}
+    if args.config:
+        with FileSystems.open(args.config) as f:
+            values = json.loads(f.read().decode("utf-8"))
+    if args.candidate_seed is not None:
+        values["candidate_seed"] = args.candidate_seed
+    if args.num_shards is not None:
+        values["num_shards"] = args.num_shards
+    config = (PreprocessConfig.reference(**values) if args.reference
+              else PreprocessConfig.from_dict(values))
+
+    options = PipelineOptions(beam_args, save_main_session=save_main_session)
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+
+    start = time.time()
+    paths = resolve_inputs(args.input_dir)
+    num_shards = choose_shards(paths, config)
+    logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, paths, args.output_dir, config, num_shards)
+    return stats_lib.finalize(args.output_dir, config, num_shards, time.time() - start)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console entry point: runs and prints the stats table."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        stats = run(sys.argv[1:] if argv is None else argv)
+    except kuaisar.InputError as err:
+        logging.error("%s", err)
+        sys.exit(2)
+    print(stats_lib.format_table(stats))
+
+
+if __name__ == "__main__":
+    main()

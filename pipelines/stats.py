@@ -1,0 +1,185 @@
+"""After the pipeline: reconcile the counters and write ``stats.json``, ``schema.json`` and
+``manifest.json``.
+
+Every row read is accounted for: ``rows_read = canonical + dropped_duplicate + rejected`` per
+file, and every target ends up in exactly one bucket (ineligible, user dropped, an example, or
+dropped for lack of negatives). A mismatch raises: a pipeline that loses rows must fail loudly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, List
+
+from apache_beam.io.filesystems import FileSystems
+
+import jsr_tf
+from jsr_tf import features as F
+from jsr_tf.data.config import PreprocessConfig
+from pipelines import tfrecord_io
+from pipelines.transforms import ITEMS, REC, SOCIAL, SRC, USERS
+
+_RAW = "_raw_counters.json"
+_SHARDS = "_shard_counts.json"
+
+
+class ReconciliationError(RuntimeError):
+    """Counts in and out do not add up."""
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def _write_json(obj, path: str) -> None:
+    with FileSystems.create(path) as out:
+        out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def summarise(counters: Dict[str, int]) -> Dict:
+    """Structured stats plus the reconciliation checks from the flat counters."""
+    c = counters.get
+    files = {}
+    for name in (REC, SRC, ITEMS, USERS, SOCIAL):
+        if f"{name}/rows_read" not in counters:
+            continue
+        prefix = f"{name}/rejected/"
+        rejected = {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)}
+        note_prefix = f"{name}/note/"
+        files[name] = {
+            "rows_read": c(f"{name}/rows_read", 0),
+            "canonical": c(f"{name}/canonical", 0),
+            "dropped_duplicate": c(f"{name}/dropped_duplicate", 0),
+            "rejected": rejected,
+            "rejected_total": sum(rejected.values()),
+            "notes": {k[len(note_prefix):]: v for k, v in counters.items()
+                      if k.startswith(note_prefix)},
+        }
+    examples = {split.value: {F.task_name(t): c(f"examples/{split.value}/{F.task_name(t)}", 0)
+                              for t in F.Task} for split in F.Split}
+    targets = {}
+    for task in F.Task:
+        name = F.task_name(task)
+        targets[name] = {
+            "targets": c(f"{name}/targets", 0),
+            "dropped_history_requirement": c(f"{name}/dropped_history_requirement", 0),
+            "dropped_few_targets": c(f"{name}/dropped_few_targets", 0),
+            "dropped_insufficient_negatives": c(f"{name}/dropped_insufficient_negatives", 0),
+            "users": c(f"{name}/users", 0),
+            "users_dropped_few_targets": c(f"{name}/users_dropped_few_targets", 0),
+            "rows_without_feed_history": c(f"{name}/rows_without_feed_history", 0),
+            "rows_without_search_history": c(f"{name}/rows_without_search_history", 0),
+        }
+    checks: List[Dict] = []
+
+    def check(label: str, left: int, right: int) -> None:
+        checks.append({"check": label, "left": left, "right": right, "ok": left == right})
+
+    for name, f in files.items():
+        check(f"{name}: rows_read = canonical + dropped_duplicate + rejected", f["rows_read"],
+              f["canonical"] + f["dropped_duplicate"] + f["rejected_total"])
+    if REC in files:
+        check("feed events = rec_inter canonical rows", c("feed/events", 0), files[REC]["canonical"])
+    for task in F.Task:
+        name = F.task_name(task)
+        t = targets[name]
+        n_examples = sum(examples[s.value][name] for s in F.Split)
+        check(f"{name}: targets = ineligible + few-target drops + examples + negative drops",
+              t["targets"], t["dropped_history_requirement"] + t["dropped_few_targets"]
+              + n_examples + t["dropped_insufficient_negatives"])
+        for split in (F.Split.VALID.value, F.Split.TEST.value):
+            check(f"{name}: users = {split} examples + {split} negative drops", t["users"],
+                  examples[split][name]
+                  + c(f"{name}/dropped_insufficient_negatives/{split}", 0))
+    check("feed targets = feed positives", targets["feed"]["targets"], c("feed/positives", 0))
+    check("search targets = sessions with a click", targets["search"]["targets"],
+          c("search/sessions_with_click", 0))
+    return {
+        "files": files,
+        "targets": targets,
+        "examples": examples,
+        "users": {"vocab": c("vocab/users", 0), "with_events": c("users/with_events", 0),
+                  "without_events": c("users/without_events", 0)},
+        "items": {"vocab": c("vocab/items", 0)},
+        "words": {"vocab": c("vocab/words", 0)},
+        "search_sessions": {"total": c("search/sessions", 0),
+                            "with_click": c("search/sessions_with_click", 0),
+                            "rows_repaired": c("sessions/rows_repaired", 0)},
+        "negatives": {"fallback_exhaustive": c("negatives/fallback_exhaustive", 0),
+                      "fallback_uniform": c("negatives/fallback_uniform", 0)},
+        "checks": checks,
+        "reconciled": all(x["ok"] for x in checks),
+        "counters": counters,
+    }
+
+
+def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, int],
+             elapsed_s: float) -> Dict:
+    """Writes ``stats.json``, ``schema.json``, ``manifest.json`` and the config; returns stats.
+
+    Raises:
+        ReconciliationError: If any count check fails (after ``stats.json`` is written).
+    """
+    counters = _read_json(FileSystems.join(output_dir, _RAW))
+    shard_counts = _read_json(FileSystems.join(output_dir, _SHARDS))
+    stats = summarise(counters)
+    stats["elapsed_s"] = round(elapsed_s, 2)
+    stats["jsr_tf_version"] = jsr_tf.__version__
+
+    files = {}
+    for name, rows in sorted(shard_counts.items()):
+        files[name] = {"rows": rows,
+                       "sha256": tfrecord_io.sha256_of(FileSystems.join(output_dir, name))}
+    manifest = {
+        "files": files,
+        "num_shards": num_shards,
+        "sampler": {
+            "candidate_seed": config.candidate_seed,
+            "num_train_negatives": config.num_train_negatives,
+            "num_eval_negatives": config.num_eval_negatives,
+            "weights": "train-target count of the item in the same task",
+            "negatives_must_predate_target": config.negatives_must_predate_target,
+            "exclusions": "positive, session clicks, user's items before the target",
+            "seeding": "blake2b(candidate_seed, task, split, user) -> PCG64",
+        },
+        "eval_candidates": "inline: candidates = [target_item] + negatives (jsr_tf/features.py)",
+    }
+    schema = {"features": F.feature_description(),
+              "caps": {"feed_history": config.max_feed_history,
+                       "search_history": config.max_search_history,
+                       "query_words": config.max_query_words,
+                       "session_clicks": config.max_session_clicks},
+              "file_pattern": {f"{s.value}/{F.task_name(t)}": F.file_pattern(s.value, t)
+                               for s in F.Split for t in F.Task}}
+    _write_json(stats, FileSystems.join(output_dir, F.STATS_FILE))
+    _write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
+    _write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
+    _write_json(config.to_dict(), FileSystems.join(output_dir, "preprocess_config.json"))
+    FileSystems.delete([FileSystems.join(output_dir, _RAW), FileSystems.join(output_dir, _SHARDS)])
+    if not stats["reconciled"]:
+        bad = [x for x in stats["checks"] if not x["ok"]]
+        raise ReconciliationError(f"Counts do not reconcile: {bad}")
+    return stats
+
+
+def format_table(stats: Dict) -> str:
+    """A plain-text table of the main counts."""
+    lines = ["", f"{'file':<22}{'read':>12}{'used':>12}{'duplicate':>11}{'rejected':>10}"]
+    for name, f in stats["files"].items():
+        lines.append(f"{name:<22}{f['rows_read']:>12,}{f['canonical']:>12,}"
+                     f"{f['dropped_duplicate']:>11,}{f['rejected_total']:>10,}")
+        for reason, n in sorted(f["rejected"].items()):
+            lines.append(f"{'':<4}rejected: {reason:<30}{n:>10,}")
+    lines.append("")
+    lines.append(f"{'examples':<22}{'train':>12}{'valid':>12}{'test':>11}{'users':>10}")
+    for task in ("feed", "search"):
+        e = stats["examples"]
+        lines.append(f"{task:<22}{e['train'][task]:>12,}{e['valid'][task]:>12,}"
+                     f"{e['test'][task]:>11,}{stats['targets'][task]['users']:>10,}")
+    lines.append("")
+    lines.append(f"vocab: {stats['users']['vocab']:,} users, {stats['items']['vocab']:,} items, "
+                 f"{stats['words']['vocab']:,} words")
+    lines.append(f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
+                 f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
+    return "\n".join(lines)

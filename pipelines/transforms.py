@@ -1,0 +1,307 @@
+"""Beam transforms: KuaiSAR CSVs → validated events → per-user timelines → examples + vocabularies.
+
+The composite ``KuaisarToExamples`` is shared by the ``jsr-preprocess`` pipeline and the TFDS
+builder. TF objects are only created in ``DoFn.setup``; the pure-Python logic lives in
+``jsr_tf.data`` so it is unit-tested without Beam.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Dict, Iterable, List, Mapping, Tuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from jsr_tf import features as F
+from jsr_tf.data import kuaisar
+from jsr_tf.data.config import PreprocessConfig
+from jsr_tf.data.examples import KeyedExample, to_tf_example, user_examples
+from jsr_tf.data.negatives import NegativePool
+from jsr_tf.data.records import ItemRecord, UserRecord
+from jsr_tf.data.timeline import UserTimeline, build_timeline
+from jsr_tf.features import EventKind, Split, Task
+
+REC = "rec_inter.csv"
+SRC = "src_inter.csv"
+ITEMS = "item_features.csv"
+USERS = "user_features.csv"
+SOCIAL = "social_network.csv"
+REQUIRED_FILES = (REC, SRC, ITEMS, USERS)
+OPTIONAL_FILES = (SOCIAL,)
+
+STATS = "stats"
+DEAD = "dead_letter"
+_PROGRESS_ROWS = 1_000_000
+_PROGRESS_USERS = 5_000
+
+Counters = Dict[str, int]
+
+
+def merge_counters(dicts: Iterable[Mapping[str, int]]) -> Counters:
+    total: Counters = collections.Counter()
+    for counts in dicts:
+        total.update(counts)
+    return dict(sorted(total.items()))
+
+
+class ReadKuaisarFile(beam.DoFn):
+    """Reads one KuaiSAR CSV sequentially, so every row keeps its 0-based data-line index.
+
+    Input: ``(file_name, path)``. Main output: canonical records (``(row, record)`` for the item,
+    user and social files). Tagged outputs: ``dead_letter`` (``Rejection``) and ``stats`` (one
+    counter dict per file).
+    """
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        self._config = config
+
+    def process(self, element: Tuple[str, str]):
+        file_name, path = element
+        period = kuaisar.Period(self._config.period_start_ms, self._config.period_end_ms)
+        counts: Counters = collections.Counter()
+        with FileSystems.open(path) as stream:
+            header = kuaisar.read_header(stream, file_name)
+            info = kuaisar.check_header(file_name, header)
+            if info.extra:
+                logging.warning("%s: ignoring unknown columns %s", file_name, list(info.extra))
+                counts[f"{file_name}/unknown_columns"] = len(info.extra)
+            parser = kuaisar.RowParser(file_name, header, period=period,
+                                       max_words=self._config.max_query_words)
+            keep_row = file_name not in (REC, SRC)
+            for row, line, raw in kuaisar.iter_lines(stream):
+                result = parser.parse(row, line, raw)
+                counts[f"{file_name}/rows_read"] += 1
+                for note in result.notes:
+                    counts[f"{file_name}/note/{note}"] += 1
+                if result.rejection is not None:
+                    counts[f"{file_name}/rejected/{result.rejection.reason}"] += 1
+                    yield beam.pvalue.TaggedOutput(DEAD, result.rejection)
+                else:
+                    yield (row, result.record) if keep_row else result.record
+                if (row + 1) % _PROGRESS_ROWS == 0:
+                    logging.info("%s: %d rows read", file_name, row + 1)
+        logging.info("%s: done, %d rows read", file_name, counts[f"{file_name}/rows_read"])
+        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+
+
+class ParseFile(beam.PTransform):
+    """One KuaiSAR file → (records, rejections, stats)."""
+
+    def __init__(self, file_name: str, path: str, config: PreprocessConfig) -> None:
+        super().__init__()
+        self._file_name = file_name
+        self._path = path
+        self._config = config
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Path" >> beam.Create([(self._file_name, self._path)])
+                | "Read" >> beam.ParDo(ReadKuaisarFile(self._config)).with_outputs(
+                    DEAD, STATS, main="records"))
+
+
+class BuildTimelines(beam.DoFn):
+    """``(user_id, {"feed": [...], "search": [...]})`` → ``UserTimeline`` (+ ``stats``)."""
+
+    def __init__(self, config: PreprocessConfig) -> None:
+        self._config = config
+        self._users = 0
+
+    def process(self, element):
+        user_id, grouped = element
+        counts: Counters = {}
+        timeline = build_timeline(user_id, grouped["feed"], grouped["search"], self._config,
+                                  counts)
+        counts["users/with_events"] = 1
+        self._users += 1
+        if self._users % _PROGRESS_USERS == 0:
+            logging.info("timelines: %d users merged", self._users)
+        yield timeline
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def train_target_items(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, int], int]]:
+    """``((task, item), 1)`` for each train target: the popularity weights ``w_i``."""
+    for target in timeline.targets:
+        if target.split == Split.TRAIN.value:
+            yield (target.task, timeline.events[target.index].item), 1
+
+
+def train_visible_words(timeline: UserTimeline) -> Iterable[Tuple[int, int]]:
+    """``(word, 1)`` for the query words of every session that is not a held-out target."""
+    for index, event in enumerate(timeline.events):
+        if event.kind == EventKind.SEARCH and index not in timeline.heldout:
+            for word in event.words:
+                yield word, 1
+
+
+def build_pools(_, counts: Mapping[Tuple[int, int], int],
+                first_seen: Mapping[int, int]) -> Dict[int, NegativePool]:
+    per_task: Dict[int, Dict[int, int]] = {Task.FEED: {}, Task.SEARCH: {}}
+    for (task, item), count in counts.items():
+        per_task[task][item] = count
+    return {task: NegativePool.build(per_task[task], dict(first_seen)) for task in per_task}
+
+
+class MakeExamples(beam.DoFn):
+    """``UserTimeline`` → ``((split, task, shard), ((user, row), serialized Example))``."""
+
+    def __init__(self, config: PreprocessConfig, num_shards: Mapping[str, int]) -> None:
+        self._config = config
+        self._num_shards = dict(num_shards)
+        self._users = 0
+
+    def setup(self):
+        from tensorflow.core.example import example_pb2  # noqa: F401  (load TF's protos once)
+
+    def process(self, timeline: UserTimeline, pools):
+        counts: Counters = {}
+        for keyed in user_examples(timeline, pools, self._config, counts):
+            shards = self._num_shards[keyed.split]
+            shard = (keyed.user_id * 2654435761 % (1 << 32)) % shards
+            data = to_tf_example(keyed.values).SerializeToString(deterministic=True)
+            yield (keyed.split, keyed.task, shard), ((keyed.user_id, keyed.target_row), data)
+        self._users += 1
+        if self._users % _PROGRESS_USERS == 0:
+            logging.info("examples: %d users done", self._users)
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def _vocab_item_row(element) -> Iterable[Tuple]:
+    """Joins one item's first-seen time, counts and features into an ``items.tsv`` row."""
+    item_id, grouped = element
+    seen = list(grouped["first_seen"])
+    if not seen:
+        return  # Not train-visible: not in the vocabulary.
+    counts = collections.Counter()
+    for task, count in grouped["counts"]:
+        counts[task] += count
+    records: List[Tuple[int, ItemRecord]] = sorted(grouped["features"], key=lambda x: x[0])
+    if records:
+        record = records[0][1]
+        caption, author, cats = record.caption, record.author_id, record.categories
+    else:
+        caption, author, cats = (), 0, (0, 0, 0, 0)
+    yield (item_id, counts[Task.FEED], counts[Task.SEARCH], min(seen), author, *cats, caption)
+
+
+class KuaisarToExamples(beam.PTransform):
+    """The whole import: KuaiSAR files → examples, vocabularies, dead letters and counters.
+
+    Args:
+        paths: File name (e.g. ``"rec_inter.csv"``) → path on any Beam filesystem. The four
+            required files must be present; ``social_network.csv`` is optional.
+        config: Preprocessing settings.
+        num_shards: ``split -> shards`` for the examples of each task.
+
+    Returns (from ``expand``):
+        Dict of PCollections: ``examples`` (keyed as ``MakeExamples`` emits), ``items``
+        (``items.tsv`` rows), ``words`` (``(word, count)``), ``users`` (``users.tsv`` rows),
+        ``dead_letter`` (``Rejection``), ``stats`` (one merged counter dict).
+    """
+
+    def __init__(self, paths: Mapping[str, str], config: PreprocessConfig,
+                 num_shards: Mapping[str, int]) -> None:
+        super().__init__()
+        self._paths = dict(paths)
+        self._config = config
+        self._num_shards = dict(num_shards)
+
+    def expand(self, pbegin):
+        config = self._config
+        parsed = {name: pbegin | f"Parse {name}" >> ParseFile(name, path, config)
+                  for name, path in sorted(self._paths.items())}
+
+        feed = parsed[REC].records | "KeyFeed" >> beam.Map(lambda e: (e.user_id, e))
+        search = parsed[SRC].records | "KeySearch" >> beam.Map(lambda r: (r.user_id, r))
+        timelines_out = (
+            {"feed": feed, "search": search}
+            | "GroupByUser" >> beam.CoGroupByKey()
+            | "Timelines" >> beam.ParDo(BuildTimelines(config)).with_outputs(STATS, main="tl"))
+        timelines = timelines_out.tl
+
+        counts = (timelines
+                  | "TrainTargets" >> beam.FlatMap(train_target_items)
+                  | "CountTargets" >> beam.CombinePerKey(sum))
+        first_seen = (timelines
+                      | "Exposures" >> beam.FlatMap(lambda t: t.exposures)
+                      | "FirstSeen" >> beam.CombinePerKey(min))
+        pools = (pbegin
+                 | "PoolSeed" >> beam.Create([None])
+                 | "Pools" >> beam.Map(build_pools, counts=beam.pvalue.AsDict(counts),
+                                       first_seen=beam.pvalue.AsDict(first_seen)))
+        examples_out = (timelines
+                        | "Examples" >> beam.ParDo(
+                            MakeExamples(config, self._num_shards),
+                            pools=beam.pvalue.AsSingleton(pools)).with_outputs(STATS, main="ex"))
+
+        item_features = parsed[ITEMS].records | "KeyItems" >> beam.Map(
+            lambda rr: (rr[1].item_id, rr))
+        count_by_item = counts | "CountByItem" >> beam.Map(lambda kv: (kv[0][1], (kv[0][0], kv[1])))
+        items = ({"first_seen": first_seen, "counts": count_by_item, "features": item_features}
+                 | "JoinItems" >> beam.CoGroupByKey()
+                 | "ItemRows" >> beam.FlatMap(_vocab_item_row))
+        words = ((timelines | "QueryWords" >> beam.FlatMap(train_visible_words),
+                  items | "CaptionWords" >> beam.FlatMap(lambda row: ((w, 1) for w in row[-1])))
+                 | "AllWords" >> beam.Flatten()
+                 | "CountWords" >> beam.CombinePerKey(sum))
+        user_features = parsed[USERS].records | "KeyUsers" >> beam.Map(
+            lambda rr: (rr[1].user_id, rr))
+        users = ({"features": user_features,
+                  "events": timelines | "UserIds" >> beam.Map(lambda t: (t.user_id, 1))}
+                 | "JoinUsers" >> beam.CoGroupByKey()
+                 | "UserRows" >> beam.Map(_vocab_user_row))
+
+        stats_parts = [p.stats for p in parsed.values()]
+        stats_parts += [timelines_out.stats, examples_out.stats]
+        stats_parts.append(items | "CountItemVocab" >> beam.combiners.Count.Globally()
+                           | "ItemStat" >> beam.Map(lambda n: {"vocab/items": n}))
+        stats_parts.append(words | "CountWordVocab" >> beam.combiners.Count.Globally()
+                           | "WordStat" >> beam.Map(lambda n: {"vocab/words": n}))
+        stats_parts.append(users | "UserVocabStats" >> beam.Map(_user_row_stats))
+        stats_parts.append(item_features | "ItemFileStats" >> beam.GroupByKey()
+                           | "ItemDupStats" >> beam.Map(_duplicate_stats, ITEMS))
+        if SOCIAL in parsed:
+            stats_parts.append(parsed[SOCIAL].records
+                               | "CountFollows" >> beam.combiners.Count.Globally()
+                               | "FollowStat" >> beam.Map(lambda n: {f"{SOCIAL}/canonical": n}))
+        stats = (stats_parts
+                 | "AllStats" >> beam.Flatten()
+                 | "MergeStats" >> beam.CombineGlobally(merge_counters))
+        dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
+        return {"examples": examples_out.ex, "items": items, "words": words, "users": users,
+                "dead_letter": dead, "stats": stats}
+
+
+def _vocab_user_row(element) -> Tuple:
+    user_id, grouped = element
+    records: List[Tuple[int, UserRecord]] = sorted(grouped["features"], key=lambda x: x[0])
+    has_events = int(bool(list(grouped["events"])))
+    if records:
+        r = records[0][1]
+        return (user_id, r.search_active_level, r.rec_active_level, r.onehot_feat1,
+                r.onehot_feat2, has_events, len(records))
+    return (user_id, 0, 0, 0, 0, has_events, 0)
+
+
+def _user_row_stats(row: Tuple) -> Counters:
+    n_records = row[-1]
+    counts = {"vocab/users": 1}
+    if n_records:
+        counts[f"{USERS}/canonical"] = 1
+        if n_records > 1:
+            counts[f"{USERS}/dropped_duplicate"] = n_records - 1
+    if not row[-2]:
+        counts["users/without_events"] = 1
+    return counts
+
+
+def _duplicate_stats(element, file_name: str) -> Counters:
+    _, records = element
+    n = len(list(records))
+    counts = {f"{file_name}/canonical": 1}
+    if n > 1:
+        counts[f"{file_name}/dropped_duplicate"] = n - 1
+    return counts

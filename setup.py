@@ -12,6 +12,7 @@ REQUIRED = [
     "absl-py>=2.0",
     "numpy>=1.26",
     "psutil>=5.9",
+    "importlib_resources",  # tensorflow-datasets needs it (via etils) but does not declare it
 ]
 
 EXTRAS = {

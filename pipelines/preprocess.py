@@ -32,7 +32,8 @@ from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
-from pipelines.transforms import (OPTIONAL_FILES, REQUIRED_FILES, REC, SRC, KuaisarToExamples)
+from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
+                                  SerializeExamples)
 
 DEFAULT_RUNNER = "FnApiRunner"
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
@@ -109,12 +110,13 @@ def _write_json(obj, path: str) -> None:
 def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
                    config: PreprocessConfig, num_shards: Dict[str, int]) -> None:
     """Adds the whole preprocessing graph to ``pipeline``."""
-    out = pipeline | "Import" >> KuaisarToExamples(paths, config, num_shards)
+    out = pipeline | "Import" >> KuaisarToExamples(paths, config)
+    serialized = out["examples"] | "Serialize" >> beam.ParDo(SerializeExamples(num_shards))
     vocab_dir = FileSystems.join(output_dir, F.VOCAB_DIR)
 
     all_shards = [((split, int(task), shard), None)
                   for split, n in num_shards.items() for task in F.Task for shard in range(n)]
-    written = ((out["examples"], pipeline | "ShardSkeleton" >> beam.Create(all_shards))
+    written = ((serialized, pipeline | "ShardSkeleton" >> beam.Create(all_shards))
                | "WithEmptyShards" >> beam.Flatten()
                | "GroupShards" >> beam.GroupByKey()
                | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards)))

@@ -146,35 +146,49 @@ def build_pools(_, counts: Mapping[Tuple[int, int], int],
 
 
 class MakeExamples(beam.DoFn):
-    """``UserTimeline`` → ``((split, task, shard), ((user, row), serialized Example))``."""
+    """``UserTimeline`` → ``KeyedExample`` per target (+ ``stats``)."""
 
-    def __init__(self, config: PreprocessConfig, num_shards: Mapping[str, int]) -> None:
+    def __init__(self, config: PreprocessConfig) -> None:
         self._config = config
-        self._num_shards = dict(num_shards)
         self._users = 0
-
-    def setup(self):
-        from tensorflow.core.example import example_pb2  # noqa: F401  (load TF's protos once)
 
     def process(self, timeline: UserTimeline, pools):
         counts: Counters = {}
-        for keyed in user_examples(timeline, pools, self._config, counts):
-            shards = self._num_shards[keyed.split]
-            shard = (keyed.user_id * 2654435761 % (1 << 32)) % shards
-            data = to_tf_example(keyed.values).SerializeToString(deterministic=True)
-            yield (keyed.split, keyed.task, shard), ((keyed.user_id, keyed.target_row), data)
+        yield from user_examples(timeline, pools, self._config, counts)
         self._users += 1
         if self._users % _PROGRESS_USERS == 0:
             logging.info("examples: %d users done", self._users)
         yield beam.pvalue.TaggedOutput(STATS, counts)
 
 
-def _vocab_item_row(element) -> Iterable[Tuple]:
-    """Joins one item's first-seen time, counts and features into an ``items.tsv`` row."""
+class SerializeExamples(beam.DoFn):
+    """``KeyedExample`` → ``((split, task, shard), ((user, row), serialized tf.train.Example))``.
+
+    The shard is a fixed function of the user, so shard contents do not depend on the runner.
+    """
+
+    def __init__(self, num_shards: Mapping[str, int]) -> None:
+        self._num_shards = dict(num_shards)
+
+    def setup(self):
+        from tensorflow.core.example import example_pb2  # noqa: F401  (load TF's protos once)
+
+    def process(self, keyed: KeyedExample):
+        shard = (keyed.user_id * 2654435761 % (1 << 32)) % self._num_shards[keyed.split]
+        data = to_tf_example(keyed.values).SerializeToString(deterministic=True)
+        yield (keyed.split, keyed.task, shard), ((keyed.user_id, keyed.target_row), data)
+
+
+def _vocab_item_row(element) -> List[Tuple]:
+    """Joins one item's first-seen time, counts and features into an ``items.tsv`` row.
+
+    Returns:
+        One row, or none if the item is not train-visible (then it is not in the vocabulary).
+    """
     item_id, grouped = element
     seen = list(grouped["first_seen"])
     if not seen:
-        return  # Not train-visible: not in the vocabulary.
+        return []
     counts = collections.Counter()
     for task, count in grouped["counts"]:
         counts[task] += count
@@ -184,7 +198,7 @@ def _vocab_item_row(element) -> Iterable[Tuple]:
         caption, author, cats = record.caption, record.author_id, record.categories
     else:
         caption, author, cats = (), 0, (0, 0, 0, 0)
-    yield (item_id, counts[Task.FEED], counts[Task.SEARCH], min(seen), author, *cats, caption)
+    return [(item_id, counts[Task.FEED], counts[Task.SEARCH], min(seen), author, *cats, caption)]
 
 
 class KuaisarToExamples(beam.PTransform):
@@ -194,20 +208,17 @@ class KuaisarToExamples(beam.PTransform):
         paths: File name (e.g. ``"rec_inter.csv"``) → path on any Beam filesystem. The four
             required files must be present; ``social_network.csv`` is optional.
         config: Preprocessing settings.
-        num_shards: ``split -> shards`` for the examples of each task.
 
     Returns (from ``expand``):
-        Dict of PCollections: ``examples`` (keyed as ``MakeExamples`` emits), ``items``
+        Dict of PCollections: ``examples`` (``KeyedExample``), ``items``
         (``items.tsv`` rows), ``words`` (``(word, count)``), ``users`` (``users.tsv`` rows),
         ``dead_letter`` (``Rejection``), ``stats`` (one merged counter dict).
     """
 
-    def __init__(self, paths: Mapping[str, str], config: PreprocessConfig,
-                 num_shards: Mapping[str, int]) -> None:
+    def __init__(self, paths: Mapping[str, str], config: PreprocessConfig) -> None:
         super().__init__()
         self._paths = dict(paths)
         self._config = config
-        self._num_shards = dict(num_shards)
 
     def expand(self, pbegin):
         config = self._config
@@ -234,7 +245,7 @@ class KuaisarToExamples(beam.PTransform):
                                        first_seen=beam.pvalue.AsDict(first_seen)))
         examples_out = (timelines
                         | "Examples" >> beam.ParDo(
-                            MakeExamples(config, self._num_shards),
+                            MakeExamples(config),
                             pools=beam.pvalue.AsSingleton(pools)).with_outputs(STATS, main="ex"))
 
         item_features = parsed[ITEMS].records | "KeyItems" >> beam.Map(

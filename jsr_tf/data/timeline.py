@@ -201,7 +201,7 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
           sum(1 for e in events if e.kind == EventKind.SEARCH and e.has_click))
 
     # Eligibility (on the full history; the split cannot depend on masking, which depends on it).
-    eligible: Dict[int, List[int]] = {Task.FEED: [], Task.SEARCH: []}
+    eligible: Dict[int, List[int]] = {int(Task.FEED): [], int(Task.SEARCH): []}
     feed_prefix = [0]  # feed_prefix[k] = feed events among events[:k]
     for event in events:
         feed_prefix.append(feed_prefix[-1] + (event.kind == EventKind.FEED))
@@ -217,7 +217,7 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
               HISTORY_ANY: end > 0}.get(config.history_requirement, True)
         _bump(counters, f"{name}/targets")
         if ok:
-            eligible[task].append(i)
+            eligible[int(task)].append(i)
         else:
             _bump(counters, f"{name}/dropped_history_requirement")
 
@@ -232,9 +232,9 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
             continue
         _bump(counters, f"{name}/users")
         for index in indices[:-2]:
-            targets.append(Target(index, task, Split.TRAIN.value))
-        targets.append(Target(indices[-2], task, Split.VALID.value))
-        targets.append(Target(indices[-1], task, Split.TEST.value))
+            targets.append(Target(index, int(task), Split.TRAIN.value))
+        targets.append(Target(indices[-2], int(task), Split.VALID.value))
+        targets.append(Target(indices[-1], int(task), Split.TEST.value))
         heldout.update(indices[-2:])
     targets.sort(key=lambda t: t.index)
 

@@ -93,7 +93,9 @@ class NegativeResampler:
     Draws ``2k`` items per row from the task's pool (``w_i`` = train-target count, read from
     ``vocab/items.tsv``), drops draws equal to the positive, to an item in the row's history, or
     first seen at or after the target, and to earlier draws of the row, and keeps the first ``k``.
-    Rows where fewer than ``k`` draws survive keep their stored negatives in the missing slots.
+    Rows where fewer than ``k`` draws survive fill the missing slots with their stored negatives
+    (repeated if fewer than ``k`` are stored), so every negative obeys the exclusions; only a
+    degenerate pool can then produce a repeated negative.
     Stateless random ops seeded by ``(seed, batch index)``: deterministic, and different every
     epoch because the batch index keeps counting across epochs.
 
@@ -143,7 +145,9 @@ class NegativeResampler:
         order = tf.argsort(tf.cast(bad, tf.int32) * (2 * k) + tf.range(2 * k)[None, :], axis=1)
         fresh = tf.gather(items, order, batch_dims=1)[:, :k]
         fresh_ok = ~tf.gather(bad, order, batch_dims=1)[:, :k]
-        stored = tf.concat([batch[CANDIDATES][:, 1:], fresh], axis=1)[:, :k]
+        stored = batch[CANDIDATES][:, 1:]
+        repeats = (k + tf.shape(stored)[1] - 1) // tf.shape(stored)[1]
+        stored = tf.tile(stored, [1, repeats])[:, :k]  # valid negatives, repeated if too few
         negatives = tf.where(fresh_ok, fresh, stored)
         out = dict(batch)
         out[CANDIDATES] = tf.concat([positive, negatives], axis=1)

@@ -5,6 +5,7 @@ Pure Python; the Beam pipeline serialises the dicts to ``tf.train.Example``.
 
 from __future__ import annotations
 
+import bisect
 from typing import Dict, Iterator, List, Mapping, NamedTuple, Sequence
 
 from jsr_tf import features as F
@@ -57,20 +58,39 @@ def history_fields(history: Sequence[Event], config: PreprocessConfig) -> Exampl
     }
 
 
-def _prior_items(history: Sequence[Event]) -> set:
-    """Items the user interacted with in ``history``: feed positives and actual search clicks."""
-    items = set()
-    for event in history:
-        if event.kind == EventKind.FEED:
-            items.add(event.item)
-        else:
-            items.update(event.all_clicked)
-    return items
+class _Exclusions:
+    """``item in exclusions``: the user's items so far plus a target's own items, without copying
+    the (growing) set of earlier items for every target."""
+
+    __slots__ = ("prior", "own")
+
+    def __init__(self, prior: set, own: set) -> None:
+        self.prior = prior
+        self.own = own
+
+    def __contains__(self, item: int) -> bool:
+        return item in self.own or item in self.prior
+
+
+def _last(indices: List[int], end: int, cap: int, skip: frozenset) -> List[int]:
+    """The last ``cap`` indices below ``end`` that are not in ``skip`` (indices are sorted)."""
+    stop = bisect.bisect_left(indices, end)
+    out: List[int] = []
+    for position in range(stop - 1, -1, -1):
+        if indices[position] not in skip:
+            out.append(indices[position])
+            if len(out) == cap:
+                break
+    out.reverse()
+    return out
 
 
 def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
                   config: PreprocessConfig, counters: Dict[str, int]) -> Iterator[KeyedExample]:
     """Yields one example per target of the user.
+
+    Work per target is O(caps + log n): histories come from per-kind index lists, and the
+    user's earlier items (negative exclusions) grow incrementally as targets advance in time.
 
     Args:
         timeline: From ``build_timeline``.
@@ -82,17 +102,29 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
         ``KeyedExample``s in canonical target order.
     """
     events = timeline.events
+    feed_idx = [i for i, e in enumerate(events) if e.kind == EventKind.FEED]
+    search_idx = [i for i, e in enumerate(events) if e.kind == EventKind.SEARCH]
+    no_skip: frozenset = frozenset()
     samplers: Dict[tuple, NegativeSampler] = {}
+    prior: set = set()  # items of events[:consumed]: feed positives and actual search clicks
+    consumed = 0
     for target in timeline.targets:
         event = events[target.index]
         task = Task(target.task)
         name = task.name.lower()
         end = history_end(events, target.index, config.strict_same_ts)
-        full_history = events[:end]
-        if target.split == Split.TRAIN.value and config.mask_heldout_in_train_history:
-            history = [e for i, e in enumerate(full_history) if i not in timeline.heldout]
-        else:
-            history = list(full_history)
+        while consumed < end:
+            earlier = events[consumed]
+            if earlier.kind == EventKind.FEED:
+                prior.add(earlier.item)
+            else:
+                prior.update(earlier.all_clicked)
+            consumed += 1
+        masked = target.split == Split.TRAIN.value and config.mask_heldout_in_train_history
+        skip = timeline.heldout if masked else no_skip
+        chosen = (_last(feed_idx, end, config.max_feed_history, skip)
+                  + _last(search_idx, end, config.max_search_history, skip))
+        history = [events[i] for i in sorted(chosen)]
 
         n_neg = (config.num_train_negatives if target.split == Split.TRAIN.value
                  else config.num_eval_negatives)
@@ -101,14 +133,12 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
             seed = derived_seed(config.candidate_seed, int(task), target.split, timeline.user_id)
             samplers[key] = NegativeSampler(pools[task], seed,
                                             config.negatives_must_predate_target)
-        exclude = _prior_items(full_history)
-        exclude.add(event.item)
-        exclude.update(event.all_clicked)
-        negatives = samplers[key].sample(n_neg, exclude, event.ts, counters)
+        own = {event.item, *event.all_clicked}
+        negatives = samplers[key].sample(n_neg, _Exclusions(prior, own), event.ts, counters)
         if negatives is None:
-            for key in (f"{name}/dropped_insufficient_negatives",
-                        f"{name}/dropped_insufficient_negatives/{target.split}"):
-                counters[key] = counters.get(key, 0) + 1
+            for counter in (f"{name}/dropped_insufficient_negatives",
+                            f"{name}/dropped_insufficient_negatives/{target.split}"):
+                counters[counter] = counters.get(counter, 0) + 1
             continue
 
         values: ExampleDict = {

@@ -10,7 +10,7 @@ not depend on worker count or order.
 from __future__ import annotations
 
 import hashlib
-from typing import AbstractSet, Dict, List, NamedTuple, Optional
+from typing import Container, Dict, List, NamedTuple, Optional
 
 import numpy as np
 
@@ -29,6 +29,7 @@ class NegativePool(NamedTuple):
     Attributes:
         items: ``[N]`` int64 raw item ids with positive weight, sorted by id.
         weights: ``[N]`` float64 weights (train-target counts).
+        cumulative: ``[N]`` float64 normalised cumulative weights (for inverse-CDF draws).
         first_seen: ``[N]`` int64 first train-visible timestamp (ms) of each item.
         fallback_items: ``[M]`` int64 every train-visible item (uniform fallback when the weighted
             pool is exhausted), sorted by id.
@@ -37,6 +38,7 @@ class NegativePool(NamedTuple):
 
     items: np.ndarray
     weights: np.ndarray
+    cumulative: np.ndarray
     first_seen: np.ndarray
     fallback_items: np.ndarray
     fallback_first_seen: np.ndarray
@@ -49,7 +51,9 @@ class NegativePool(NamedTuple):
         seen = np.array([first_seen.get(int(i), _NEVER) for i in items], dtype=np.int64)
         all_items = np.array(sorted(first_seen), dtype=np.int64)
         all_seen = np.array([first_seen[int(i)] for i in all_items], dtype=np.int64)
-        return cls(items, weights, seen, all_items, all_seen)
+        total = weights.sum()
+        cumulative = np.cumsum(weights) / total if total > 0 else np.zeros(0)
+        return cls(items, weights, cumulative, seen, all_items, all_seen)
 
 
 class NegativeSampler:
@@ -65,10 +69,9 @@ class NegativeSampler:
         self._pool = pool
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._must_predate = must_predate
-        total = pool.weights.sum()
-        self._cum = np.cumsum(pool.weights) / total if total > 0 else np.zeros(0)
+        self._cum = pool.cumulative
 
-    def sample(self, n: int, exclude: AbstractSet[int], target_ts: int,
+    def sample(self, n: int, exclude: Container[int], target_ts: int,
                counters: Optional[Dict[str, int]] = None) -> Optional[List[int]]:
         """Draws ``n`` distinct negatives without replacement.
 

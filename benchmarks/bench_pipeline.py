@@ -1,0 +1,87 @@
+"""Pipeline throughput and peak memory: simulate a preset, then time jsr-preprocess on it.
+
+Each preprocess run is a child process whose RSS (with its children) is sampled for the peak.
+Reports events/s (rows of rec_inter + src_inter per second) and how time grows between presets.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --presets small,medium --work_dir bench_output
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import psutil
+
+
+def _rows(path: str) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f) - 1
+
+
+def _run_child(args) -> tuple:
+    """Runs a command; returns (seconds, peak RSS in MiB of its process tree, sampled at 5 Hz)."""
+    start = time.perf_counter()
+    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = psutil.Process(child.pid)
+    peak = 0
+    while child.poll() is None:
+        try:
+            rss = proc.memory_info().rss + sum(c.memory_info().rss
+                                               for c in proc.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, args)
+    return time.perf_counter() - start, peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default="small,medium")
+    parser.add_argument("--work_dir", default="bench_output")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", default=None, help="JSON results file.")
+    args = parser.parse_args()
+    bin_dir = os.path.dirname(sys.executable)
+    results = []
+    for preset in args.presets.split(","):
+        raw = os.path.join(args.work_dir, preset, "raw")
+        out = os.path.join(args.work_dir, preset, "data")
+        if not os.path.exists(os.path.join(raw, "rec_inter.csv")):
+            subprocess.run([os.path.join(bin_dir, "jsr-simulate"), "--preset", preset, "--seed",
+                            str(args.seed), "--output_dir", raw], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        events = _rows(os.path.join(raw, "rec_inter.csv")) + _rows(os.path.join(raw, "src_inter.csv"))
+        seconds, peak_mib = _run_child([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
+                                        "--output_dir", out])
+        with open(os.path.join(out, "stats.json")) as f:
+            stats = json.load(f)
+        examples = sum(n for split in stats["examples"].values() for n in split.values())
+        row = {"preset": preset, "events": events, "examples": examples,
+               "seconds": round(seconds, 1), "events_per_s": round(events / seconds),
+               "peak_rss_mib": round(peak_mib)}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        growth = {"event_ratio": round(b["events"] / a["events"], 2),
+                  "time_ratio": round(b["seconds"] / a["seconds"], 2)}
+        print(json.dumps(growth))
+        results.append(growth)
+    machine = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    print(json.dumps(machine))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"results": results, "machine": machine}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

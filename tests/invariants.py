@@ -1,0 +1,127 @@
+"""Leakage and split invariants, checked against the raw CSVs a pipeline run started from.
+
+Used by the simulated-data tests; every check raises ``AssertionError`` naming the row.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import os
+from typing import Dict, List, Set, Tuple
+
+from jsr_tf import features as F
+from tests.testing import read_examples, sessions_of
+
+
+def _raw_interactions(raw_dir: str) -> Dict[int, List[Tuple[int, int]]]:
+    """user -> [(ts, item)] of feed clicks and search clicks, from the raw CSVs."""
+    out: Dict[int, List[Tuple[int, int]]] = collections.defaultdict(list)
+    with open(os.path.join(raw_dir, "rec_inter.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            if row["click"] in ("1", "1.0"):
+                out[int(row["user_id"])].append((round(float(row["timestamp"])),
+                                                 int(row["item_id"])))
+    with open(os.path.join(raw_dir, "src_inter.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            if int(float(row["click_cnt"])) > 0:
+                out[int(row["user_id"])].append((round(float(row["search_session_timestamp"])),
+                                                 int(row["item_id"])))
+    return out
+
+
+def _first_seen(data_dir: str) -> Dict[int, int]:
+    with open(os.path.join(data_dir, F.VOCAB_DIR, F.ITEMS_VOCAB), newline="") as f:
+        return {int(r["item_id"]): int(r["first_seen_ts"]) for r in csv.DictReader(f, delimiter="\t")}
+
+
+def load_all(data_dir: str) -> Dict[Tuple[str, int], List[Dict]]:
+    return {(s.value, int(t)): read_examples(data_dir, s.value, t) for s in F.Split for t in F.Task}
+
+
+def check_history_before_target(examples: Dict, strict: bool = True) -> int:
+    """Every history timestamp is before the target's; histories are oldest first and capped."""
+    checked = 0
+    for rows in examples.values():
+        for e in rows:
+            t = int(e[F.TARGET_TS])
+            for name in (F.FEED_TS, F.SEARCH_TS):
+                stamps = [int(x) for x in e[name]]
+                assert stamps == sorted(stamps), (name, e[F.USER_ID], e[F.TARGET_ROW])
+                assert all((s < t) if strict else (s <= t) for s in stamps), (
+                    "history at/after target", name, int(e[F.USER_ID]), int(e[F.TARGET_ROW]))
+            assert len(e[F.FEED_ITEMS]) == len(e[F.FEED_TS]) == len(e[F.FEED_ROWS]) <= 30
+            assert len(e[F.SEARCH_TS]) <= 30
+            for name in F.SEARCH_PARALLEL:
+                assert len(e[name]) == len(e[F.SEARCH_TS])
+            assert sum(e[F.SEARCH_WORD_LENGTHS]) == len(e[F.SEARCH_WORDS])
+            assert sum(e[F.SEARCH_CLICK_LENGTHS]) == len(e[F.SEARCH_CLICKS])
+            assert all(0 < n <= 5 for n in e[F.SEARCH_CLICK_LENGTHS]) or not len(e[F.SEARCH_TS])
+            checked += 1
+    return checked
+
+
+def check_no_heldout_in_train_histories(examples: Dict) -> int:
+    """No train row's history holds a valid or test target (either task)."""
+    heldout: Set[Tuple[int, int, int]] = set()  # (user, kind, row)
+    for split in ("valid", "test"):
+        for task in F.Task:
+            for e in examples[(split, int(task))]:
+                heldout.add((int(e[F.USER_ID]), int(task), int(e[F.TARGET_ROW])))
+    assert heldout, "no held-out targets at all"
+    seen = 0
+    for task in F.Task:
+        for e in examples[("train", int(task))]:
+            user = int(e[F.USER_ID])
+            for row in e[F.FEED_ROWS]:
+                assert (user, F.EventKind.FEED, int(row)) not in heldout, ("feed", user, row)
+                seen += 1
+            for s in sessions_of(e):
+                assert (user, F.EventKind.SEARCH, s["row"]) not in heldout, ("search", user, s)
+                seen += 1
+    return seen
+
+
+def check_negatives(examples: Dict, raw_dir: str, data_dir: str,
+                    must_predate: bool = True) -> int:
+    """Negatives: right count, distinct, never the positive or the user's earlier items, and
+    (by default) first seen before the target."""
+    interactions = _raw_interactions(raw_dir)
+    first_seen = _first_seen(data_dir)
+    checked = 0
+    for (split, _), rows in examples.items():
+        expected = F.NUM_TRAIN_NEGATIVES if split == "train" else F.NUM_EVAL_NEGATIVES
+        for e in rows:
+            user, t = int(e[F.USER_ID]), int(e[F.TARGET_TS])
+            negatives = [int(x) for x in e[F.NEGATIVES]]
+            assert len(negatives) == len(set(negatives)) == expected, (split, user)
+            assert int(e[F.TARGET_ITEM]) not in negatives
+            prior = {item for ts, item in interactions[user] if ts < t}
+            assert not prior & set(negatives), ("negative the user had before", user, t)
+            if must_predate:
+                assert all(first_seen[n] < t for n in negatives), ("negative first seen late", user)
+            checked += 1
+    return checked
+
+
+def check_split_order(examples: Dict) -> None:
+    """Per user and task: ≤ 1 valid and ≤ 1 test row; train < valid < test in time."""
+    for task in F.Task:
+        last_train: Dict[int, Tuple[int, int]] = {}
+        for e in examples[("train", int(task))]:
+            key = (int(e[F.TARGET_TS]), int(e[F.TARGET_ROW]))
+            user = int(e[F.USER_ID])
+            last_train[user] = max(last_train.get(user, key), key)
+        valid = {}
+        for split in ("valid", "test"):
+            users = [int(e[F.USER_ID]) for e in examples[(split, int(task))]]
+            assert len(users) == len(set(users)), (split, task)
+        for e in examples[("valid", int(task))]:
+            user = int(e[F.USER_ID])
+            valid[user] = (int(e[F.TARGET_TS]), int(e[F.TARGET_ROW]))
+            if user in last_train:
+                assert last_train[user] < valid[user], (task, user)
+        for e in examples[("test", int(task))]:
+            user = int(e[F.USER_ID])
+            if user in valid:
+                assert valid[user] < (int(e[F.TARGET_TS]), int(e[F.TARGET_ROW])), (task, user)

@@ -7,22 +7,15 @@ entry point (``pipelines/preprocess.py``), which builds one of these.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from typing import Any, Dict
 
 from jsr_tf import features
-
-_BEIJING = datetime.timezone(datetime.timedelta(hours=8))
-
-
-def _beijing_ms(year: int, month: int, day: int) -> int:
-    return int(datetime.datetime(year, month, day, tzinfo=_BEIJING).timestamp() * 1000)
-
+from jsr_tf.data.kuaisar_values import KUAISAR_PERIOD
 
 # Valid timestamp range: both KuaiSAR releases (2023-05-22 → 2023-06-10) with a day of slack.
-DEFAULT_PERIOD_START_MS = _beijing_ms(2023, 5, 21)
-DEFAULT_PERIOD_END_MS = _beijing_ms(2023, 6, 11)
+DEFAULT_PERIOD_START_MS = KUAISAR_PERIOD.start_ms
+DEFAULT_PERIOD_END_MS = KUAISAR_PERIOD.end_ms
 
 FALLBACK_FIRST_SHOWN = "first_shown"
 FALLBACK_NONE = "none"

@@ -1,0 +1,230 @@
+"""Typed experiment configuration: model + training, presets, JSON round trip, overrides.
+
+Override order (TF Model Garden style): preset defaults → ``--config`` JSON file → flag overrides
+such as ``train.batch_size=256``. ``jsr_tf.models.factory.build_model`` is the only place a config
+turns into layers; layers take plain arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Dict, Iterable, Tuple
+
+from jsr_tf import features as F
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Model hyper-parameters; defaults are the UniSAR KuaiSAR reference (spec/unisar.md §11).
+
+    Attributes:
+        name: Model family, e.g. ``"unisar"``.
+        embedding_dim: E, per-feature embedding width.
+        hidden_dim: D, model width.
+        num_heads: Attention heads.
+        num_layers: Transformer layers per encoder/decoder.
+        ffn_dim: Feed-forward width inside the transformer blocks.
+        dropout: Dropout rate everywhere.
+        num_shared_experts: CGC shared experts.
+        num_task_experts: CGC experts per task.
+        tower_units: CGC tower widths.
+        head_units: Prediction MLP widths before the final logit.
+        his_cl_temp: Initial τ of the transition alignment (NT-Xent).
+        his_cl_weight: Weight of the transition alignment loss.
+        q_i_cl_temp: Initial τ of the query–item InfoNCE.
+        q_i_cl_weight: Weight of the query–item InfoNCE.
+        num_qi_negatives: Items and queries drawn as InfoNCE negatives per step.
+        src_loss_weight: Weight of the search task's total loss.
+        causal_transitions: Transition attention reads only earlier behaviours (ablation).
+        use_transition_alignment: Ablation switch.
+        use_query_item_alignment: Ablation switch.
+        use_fusion: Ablation switch (decoders on/off).
+    """
+
+    name: str = "unisar"
+    embedding_dim: int = 32
+    hidden_dim: int = 64
+    num_heads: int = 2
+    num_layers: int = 1
+    ffn_dim: int = 64
+    dropout: float = 0.1
+    num_shared_experts: int = 4
+    num_task_experts: int = 4
+    tower_units: Tuple[int, ...] = (128, 64)
+    head_units: Tuple[int, ...] = (200, 80)
+    his_cl_temp: float = 0.1
+    his_cl_weight: float = 0.1
+    q_i_cl_temp: float = 0.5
+    q_i_cl_weight: float = 0.001
+    num_qi_negatives: int = 1024
+    src_loss_weight: float = 0.1
+    causal_transitions: bool = False
+    use_transition_alignment: bool = True
+    use_query_item_alignment: bool = True
+    use_fusion: bool = True
+
+    def validate(self) -> "ModelConfig":
+        for name in ("embedding_dim", "hidden_dim", "num_heads", "num_layers", "ffn_dim",
+                     "num_shared_experts", "num_task_experts", "num_qi_negatives"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` should be a positive integer. Received: `{name}={value!r}`")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` should be in [0, 1). Received: `dropout={self.dropout}`")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError("`hidden_dim` should be divisible by `num_heads`. Received: "
+                             f"`hidden_dim={self.hidden_dim}`, `num_heads={self.num_heads}`")
+        for name in ("his_cl_temp", "q_i_cl_temp"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` should be positive. Received: `{getattr(self, name)}`")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are the UniSAR reference (spec/unisar.md §10–11).
+
+    Attributes:
+        batch_size: Feed rows per step (the search batch is sized so that search data cycles
+            about once per feed epoch, spec/unisar.md §9).
+        eval_batch_size: Rows per evaluation batch.
+        learning_rate: Initial learning rate.
+        min_learning_rate: Floor of reduce-on-plateau.
+        optimizer: ``"adam"`` (coupled L2, the reference) or ``"adamw"`` (decoupled decay).
+        l2: Coupled L2 coefficient (added to gradients) or AdamW weight decay.
+        adam_epsilon: Adam epsilon (PyTorch default 1e-8).
+        plateau_patience: Epochs without improvement tolerated before the LR drops (PyTorch
+            rule: the drop happens after ``patience + 1`` bad epochs).
+        plateau_factor: LR multiplier on a plateau.
+        plateau_threshold: Relative improvement that counts (PyTorch ``rel`` mode).
+        early_stopping_patience: Stop once the best epoch is more than this many epochs old.
+        epochs: Maximum epochs.
+        steps_per_epoch: Feed batches per epoch; None = one pass over the feed train data.
+        seed: Model seed (never the candidate seed).
+        jit_compile: Compile the train step with XLA.
+        resample_negatives: Fresh training negatives per batch instead of the stored ones.
+        shuffle_buffer: Examples in the train shuffle buffer.
+    """
+
+    batch_size: int = 1024
+    eval_batch_size: int = 512
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-6
+    optimizer: str = "adam"
+    l2: float = 3e-5
+    adam_epsilon: float = 1e-8
+    plateau_patience: int = 3
+    plateau_factor: float = 0.1
+    plateau_threshold: float = 1e-4
+    early_stopping_patience: int = 5
+    epochs: int = 100
+    steps_per_epoch: int = 0
+    seed: int = 20230601
+    jit_compile: bool = False
+    resample_negatives: bool = False
+    shuffle_buffer: int = 10_000
+
+    def validate(self) -> "TrainConfig":
+        for name in ("batch_size", "eval_batch_size", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` should be a positive integer. Received: `{name}={value!r}`")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"`optimizer` should be 'adam' or 'adamw'. Received: `{self.optimizer!r}`")
+        if not 0 < self.min_learning_rate <= self.learning_rate:
+            raise ValueError("`min_learning_rate` should be in (0, learning_rate]. Received: "
+                             f"`{self.min_learning_rate}` with learning_rate `{self.learning_rate}`")
+        if self.l2 < 0:
+            raise ValueError(f"`l2` should be >= 0. Received: `l2={self.l2}`")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole run: the preset it came from, the model and the training settings."""
+
+    preset: str = "unisar"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self) -> "ExperimentConfig":
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ExperimentConfig":
+        unknown = sorted(set(values) - {"preset", "model", "train"})
+        if unknown:
+            raise ValueError(f"Unknown ExperimentConfig fields: {unknown}")
+        return cls(preset=values.get("preset", "custom"),
+                   model=_sub(ModelConfig, values.get("model", {})),
+                   train=_sub(TrainConfig, values.get("train", {}))).validate()
+
+    def override(self, assignments: Iterable[str]) -> "ExperimentConfig":
+        """Applies ``section.field=value`` strings (value parsed as JSON, else kept as text)."""
+        values = self.to_dict()
+        for assignment in assignments:
+            key, sep, raw = assignment.partition("=")
+            section, dot, field = key.strip().partition(".")
+            if not sep or not dot or section not in ("model", "train"):
+                raise ValueError("Overrides look like `train.batch_size=256` or "
+                                 f"`model.dropout=0.2`. Received: `{assignment}`")
+            if field not in values[section]:
+                raise ValueError(f"Unknown field `{section}.{field}`. Known: "
+                                 f"{sorted(values[section])}")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            values[section][field] = value
+        return ExperimentConfig.from_dict(values)
+
+
+def _sub(cls, values: Dict[str, Any]):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields: {unknown}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return cls(**fixed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets.
+_PRESETS: Dict[str, Callable[[], ExperimentConfig]] = {}
+
+
+def register_preset(fn: Callable[[], ExperimentConfig]) -> Callable[[], ExperimentConfig]:
+    """Registers a preset under the function's name."""
+    _PRESETS[fn.__name__] = fn
+    return fn
+
+
+def preset(name: str) -> ExperimentConfig:
+    """The named preset, validated."""
+    if name not in _PRESETS:
+        raise ValueError(f"Unknown preset `{name}`. Known: {sorted(_PRESETS)}")
+    return _PRESETS[name]().validate()
+
+
+def preset_names() -> Tuple[str, ...]:
+    return tuple(sorted(_PRESETS))
+
+
+@register_preset
+def unisar() -> ExperimentConfig:
+    """UniSAR at the reference hyper-parameters."""
+    return ExperimentConfig(preset="unisar")
+
+
+# Caps the model is built for; they equal the data contract's.
+HISTORY_CAPS = {"feed": F.MAX_FEED_HISTORY, "search": F.MAX_SEARCH_HISTORY,
+                "words": F.MAX_QUERY_WORDS, "clicks": F.MAX_SESSION_CLICKS}

@@ -1,0 +1,106 @@
+"""Vocabularies written by the pipeline (``<data_dir>/vocab/``), loaded as numpy arrays.
+
+The model builds its raw-id → dense-index lookups and its item side-feature tables from these.
+Dense index convention everywhere: 0 = padding, 1 = OOV, ``2 + i`` = the i-th vocabulary entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import NamedTuple
+
+import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
+import tensorflow as tf
+
+from jsr_tf import features as F
+
+NUM_RESERVED = 2  # 0 = pad, 1 = OOV
+
+
+class Vocab(NamedTuple):
+    """Arrays of the three vocabularies, in file order (sorted by raw id).
+
+    Attributes:
+        item_ids: ``[N_items]`` int64 raw item ids.
+        item_feed_count: ``[N_items]`` int64 train-target counts (feed).
+        item_search_count: ``[N_items]`` int64 train-target counts (search).
+        item_first_seen: ``[N_items]`` int64 first train-visible ms.
+        item_categories: ``[N_items, 4]`` int64 category ids (0 = absent).
+        item_captions: ``[N_items, W]`` int64 raw caption word ids, 0-padded.
+        word_ids: ``[N_words]`` int64 raw word ids.
+        word_counts: ``[N_words]`` int64.
+        user_ids: ``[N_users]`` int64 raw user ids.
+        user_features: ``[N_users, 4]`` int64: search_active_level, rec_active_level,
+            onehot_feat1, onehot_feat2.
+    """
+
+    item_ids: np.ndarray
+    item_feed_count: np.ndarray
+    item_search_count: np.ndarray
+    item_first_seen: np.ndarray
+    item_categories: np.ndarray
+    item_captions: np.ndarray
+    word_ids: np.ndarray
+    word_counts: np.ndarray
+    user_ids: np.ndarray
+    user_features: np.ndarray
+
+    @property
+    def num_items(self) -> int:
+        """Rows of an item table including pad and OOV."""
+        return len(self.item_ids) + NUM_RESERVED
+
+    @property
+    def num_words(self) -> int:
+        return len(self.word_ids) + NUM_RESERVED
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids) + NUM_RESERVED
+
+
+def _open(path: str):
+    return tf.io.gfile.GFile(path, "r")  # any TF filesystem (local, gs://, ...)
+
+
+def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> Vocab:
+    """Reads ``vocab/items.tsv``, ``words.tsv`` and ``users.tsv``.
+
+    Raises:
+        FileNotFoundError: If a vocabulary file is missing (run ``jsr-preprocess`` first).
+    """
+    vocab_dir = os.path.join(data_dir, F.VOCAB_DIR)
+    for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB):
+        path = os.path.join(vocab_dir, name)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"Vocabulary file {path!r} not found: run jsr-preprocess.")
+
+    with _open(os.path.join(vocab_dir, F.ITEMS_VOCAB)) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    n = len(rows)
+    captions = np.zeros([n, max_caption_words], np.int64)
+    for i, row in enumerate(rows):
+        words = [int(w) for w in row["caption"].split()][:max_caption_words]
+        captions[i, :len(words)] = words
+
+    def col(name: str) -> np.ndarray:
+        return np.array([int(r[name]) for r in rows], np.int64)
+
+    categories = np.stack([col(f"cat{k}") for k in range(1, 5)], axis=1) if n else np.zeros(
+        [0, 4], np.int64)
+    with _open(os.path.join(vocab_dir, F.WORDS_VOCAB)) as f:
+        words = list(csv.DictReader(f, delimiter="\t"))
+    with _open(os.path.join(vocab_dir, F.USERS_VOCAB)) as f:
+        users = list(csv.DictReader(f, delimiter="\t"))
+    user_cols = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
+    return Vocab(
+        item_ids=col("item_id"), item_feed_count=col("feed_count"),
+        item_search_count=col("search_count"), item_first_seen=col("first_seen_ts"),
+        item_categories=categories, item_captions=captions,
+        word_ids=np.array([int(r["word_id"]) for r in words], np.int64),
+        word_counts=np.array([int(r["count"]) for r in words], np.int64),
+        user_ids=np.array([int(r["user_id"]) for r in users], np.int64),
+        user_features=np.array([[int(r[c]) for c in user_cols] for r in users],
+                               np.int64).reshape(-1, 4))

@@ -1,0 +1,62 @@
+"""``JsrModel``: the base of every jsr-tf model (a ``tfrs.models.Model``).
+
+Contract:
+- ``score(batch, task, training)`` returns logits ``[B, C]`` for the candidates of a batch of one
+  task (``batch`` as ``jsr_tf.data.reader`` yields it). The user side is encoded once per row and
+  candidates are scored against it; any C works.
+- ``compute_loss(inputs, training)`` takes ``{Inputs.FEED: feed_batch, Inputs.SEARCH:
+  search_batch}`` (either may be absent for single-task models) and returns the scalar loss.
+- ``train_step`` adds **coupled** L2 (``grad += l2 * var``, PyTorch ``weight_decay`` as in the
+  reference) to every trainable variable except biases and LayerNorm betas, before the optimiser.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import jsr_tf  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+_NOT_DECAYED = ("/bias:", "/beta:")
+
+
+def decays(variable: tf.Variable) -> bool:
+    """Whether coupled L2 applies: everything but Dense/EinsumDense biases and LayerNorm betas."""
+    return not any(part in variable.name for part in _NOT_DECAYED)
+
+
+class JsrModel(tfrs.models.Model):
+    """Base model. Subclasses implement ``score`` and ``compute_loss``.
+
+    Args:
+        l2: Coupled L2 coefficient added to the gradients in ``train_step`` (0 disables).
+    """
+
+    def __init__(self, l2: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if l2 < 0:
+            raise ValueError(f"`l2` should be >= 0. Received: `l2={l2}`")
+        self.l2 = float(l2)
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        raise NotImplementedError
+
+    def train_step(self, inputs):
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.add_n(self.losses) if self.losses else 0.0
+            total_loss = loss + regularization_loss
+        variables = self.trainable_variables
+        gradients = tape.gradient(total_loss, variables)
+        if self.l2:
+            gradients = [
+                None if g is None else (tf.convert_to_tensor(g) + self.l2 * v if decays(v) else g)
+                for g, v in zip(gradients, variables)]
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs["loss"] = loss
+        logs["regularization_loss"] = regularization_loss
+        logs["total_loss"] = total_loss
+        return logs

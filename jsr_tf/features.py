@@ -214,6 +214,7 @@ VOCAB_DIR = "vocab"
 ITEMS_VOCAB = "items.tsv"  # item_id feed_count search_count first_seen_ts author_id cat1..cat4 caption
 WORDS_VOCAB = "words.tsv"  # word_id count
 USERS_VOCAB = "users.tsv"  # user_id search_active_level rec_active_level onehot_feat1 onehot_feat2
+QUERIES_VOCAB = "queries.tsv"  # query_words (space-separated raw word ids) count; train-visible
 STATS_FILE = "stats.json"
 SCHEMA_FILE = "schema.json"
 MANIFEST_FILE = "manifest.json"

@@ -10,7 +10,7 @@ Without ``--runner`` the in-memory ``FnApiRunner`` is used (Beam's default ``Dir
 tries Prism, which downloads a binary).
 
 Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
-``vocab/{items,words,users}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
+``vocab/{items,words,users,queries}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
 ``manifest.json`` and ``preprocess_config.json``.
 """
 
@@ -133,6 +133,10 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     (out["words"] | "WordsList" >> beam.combiners.ToList()
      | "WriteWords" >> beam.Map(_write_tsv, FileSystems.join(vocab_dir, F.WORDS_VOCAB),
                                 ("word_id", "count"), lambda r: [str(v) for v in r]))
+    (out["queries"] | "QueriesList" >> beam.combiners.ToList()
+     | "WriteQueries" >> beam.Map(
+         _write_tsv, FileSystems.join(vocab_dir, F.QUERIES_VOCAB), ("query_words", "count"),
+         lambda r: [" ".join(str(w) for w in r[0]), str(r[1])]))
     (out["users"] | "UsersList" >> beam.combiners.ToList()
      | "WriteUsers" >> beam.Map(
          _write_tsv, FileSystems.join(vocab_dir, F.USERS_VOCAB),
@@ -189,7 +193,8 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, paths, args.output_dir, config, num_shards)
-    return stats_lib.finalize(args.output_dir, config, num_shards, time.time() - start)
+    return stats_lib.finalize(args.output_dir, config, num_shards, time.time() - start,
+                              input_dir=args.input_dir)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

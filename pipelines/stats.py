@@ -103,6 +103,7 @@ def summarise(counters: Dict[str, int]) -> Dict:
                   "without_events": c("users/without_events", 0)},
         "items": {"vocab": c("vocab/items", 0)},
         "words": {"vocab": c("vocab/words", 0)},
+        "queries": {"vocab": c("vocab/queries", 0)},
         "search_sessions": {"total": c("search/sessions", 0),
                             "with_click": c("search/sessions_with_click", 0),
                             "rows_repaired": c("sessions/rows_repaired", 0)},
@@ -115,7 +116,7 @@ def summarise(counters: Dict[str, int]) -> Dict:
 
 
 def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, int],
-             elapsed_s: float) -> Dict:
+             elapsed_s: float, input_dir: str = "") -> Dict:
     """Writes ``stats.json``, ``schema.json``, ``manifest.json`` and the config; returns stats.
 
     Raises:
@@ -125,6 +126,7 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     shard_counts = _read_json(FileSystems.join(output_dir, _SHARDS))
     stats = summarise(counters)
     stats["elapsed_s"] = round(elapsed_s, 2)
+    stats["input_dir"] = input_dir
     stats["jsr_tf_version"] = jsr_tf.__version__
 
     files = {}

@@ -137,6 +137,13 @@ def train_visible_words(timeline: UserTimeline) -> Iterable[Tuple[int, int]]:
                 yield word, 1
 
 
+def train_visible_queries(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, ...], int]]:
+    """``(query words, 1)`` for every session that is not a held-out target (InfoNCE negatives)."""
+    for index, event in enumerate(timeline.events):
+        if event.kind == EventKind.SEARCH and index not in timeline.heldout and event.words:
+            yield event.words, 1
+
+
 def build_pools(_, counts: Mapping[Tuple[int, int], int],
                 first_seen: Mapping[int, int]) -> Dict[int, NegativePool]:
     per_task: Dict[int, Dict[int, int]] = {Task.FEED: {}, Task.SEARCH: {}}
@@ -212,6 +219,7 @@ class KuaisarToExamples(beam.PTransform):
     Returns (from ``expand``):
         Dict of PCollections: ``examples`` (``KeyedExample``), ``items``
         (``items.tsv`` rows), ``words`` (``(word, count)``), ``users`` (``users.tsv`` rows),
+        ``queries`` (``(words tuple, count)`` of train-visible sessions),
         ``dead_letter`` (``Rejection``), ``stats`` (one merged counter dict).
     """
 
@@ -258,6 +266,9 @@ class KuaisarToExamples(beam.PTransform):
                   items | "CaptionWords" >> beam.FlatMap(lambda row: ((w, 1) for w in row[-1])))
                  | "AllWords" >> beam.Flatten()
                  | "CountWords" >> beam.CombinePerKey(sum))
+        queries = (timelines
+                   | "Queries" >> beam.FlatMap(train_visible_queries)
+                   | "CountQueries" >> beam.CombinePerKey(sum))
         user_features = parsed[USERS].records | "KeyUsers" >> beam.Map(
             lambda rr: (rr[1].user_id, rr))
         users = ({"features": user_features,
@@ -282,7 +293,10 @@ class KuaisarToExamples(beam.PTransform):
                  | "AllStats" >> beam.Flatten()
                  | "MergeStats" >> beam.CombineGlobally(merge_counters))
         dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
+        stats_parts.append(queries | "CountQueryVocab" >> beam.combiners.Count.Globally()
+                           | "QueryStat" >> beam.Map(lambda n: {"vocab/queries": n}))
         return {"examples": examples_out.ex, "items": items, "words": words, "users": users,
+                "queries": queries,
                 "dead_letter": dead, "stats": stats}
 
 

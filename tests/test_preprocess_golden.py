@@ -139,6 +139,9 @@ def test_vocab_and_outputs(golden):
     assert by_id[503][1:4] == ["1", "0", str(ts(20))]
     assert by_id[602][1:4] == ["0", "1", str(ts(15))]
     assert by_id[605][4:] == ["0", "0", "0", "0", "0", ""]  # shown-only item without features
+    with open(os.path.join(out, "vocab", "queries.tsv")) as f:
+        # Train-visible sessions only: s9, s10, s21, s22 are held-out targets.
+        assert f.read().splitlines() == ["query_words\tcount", "11 12\t1", "13\t1", "21\t1"]
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["files"]["valid-feed-00000-of-00001.tfrecord.gz"]["rows"] == 2
     assert len(manifest["files"]["valid-feed-00000-of-00001.tfrecord.gz"]["sha256"]) == 64

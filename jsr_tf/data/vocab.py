@@ -34,6 +34,8 @@ class Vocab(NamedTuple):
         user_ids: ``[N_users]`` int64 raw user ids.
         user_features: ``[N_users, 4]`` int64: search_active_level, rec_active_level,
             onehot_feat1, onehot_feat2.
+        queries: ``[N_queries, W]`` int64 raw word ids of the distinct train-visible queries,
+            0-padded (the query negatives of the query–item InfoNCE).
     """
 
     item_ids: np.ndarray
@@ -46,6 +48,7 @@ class Vocab(NamedTuple):
     word_counts: np.ndarray
     user_ids: np.ndarray
     user_features: np.ndarray
+    queries: np.ndarray
 
     @property
     def num_items(self) -> int:
@@ -66,13 +69,13 @@ def _open(path: str):
 
 
 def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> Vocab:
-    """Reads ``vocab/items.tsv``, ``words.tsv`` and ``users.tsv``.
+    """Reads ``vocab/items.tsv``, ``words.tsv``, ``users.tsv`` and ``queries.tsv``.
 
     Raises:
         FileNotFoundError: If a vocabulary file is missing (run ``jsr-preprocess`` first).
     """
     vocab_dir = os.path.join(data_dir, F.VOCAB_DIR)
-    for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB):
+    for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB, F.QUERIES_VOCAB):
         path = os.path.join(vocab_dir, name)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"Vocabulary file {path!r} not found: run jsr-preprocess.")
@@ -94,6 +97,12 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
         words = list(csv.DictReader(f, delimiter="\t"))
     with _open(os.path.join(vocab_dir, F.USERS_VOCAB)) as f:
         users = list(csv.DictReader(f, delimiter="\t"))
+    with _open(os.path.join(vocab_dir, F.QUERIES_VOCAB)) as f:
+        query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
+    queries = np.zeros([len(query_rows), max_caption_words], np.int64)
+    for i, words in enumerate(query_rows):
+        words = [int(w) for w in words][:max_caption_words]
+        queries[i, :len(words)] = words
     user_cols = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
     return Vocab(
         item_ids=col("item_id"), item_feed_count=col("feed_count"),
@@ -103,4 +112,5 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
         word_counts=np.array([int(r["count"]) for r in words], np.int64),
         user_ids=np.array([int(r["user_id"]) for r in users], np.int64),
         user_features=np.array([[int(r[c]) for c in user_cols] for r in users],
-                               np.int64).reshape(-1, 4))
+                               np.int64).reshape(-1, 4),
+        queries=queries)

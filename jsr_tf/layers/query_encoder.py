@@ -1,0 +1,103 @@
+"""`QueryEncoder`: word ids -> query vector (serves queries *and* item captions).
+
+Shapes:
+    `...`: any leading dimensions, e.g. `(B,)` for target queries, `(B, Ls)` for history sessions,
+        `(B, C)` for candidate captions.
+    `W`: words per query or caption (50 in the reference).
+    `E`: word embedding size (32); `D`: output size (64).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import tensorflow as tf
+import tf_keras as keras
+
+from jsr_tf.features import PAD_ID
+from jsr_tf.layers import _checks
+
+
+@keras.saving.register_keras_serializable(package="jsr_tf")
+class QueryEncoder(keras.layers.Layer):
+    """Masked mean of word embeddings, then `tanh(Dense(E -> D))` (spec/unisar.md §2).
+
+    The mean runs over non-zero word ids only and is 0 for an all-padding input (`divide_no_nan`),
+    so an empty query encodes to `tanh(bias)`. The word table has no reserved rows of its own: word
+    index 0 (padding) is excluded by the mask, index 1 is the OOV word.
+
+    Args:
+        vocabulary_size: Rows of the word table (dense word indices, padding and OOV included).
+        embedding_dim: Word embedding size `E`.
+        output_dim: Output size `D`.
+        embeddings_initializer: Initializer of the word table.
+        kernel_initializer: Initializer of the projection kernel.
+        bias_initializer: Initializer of the projection bias.
+        **kwargs: Base `Layer` arguments.
+
+    Call arguments:
+        inputs: Integer tensor `(..., W)` of dense word indices, 0 = padding.
+
+    Returns:
+        Float tensor `(..., D)`.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        embedding_dim: int,
+        output_dim: int,
+        embeddings_initializer: Any = "glorot_normal",
+        kernel_initializer: Any = "glorot_normal",
+        bias_initializer: Any = "zeros",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vocabulary_size = _checks.positive_int("vocabulary_size", vocabulary_size)
+        self.embedding_dim = _checks.positive_int("embedding_dim", embedding_dim)
+        self.output_dim = _checks.positive_int("output_dim", output_dim)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.word_embeddings = self.add_weight(
+            name="word_embeddings",
+            shape=(self.vocabulary_size, self.embedding_dim),
+            initializer=_checks.clone_initializer(self.embeddings_initializer),
+        )
+        self.projection = keras.layers.Dense(
+            self.output_dim,
+            activation="tanh",
+            kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
+            bias_initializer=_checks.clone_initializer(self.bias_initializer),
+            name="projection",
+        )
+        _checks.build_sublayer(self.projection, tf.TensorShape([None, self.embedding_dim]))
+        super().build(input_shape)
+
+    def mean_word_embedding(self, inputs: tf.Tensor) -> tf.Tensor:
+        """Masked mean of the word embeddings, `(..., W) -> (..., E)`; 0 for all-padding rows."""
+        embeddings = tf.gather(self.word_embeddings, inputs)  # (..., W, E)
+        mask = tf.cast(tf.not_equal(inputs, PAD_ID), embeddings.dtype)  # (..., W)
+        total = tf.reduce_sum(embeddings * mask[..., tf.newaxis], axis=-2)
+        count = tf.reduce_sum(mask, axis=-1, keepdims=True)
+        return tf.math.divide_no_nan(total, count)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return self.projection(self.mean_word_embedding(inputs))
+
+    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.output_dim])
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update({
+            "vocabulary_size": self.vocabulary_size,
+            "embedding_dim": self.embedding_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        })
+        return config

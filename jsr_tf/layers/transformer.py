@@ -1,0 +1,289 @@
+"""Post-LN Transformer blocks equal to PyTorch's `TransformerEncoderLayer`/`DecoderLayer`.
+
+Shapes: `B` batch; `T` query (target) length; `S` key (memory) length; `d` model size (64).
+
+Both blocks follow PyTorch's default `norm_first=False` (post-LN) computation exactly:
+
+```
+encoder: x = LN1(x + Dropout(SelfAttn(x, mask)))
+         x = LN2(x + Dropout(W2 Dropout(act(W1 x))))
+decoder: x = LN1(x + Dropout(SelfAttn(x, self_mask)))
+         x = LN2(x + Dropout(CrossAttn(x, memory, cross_mask)))
+         x = LN3(x + Dropout(W2 Dropout(act(W1 x))))
+```
+plus dropout on the attention probabilities inside every attention (Keras
+`MultiHeadAttention(dropout=...)` = PyTorch `MultiheadAttention(dropout=...)`). LayerNorm
+epsilon defaults to PyTorch's 1e-5 (Keras's default is 1e-3).
+
+**Masks** are Keras masks: bool `(B, T, S)`, True = may attend (build them with
+`history_layout.HistoryLayout`). They are passed explicitly; inputs must not carry implicit
+Keras masks (no `Embedding(mask_zero=True)` upstream).
+
+**Query rows with no allowed key** (all-False mask row: a user without search history reading
+the search side, or the earliest event under causal transitions). PyTorch gives NaN there, and
+Keras's additive -1e9 mask silently attends uniformly to every key, pads included. Here such a
+row gets a **zero attention update**: its attention output (including the output projection
+bias) is multiplied by 0, so the block reduces to `LN(x)` followed by the FFN sublayer for that
+row. The softmax itself uses Keras's robust masking (masked logits *replaced* by -1e9), so every
+intermediate value stays finite and gradients through the zeroed rows are exactly 0.
+
+**Initialisation** (spec/unisar.md §10: PyTorch `xavier_normal_` on every weight matrix, zero
+biases). `kernel_initializer=None` (the default) reproduces the reference's scales: Q/K/V
+kernels as slices of the fused `in_proj_weight (3d, d)`, std `sqrt(2 / (d + 3d))` (0.088 for
+d = 64); the attention output kernel as a `(d, d)` matrix, std `sqrt(2 / 2d)` (0.125); FFN kernels
+glorot-normal. (Keras's glorot-normal would compute the attention fans from the 3-D einsum
+kernels and start Q/K/V at std 0.030 and the output at 0.10.) Any other `kernel_initializer`
+is used unchanged for every kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from jsr_tf.layers import _checks
+
+
+def _attend(
+    attention: keras.layers.MultiHeadAttention,
+    query: tf.Tensor,
+    value: tf.Tensor,
+    attention_mask: Optional[tf.Tensor],
+    training: Optional[bool],
+) -> tf.Tensor:
+    """Multi-head attention whose query rows with no allowed key return exactly 0."""
+    if attention_mask is None:
+        return attention(query, value, training=training)
+    attention_mask = tf.cast(attention_mask, tf.bool)
+    outputs = attention(query, value, attention_mask=attention_mask, training=training)
+    has_key = tf.reduce_any(attention_mask, axis=-1, keepdims=True)  # (B, T, 1)
+    return outputs * tf.cast(has_key, outputs.dtype)
+
+
+class _TransformerBlock(keras.layers.Layer):
+    """Arguments, validation, sublayer factories and config shared by the two blocks."""
+
+    def __init__(
+        self,
+        num_heads: int,
+        intermediate_dim: int,
+        dropout: float = 0.1,
+        activation: Any = "relu",
+        layer_norm_epsilon: float = 1e-5,
+        kernel_initializer: Optional[Any] = None,
+        bias_initializer: Any = "zeros",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads = _checks.positive_int("num_heads", num_heads)
+        self.intermediate_dim = _checks.positive_int("intermediate_dim", intermediate_dim)
+        self.dropout = _checks.rate("dropout", dropout)
+        self.activation = keras.activations.get(activation)
+        self.layer_norm_epsilon = _checks.positive_float("layer_norm_epsilon", layer_norm_epsilon)
+        self.kernel_initializer = (None if kernel_initializer is None
+                                   else keras.initializers.get(kernel_initializer))
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def _model_dim(self, shape: tf.TensorShape, name: str) -> int:
+        shape = tf.TensorShape(shape)
+        if shape.rank != 3:
+            raise ValueError(f"`{name}` should have rank 3 (B, T, d). "
+                             f"Received: `{name}.shape={shape}`")
+        dim = _checks.last_dim(name, shape)
+        if dim % self.num_heads:
+            raise ValueError(
+                f"The model size of `{name}` should be divisible by `num_heads={self.num_heads}`. "
+                f"Received: `{name}.shape={shape}`")
+        return dim
+
+    def _kernel_initializer(self, reference_stddev: Optional[float] = None) -> Any:
+        """A fresh kernel initializer: the configured one, or the reference scale if None."""
+        if self.kernel_initializer is not None:
+            return _checks.clone_initializer(self.kernel_initializer)
+        if reference_stddev is None:
+            return keras.initializers.GlorotNormal()
+        return keras.initializers.RandomNormal(stddev=reference_stddev)
+
+    def _initializers(self) -> Dict[str, Any]:
+        return {
+            "kernel_initializer": self._kernel_initializer(),
+            "bias_initializer": _checks.clone_initializer(self.bias_initializer),
+        }
+
+    def _attention(self, name: str, dim: int, query_shape: tf.TensorShape,
+                   value_shape: tf.TensorShape) -> keras.layers.MultiHeadAttention:
+        layer = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=dim // self.num_heads,
+            dropout=self.dropout,
+            softmax_robust_masking=True,
+            name=name,
+            **self._initializers(),
+        )
+        # Create every weight now (Keras would on first call), under the usual name scopes.
+        with tf.name_scope(name):
+            layer._build_from_signature(query=query_shape, value=value_shape)
+            if self.kernel_initializer is None:  # Reference scales (see the module docstring).
+                for dense in (layer._query_dense, layer._key_dense, layer._value_dense):
+                    dense.kernel_initializer = self._kernel_initializer(math.sqrt(0.5 / dim))
+                layer._output_dense.kernel_initializer = self._kernel_initializer(
+                    math.sqrt(1.0 / dim))
+            _checks.build_sublayer(layer._query_dense, query_shape)
+            _checks.build_sublayer(layer._key_dense, value_shape)
+            _checks.build_sublayer(layer._value_dense, value_shape)
+            _checks.build_sublayer(
+                layer._output_dense,
+                query_shape[:-1].concatenate([self.num_heads, dim // self.num_heads]))
+        return layer
+
+    def _layer_norm(self, name: str, shape: tf.TensorShape) -> keras.layers.LayerNormalization:
+        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)
+        return _checks.build_sublayer(layer, shape)
+
+    def _build_feedforward(self, dim: int, shape: tf.TensorShape) -> None:
+        self._intermediate_dense = keras.layers.Dense(
+            self.intermediate_dim, activation=self.activation, name="intermediate_dense",
+            **self._initializers())
+        _checks.build_sublayer(self._intermediate_dense, shape)
+        self._output_dense = keras.layers.Dense(dim, name="output_dense", **self._initializers())
+        _checks.build_sublayer(
+            self._output_dense, tf.TensorShape(shape)[:-1].concatenate([self.intermediate_dim]))
+        self._intermediate_dropout = keras.layers.Dropout(self.dropout)
+        self._output_dropout = keras.layers.Dropout(self.dropout)
+
+    def _feedforward(self, x: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
+        hidden = self._intermediate_dropout(self._intermediate_dense(x), training=training)
+        return self._output_dropout(self._output_dense(hidden), training=training)
+
+    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
+        return tf.TensorShape(input_shape)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update({
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "activation": keras.activations.serialize(self.activation),
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "kernel_initializer": (None if self.kernel_initializer is None
+                                   else keras.initializers.serialize(self.kernel_initializer)),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        })
+        return config
+
+
+@keras.saving.register_keras_serializable(package="jsr_tf")
+class TransformerEncoderBlock(_TransformerBlock):
+    """One post-LN Transformer encoder layer (PyTorch `TransformerEncoderLayer`).
+
+    Args:
+        num_heads: Number of attention heads; must divide the model size `d`.
+        intermediate_dim: Hidden size of the feed-forward network.
+        dropout: Dropout rate used in the four PyTorch places (attention probabilities, after
+            attention, inside the FFN, after the FFN).
+        activation: FFN activation.
+        layer_norm_epsilon: LayerNorm epsilon (PyTorch default 1e-5).
+        kernel_initializer: Initializer of every kernel; None = the reference's scales.
+        bias_initializer: Initializer of every bias.
+        **kwargs: Base `Layer` arguments.
+
+    Call arguments:
+        inputs: Float tensor `(B, T, d)`.
+        attention_mask: Optional bool tensor `(B, T, T)`, True = may attend. Rows with no True
+            get a zero attention update.
+        training: Python bool, enables dropout.
+
+    Returns:
+        Float tensor `(B, T, d)`.
+    """
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        input_shape = tf.TensorShape(input_shape)
+        dim = self._model_dim(input_shape, "inputs")
+        self._self_attention = self._attention("self_attention", dim, input_shape, input_shape)
+        self._self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._self_attention_norm = self._layer_norm("self_attention_norm", input_shape)
+        self._build_feedforward(dim, input_shape)
+        self._feedforward_norm = self._layer_norm("feedforward_norm", input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, attention_mask: Optional[tf.Tensor] = None,
+             training: Optional[bool] = None) -> tf.Tensor:
+        attended = _attend(self._self_attention, inputs, inputs, attention_mask, training)
+        x = self._self_attention_norm(
+            inputs + self._self_attention_dropout(attended, training=training))
+        return self._feedforward_norm(x + self._feedforward(x, training))
+
+
+@keras.saving.register_keras_serializable(package="jsr_tf")
+class TransformerDecoderBlock(_TransformerBlock):
+    """One post-LN Transformer decoder layer (PyTorch `TransformerDecoderLayer`).
+
+    Args:
+        num_heads: Number of attention heads; must divide the model size `d`.
+        intermediate_dim: Hidden size of the feed-forward network.
+        dropout: Dropout rate (attention probabilities of both attentions, after each of the
+            three sublayers, inside the FFN).
+        activation: FFN activation.
+        layer_norm_epsilon: LayerNorm epsilon (PyTorch default 1e-5).
+        kernel_initializer: Initializer of every kernel; None = the reference's scales.
+        bias_initializer: Initializer of every bias.
+        **kwargs: Base `Layer` arguments.
+
+    Call arguments:
+        decoder_sequence: Float tensor `(B, T, d)` (PyTorch `tgt`).
+        encoder_sequence: Float tensor `(B, S, d)` (PyTorch `memory`).
+        self_attention_mask: Optional bool tensor `(B, T, T)`, True = may attend.
+        cross_attention_mask: Optional bool tensor `(B, T, S)`, True = may attend.
+        training: Python bool, enables dropout.
+
+    Returns:
+        Float tensor `(B, T, d)`.
+    """
+
+    def build(self, decoder_sequence_shape: tf.TensorShape) -> None:
+        decoder_shape = tf.TensorShape(decoder_sequence_shape)
+        dim = self._model_dim(decoder_shape, "decoder_sequence")
+        # The memory must have the model size too (PyTorch: kdim = vdim = d_model); its length
+        # may differ from the target's.
+        encoder_shape = tf.TensorShape([None, None, dim])
+        self._self_attention = self._attention(
+            "self_attention", dim, decoder_shape, decoder_shape)
+        self._self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._self_attention_norm = self._layer_norm("self_attention_norm", decoder_shape)
+        self._cross_attention = self._attention(
+            "cross_attention", dim, decoder_shape, encoder_shape)
+        self._cross_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._cross_attention_norm = self._layer_norm("cross_attention_norm", decoder_shape)
+        self._build_feedforward(dim, decoder_shape)
+        self._feedforward_norm = self._layer_norm("feedforward_norm", decoder_shape)
+        super().build(decoder_shape)
+
+    def call(
+        self,
+        decoder_sequence: tf.Tensor,
+        encoder_sequence: tf.Tensor,
+        self_attention_mask: Optional[tf.Tensor] = None,
+        cross_attention_mask: Optional[tf.Tensor] = None,
+        training: Optional[bool] = None,
+    ) -> tf.Tensor:
+        encoder_sequence = tf.convert_to_tensor(encoder_sequence, self.compute_dtype)
+        encoder_shape = encoder_sequence.shape
+        if encoder_shape.rank != 3 or encoder_shape[-1] != decoder_sequence.shape[-1]:
+            raise ValueError(
+                "`encoder_sequence` should have shape (B, S, d) with the model size `d` of "
+                f"`decoder_sequence`. Received: `encoder_sequence.shape={encoder_shape}`, "
+                f"`decoder_sequence.shape={decoder_sequence.shape}`")
+        attended = _attend(self._self_attention, decoder_sequence, decoder_sequence,
+                           self_attention_mask, training)
+        x = self._self_attention_norm(
+            decoder_sequence + self._self_attention_dropout(attended, training=training))
+        attended = _attend(self._cross_attention, x, encoder_sequence, cross_attention_mask,
+                           training)
+        x = self._cross_attention_norm(
+            x + self._cross_attention_dropout(attended, training=training))
+        return self._feedforward_norm(x + self._feedforward(x, training))

@@ -16,6 +16,8 @@ class Outputs(enum.StrEnum):
     """Keys of the dict a model's ``call`` returns."""
 
     LOGITS = "logits"  # [B, C] float32, one logit per candidate
+    FEED_LOGITS = "feed_logits"  # [B, C]
+    SEARCH_LOGITS = "search_logits"  # [B, C]
     LOSS = "loss"
     FEED_LOSS = "feed_loss"
     SEARCH_LOSS = "search_loss"

@@ -100,9 +100,9 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
     with _open(os.path.join(vocab_dir, F.QUERIES_VOCAB)) as f:
         query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
     queries = np.zeros([len(query_rows), max_caption_words], np.int64)
-    for i, words in enumerate(query_rows):
-        words = [int(w) for w in words][:max_caption_words]
-        queries[i, :len(words)] = words
+    for i, query in enumerate(query_rows):
+        query_ids = [int(w) for w in query][:max_caption_words]
+        queries[i, :len(query_ids)] = query_ids
     user_cols = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
     return Vocab(
         item_ids=col("item_id"), item_feed_count=col("feed_count"),

@@ -42,6 +42,14 @@ class JsrModel(tfrs.models.Model):
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
         raise NotImplementedError
 
+    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Work that must run outside an XLA-compiled step (e.g. hash-table id lookups).
+
+        Training maps its datasets through this; ``score`` and ``compute_loss`` accept raw and
+        prepared batches alike. The default does nothing.
+        """
+        return batch
+
     def train_step(self, inputs):
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)

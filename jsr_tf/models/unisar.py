@@ -1,0 +1,353 @@
+"""UniSAR (Shi et al., SIGIR 2024) as the reference implementation builds it (spec/unisar.md).
+
+Shapes: B rows, Lr = Ls = 30 history slots, W = 50 words, K = 5 clicks, C candidates, D = 64.
+
+Per row the user side is encoded once: item and search-behaviour embeddings → the three
+transition encoders (global: s2r and r2s; feed: r2r; search: s2s) → two fusion decoders
+(F_r, F_s). Candidates are then scored against it: candidate-aware target attention over F_r and
+F_s (``[B, C, D]`` each, an einsum, no tiling), CGC and the task's MLP head on ``[B, C, 320]``.
+
+Raw ids are mapped inside the model (``IdLookup`` tables from ``vocab/``), so inputs are the
+reader's raw-id batches and the same code serves training and serving.
+
+Item embeddings are computed once per *unique* item id of a batch (history, session clicks,
+candidates and InfoNCE negatives share items heavily) unless ``dedupe_items=False``, which XLA
+needs (``tf.unique`` has a dynamic shape).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import jsr_tf  # noqa: F401
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from jsr_tf import features as F
+from jsr_tf.config import ExperimentConfig, ModelConfig
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import NUM_RESERVED, Vocab
+from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.layers.cgc import CGC
+from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey
+from jsr_tf.layers.id_lookup import IdLookup
+from jsr_tf.layers.item_encoder import ItemEncoder
+from jsr_tf.layers.mlp import MLP
+from jsr_tf.layers.positional_embedding import PositionalEmbedding
+from jsr_tf.layers.query_encoder import QueryEncoder
+from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
+from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
+from jsr_tf.layers.target_attention import TargetAttention
+from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
+from jsr_tf.models.base import JsrModel
+from jsr_tf.models.factory import register_model
+
+PREPARED = "_prepared"  # marker key: the batch's ids are already dense indices
+
+
+def _dense_rows(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Maps raw ids (any shape, 0 = pad) to dense indices of the vocabulary ``ids`` (OOV → 1)."""
+    order = np.argsort(ids)
+    sorted_ids = ids[order]
+    pos = np.searchsorted(sorted_ids, raw)
+    pos = np.minimum(pos, max(len(ids) - 1, 0))
+    found = (len(ids) > 0) & (sorted_ids[pos] == raw) if len(ids) else np.zeros_like(raw, bool)
+    dense = np.where(found, order[pos] + NUM_RESERVED, 1)
+    return np.where(raw == 0, 0, dense).astype(np.int64)
+
+
+class ItemTables:
+    """Item side-feature tables in dense-index order (row 0 = pad, row 1 = OOV)."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        n = vocab.num_items
+        self.captions = np.zeros([n, F.MAX_CAPTION_WORDS], np.int64)
+        self.captions[NUM_RESERVED:] = _dense_rows(vocab.item_captions, vocab.word_ids)
+        self.categories = np.zeros([n, 2], np.int64)
+        self.categories[NUM_RESERVED:] = vocab.item_categories[:, :2]
+        self.category_sizes = tuple(int(self.categories[:, k].max(initial=0)) + 1 for k in range(2))
+
+
+class UniSAR(JsrModel):
+    """UniSAR with a feed head and a search head.
+
+    Args:
+        config: Model hyper-parameters.
+        vocab: Vocabularies from the pipeline (lookup tables and item side features).
+        l2: Coupled L2 coefficient (see ``JsrModel``).
+        dedupe_items: Encode each distinct item of a batch once (not XLA-compatible).
+    """
+
+    def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
+                 dedupe_items: bool = True, **kwargs) -> None:
+        super().__init__(l2=l2, **kwargs)
+        self.config = config.validate()
+        self.dedupe_items = dedupe_items
+        c = config
+        self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
+        self.word_lookup = IdLookup(vocab.word_ids, name="word_lookup")
+        self.user_lookup = IdLookup(vocab.user_ids, name="user_lookup")
+        self.num_items = vocab.num_items
+        tables = ItemTables(vocab)
+        user_features = np.zeros([vocab.num_users, 4], np.int64)
+        user_features[NUM_RESERVED:] = vocab.user_features
+        self._user_features = tf.constant(user_features)
+        self._queries = tf.constant(_dense_rows(vocab.queries, vocab.word_ids)
+                                    if len(vocab.queries) else np.zeros([1, F.MAX_QUERY_WORDS],
+                                                                        np.int64))
+        user_sizes = (vocab.num_users,) + tuple(
+            int(user_features[:, k].max(initial=0)) + 1 for k in range(4))
+
+        self.query_encoder = QueryEncoder(vocab.num_words, c.embedding_dim, c.hidden_dim,
+                                          name="query_encoder")
+        self.item_encoder = ItemEncoder(
+            vocab.num_items, c.embedding_dim, c.hidden_dim, query_encoder=self.query_encoder,
+            caption_length=F.MAX_CAPTION_WORDS, category_sizes=tables.category_sizes,
+            caption_words=tables.captions, item_categories=tables.categories,
+            name="item_encoder")
+        self.user_encoder = UserEncoder(user_sizes, c.embedding_dim, c.hidden_dim,
+                                        name="user_encoder")
+        self.search_behaviour = SearchBehaviourEncoder(name="search_behaviour")
+        self.layout = HistoryLayout(causal_transitions=c.causal_transitions, name="layout")
+        lengths = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY
+        self.global_positions = PositionalEmbedding(lengths, name="global_positions")
+        self.feed_positions = PositionalEmbedding(F.MAX_FEED_HISTORY, name="feed_positions")
+        self.search_positions = PositionalEmbedding(F.MAX_SEARCH_HISTORY, name="search_positions")
+
+        def encoders(name: str) -> List[TransformerEncoderBlock]:
+            return [TransformerEncoderBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
+                                            name=f"{name}_{i}") for i in range(c.num_layers)]
+
+        def decoders(name: str) -> List[TransformerDecoderBlock]:
+            return [TransformerDecoderBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
+                                            name=f"{name}_{i}") for i in range(c.num_layers)]
+
+        self.global_encoder = encoders("global_encoder")
+        self.feed_encoder = encoders("feed_encoder")
+        self.search_encoder = encoders("search_encoder")
+        self.feed_decoder = decoders("feed_decoder") if c.use_fusion else []
+        self.search_decoder = decoders("search_decoder") if c.use_fusion else []
+        self.feed_target_attention = TargetAttention(name="feed_target_attention")
+        self.search_target_attention = TargetAttention(name="search_target_attention")
+        self.cgc = CGC(num_tasks=2, num_shared_experts=c.num_shared_experts,
+                       num_task_experts=c.num_task_experts, expert_units=c.hidden_dim,
+                       tower_units=c.tower_units, dropout=c.dropout, name="cgc")
+        self.heads = [MLP((*c.head_units, 1), dropout=c.dropout, name=f"{t.name.lower()}_head")
+                      for t in F.Task]
+        self.rec_query = self.add_weight(name="rec_query", shape=(c.hidden_dim,),
+                                         initializer="glorot_normal")
+        if c.use_transition_alignment:
+            self.feed_alignment = TransitionAlignmentLoss(c.his_cl_temp, name="feed_alignment")
+            self.search_alignment = TransitionAlignmentLoss(c.his_cl_temp,
+                                                            name="search_alignment")
+        if c.use_query_item_alignment:
+            self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
+        self.tasks = [tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+                      for _ in F.Task]
+
+    # -----------------------------------------------------------------------------------------
+    def encode_items(self, dense_ids: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """``ItemEncoder`` over several id tensors, each distinct id encoded once.
+
+        Args:
+            dense_ids: int64 tensors of dense item indices, any shapes.
+
+        Returns:
+            Float tensors ``(*shape, D)``, one per input.
+        """
+        if not self.dedupe_items:
+            return [self.item_encoder(ids) for ids in dense_ids]
+        flat = tf.concat([tf.reshape(ids, [-1]) for ids in dense_ids], axis=0)
+        unique, index = tf.unique(flat)
+        vectors = tf.gather(self.item_encoder(unique), index)
+        sizes = [tf.size(ids) for ids in dense_ids]
+        out = []
+        for ids, part in zip(dense_ids, tf.split(vectors, sizes)):
+            out.append(tf.reshape(part, tf.concat([tf.shape(ids), [self.config.hidden_dim]], 0)))
+        return out
+
+    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Raw ids → dense indices (hash-table lookups, which XLA cannot compile).
+
+        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
+        ``compute_loss`` call it themselves on batches that were not prepared.
+        """
+        if PREPARED in batch:
+            return batch
+        out = dict(batch)
+        for name in (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES):
+            if name in batch:
+                out[name] = self.item_lookup(batch[name])
+        for name in (F.SEARCH_WORDS, F.QUERY_WORDS):
+            if name in batch:
+                out[name] = self.word_lookup(batch[name])
+        out[F.USER_ID] = self.user_lookup(batch[F.USER_ID])
+        out[PREPARED] = tf.ones_like(batch[F.USER_ID], tf.bool)
+        return out
+
+    def _run(self, blocks, x, mask, training):
+        for block in blocks:
+            x = block(x, attention_mask=mask, training=training)
+        return x
+
+    def _fuse(self, blocks, target, memory, mask, training):
+        for block in blocks:
+            target = block(target, memory, self_attention_mask=mask, cross_attention_mask=mask,
+                           training=training)
+        return target
+
+    def encode_user(self, batch: Dict[str, tf.Tensor], extra_items: Sequence[tf.Tensor] = (),
+                    training: bool = False) -> Dict[str, tf.Tensor]:
+        """The per-row (candidate-independent) side: histories, transitions, fusion, user.
+
+        Args:
+            batch: Reader batch (raw ids).
+            extra_items: More dense item-index tensors to encode in the same unique pass
+                (candidates, InfoNCE negatives); their vectors come back under ``extra``.
+            training: Dropout on/off.
+
+        Returns:
+            Dict with ``F_r, F_s [B,30,D]``, ``s2r, r2r, r2s, s2s``, ``feed_valid,
+            search_valid [B,30]``, ``user [B,D]``, ``queries [B,30,D]``, ``clicks [B,30,K,D]``,
+            ``click_ids``, and ``extra`` (list of vectors).
+        """
+        batch = self.prepare(batch)
+        feed_ids = batch[F.FEED_ITEMS]
+        click_ids = batch[F.SEARCH_CLICKS]
+        words = batch[F.SEARCH_WORDS]
+        vectors = self.encode_items([feed_ids, click_ids, *extra_items])
+        feed_vectors, click_vectors, extra = vectors[0], vectors[1], vectors[2:]
+        queries = self.query_encoder(words)  # [B,30,D]
+        search_valid = tf.not_equal(batch[F.SEARCH_TS], 0)
+        feed_valid = tf.not_equal(feed_ids, 0)
+        search_vectors = self.search_behaviour(queries, click_vectors, click_ids,
+                                               session_mask=search_valid)
+        layout = self.layout(batch[F.FEED_TS], batch[F.SEARCH_TS], feed_valid=feed_valid,
+                             search_valid=search_valid)
+        num_feed = F.MAX_FEED_HISTORY
+        merged = self.global_positions(tf.concat([feed_vectors, search_vectors], axis=1),
+                                       positions=layout[LayoutKey.GLOBAL_POSITIONS])
+        transitions = self._run(self.global_encoder, merged, layout[LayoutKey.GLOBAL_MASK],
+                                training)
+        s2r, r2s = transitions[:, :num_feed], transitions[:, num_feed:]
+        r2r = self._run(self.feed_encoder, self.feed_positions(feed_vectors),
+                        layout[LayoutKey.FEED_MASK], training)
+        s2s = self._run(self.search_encoder, self.search_positions(search_vectors),
+                        layout[LayoutKey.SEARCH_MASK], training)
+        if self.config.use_fusion:
+            fused_feed = self._fuse(self.feed_decoder, r2r, s2r, layout[LayoutKey.FEED_MASK],
+                                    training)
+            fused_search = self._fuse(self.search_decoder, s2s, r2s,
+                                      layout[LayoutKey.SEARCH_MASK], training)
+        else:  # Ablation: no cross-attention; the two views of each scene are summed.
+            fused_feed, fused_search = r2r + s2r, s2s + r2s
+        user_index = batch[F.USER_ID]
+        user_features = tf.gather(self._user_features, user_index)
+        user = self.user_encoder(tf.concat([user_index[:, None], user_features], axis=1))
+        return {"F_r": fused_feed, "F_s": fused_search, "s2r": s2r, "r2r": r2r, "r2s": r2s,
+                "s2s": s2s, "feed_valid": feed_valid, "search_valid": search_valid,
+                "user": user, "queries": queries, "clicks": click_vectors,
+                "click_ids": click_ids, "extra": extra}
+
+    def score_encoded(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
+                      query_words: Optional[tf.Tensor], task: int,
+                      training: bool = False) -> tf.Tensor:
+        """Logits ``[B, C]`` of candidate vectors ``[B, C, D]`` against an encoded user side."""
+        num = tf.shape(candidates)[1]
+        rec_interest = self.feed_target_attention(side["F_r"], candidates, side["feed_valid"])
+        src_interest = self.search_target_attention(side["F_s"], candidates,
+                                                    side["search_valid"])
+        user = tf.repeat(side["user"][:, None, :], num, axis=1)
+        if task == F.Task.SEARCH:
+            query = self.query_encoder(query_words)[:, None, :]
+        else:
+            query = tf.reshape(self.rec_query, [1, 1, -1])
+        query = tf.broadcast_to(query, tf.shape(candidates))
+        x = tf.concat([rec_interest, src_interest, candidates, user, query], axis=-1)
+        tower = self.cgc(x, training=training)[int(task)]
+        return tf.squeeze(self.heads[int(task)](tower, training=training), axis=-1)
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        batch = self.prepare(batch)
+        side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
+        return self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
+                                  training)
+
+    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        """Both heads' logits ``[B, C]`` for a batch; the user side is encoded once.
+
+        The search head reads ``query_words`` (all-padding queries give the empty-query vector).
+        """
+        batch = self.prepare(batch)
+        side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
+        candidates = side["extra"][0]
+        return {Outputs.FEED_LOGITS: self.score_encoded(side, candidates, None, F.Task.FEED,
+                                                        training),
+                Outputs.SEARCH_LOGITS: self.score_encoded(side, candidates,
+                                                          batch[F.QUERY_WORDS], F.Task.SEARCH,
+                                                          training)}
+
+    # -----------------------------------------------------------------------------------------
+    def _negatives(self) -> Tuple[tf.Tensor, tf.Tensor]:
+        """One draw per step: uniform item and query indices without replacement."""
+        k = self.config.num_qi_negatives
+        n_items = self.num_items - NUM_RESERVED
+        n_queries = int(self._queries.shape[0])
+        item_keys = tf.random.uniform([max(n_items, 1)])
+        items = tf.math.top_k(item_keys, k=min(k, max(n_items, 1))).indices + NUM_RESERVED
+        query_keys = tf.random.uniform([n_queries])
+        queries = tf.gather(self._queries, tf.math.top_k(query_keys, k=min(k, n_queries)).indices)
+        return tf.cast(items, tf.int64), queries
+
+    def task_loss(self, batch: Dict[str, tf.Tensor], task: int, negative_items: tf.Tensor,
+                  negative_queries: tf.Tensor, training: bool) -> Dict[str, tf.Tensor]:
+        """BCE + weighted alignment losses of one task's batch (spec/unisar.md §9)."""
+        c = self.config
+        batch = self.prepare(batch)
+        extra = [batch[reader.CANDIDATES]]
+        if c.use_query_item_alignment:
+            extra.append(negative_items)
+        side = self.encode_user(batch, extra, training)
+        logits = self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
+                                    training)
+        bce = self.tasks[int(task)](labels=batch[reader.LABEL], predictions=logits,
+                                    compute_metrics=not training)
+        out = {"bce": bce, "logits": logits}
+        total = bce
+        if c.use_transition_alignment:
+            his = (self.feed_alignment(side["s2r"], side["r2r"], side["feed_valid"])
+                   + self.search_alignment(side["r2s"], side["s2s"], side["search_valid"]))
+            out["his"] = his
+            total += c.his_cl_weight * his
+        if c.use_query_item_alignment:
+            pair_mask = tf.not_equal(side["click_ids"], 0)
+            qi = self.query_item_alignment(side["queries"], side["clicks"], pair_mask,
+                                           side["extra"][1], self.query_encoder(negative_queries))
+            out["qi"] = qi
+            total += c.q_i_cl_weight * qi
+        out["total"] = total
+        return out
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        negative_items, negative_queries = self._negatives()
+        total = 0.0
+        if Inputs.FEED in inputs:
+            total += self.task_loss(inputs[Inputs.FEED], F.Task.FEED, negative_items,
+                                    negative_queries, training)["total"]
+        if Inputs.SEARCH in inputs:
+            total += self.config.src_loss_weight * self.task_loss(
+                inputs[Inputs.SEARCH], F.Task.SEARCH, negative_items, negative_queries,
+                training)["total"]
+        return total
+
+
+from jsr_tf.layers.user_encoder import UserEncoder  # noqa: E402  (kept beside its single use)
+
+
+@register_model("unisar")
+def build_unisar(config: ExperimentConfig, vocab: Vocab) -> UniSAR:
+    l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
+    return UniSAR(config.model, vocab, l2=l2, dedupe_items=not config.train.jit_compile)

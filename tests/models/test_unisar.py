@@ -1,0 +1,178 @@
+"""UniSAR model: shapes, finite outputs on missing histories, no tiling, XLA, parameter count."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import jsr_tf  # noqa: F401
+import tensorflow as tf
+import tf_keras as keras
+
+from jsr_tf import features as F
+from jsr_tf.config import preset
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import Vocab, load_vocab
+from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.models.factory import build_model
+from jsr_tf.models.unisar import UniSAR
+from tests import golden_fixture as G
+from tests.testing import run_preprocess
+
+CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unisar")
+    config = root / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    out = str(root / "out")
+    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
+    return out
+
+
+def _model(data_dir, *overrides, seed=1):
+    keras.utils.set_random_seed(seed)
+    config = preset("unisar").override(["model.num_qi_negatives=8", *overrides])
+    return build_model(config, load_vocab(data_dir))
+
+
+def _batch(data_dir, split="valid", task=F.Task.FEED, size=4):
+    ds = reader.make_dataset(data_dir, split, task, batch_size=size, shuffle_buffer=0)
+    return next(iter(ds))
+
+
+def test_scores_have_candidate_shape_and_are_finite(data_dir):
+    model = _model(data_dir)
+    for task in F.Task:
+        batch = _batch(data_dir, task=task)
+        logits = model.score(batch, task)
+        assert logits.shape == batch[reader.CANDIDATES].shape
+        assert np.isfinite(logits.numpy()).all()
+    both = model(_batch(data_dir))
+    assert set(both) == {Outputs.FEED_LOGITS, Outputs.SEARCH_LOGITS}
+
+
+def _strip(batch, prefix):
+    out = dict(batch)
+    for name in batch:
+        if name.startswith(prefix):
+            out[name] = tf.zeros_like(batch[name])
+    return out
+
+
+@pytest.mark.parametrize("missing", ["feed_", "search_", ""])
+def test_rows_without_a_history_type_are_finite_in_outputs_and_gradients(data_dir, missing):
+    model = _model(data_dir)
+    batch = _batch(data_dir, "train", F.Task.FEED)
+    if missing:
+        batch = _strip(batch, missing)
+    search = _batch(data_dir, "train", F.Task.SEARCH, size=1)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss({Inputs.FEED: batch, Inputs.SEARCH: search}, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(loss.numpy())
+    for g in grads:
+        if g is not None:
+            assert np.isfinite(tf.convert_to_tensor(g).numpy()).all()
+    assert np.isfinite(model.score(batch, F.Task.FEED).numpy()).all()
+
+
+def test_candidates_are_scored_independently_like_the_tiled_reference(data_dir):
+    """Scoring C candidates at once equals scoring each alone (the reference tiles per candidate)."""
+    model = _model(data_dir)
+    batch = _batch(data_dir, task=F.Task.SEARCH)
+    together = model.score(batch, F.Task.SEARCH).numpy()
+    for c in range(batch[reader.CANDIDATES].shape[1]):
+        alone = dict(batch)
+        alone[reader.CANDIDATES] = batch[reader.CANDIDATES][:, c:c + 1]
+        np.testing.assert_allclose(model.score(alone, F.Task.SEARCH).numpy()[:, 0],
+                                   together[:, c], rtol=1e-5, atol=1e-6)
+    perm = [3, 1, 0, 2]
+    permuted = dict(batch)
+    permuted[reader.CANDIDATES] = tf.gather(batch[reader.CANDIDATES], perm, axis=1)
+    np.testing.assert_allclose(model.score(permuted, F.Task.SEARCH).numpy(), together[:, perm],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_unique_item_encoding_matches_plain_encoding(data_dir):
+    model = _model(data_dir)
+    batch = _batch(data_dir)
+    with_dedupe = model.score(batch, F.Task.FEED).numpy()
+    model.dedupe_items = False
+    np.testing.assert_allclose(model.score(batch, F.Task.FEED).numpy(), with_dedupe, rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_eager_graph_and_xla_agree(data_dir):
+    model = _model(data_dir, "train.jit_compile=true")
+    assert not model.dedupe_items
+    batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
+    eager = model(batch)
+    graph = tf.function(model.call)(batch)
+    xla = tf.function(model.call, jit_compile=True)(batch)
+    for key in eager:
+        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(xla[key].numpy(), eager[key].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_and_negative_ids_are_oov_not_errors(data_dir):
+    model = _model(data_dir)
+    batch = dict(_batch(data_dir))
+    batch[reader.CANDIDATES] = tf.constant([[987654321, -5, 501, 502]] * 2, tf.int64)
+    batch[F.USER_ID] = tf.constant([424242, -1], tf.int64)
+    assert np.isfinite(model.score(batch, F.Task.FEED).numpy()).all()
+
+
+def test_initial_bce_is_about_ln2(data_dir):
+    model = _model(data_dir, "model.use_transition_alignment=false",
+                   "model.use_query_item_alignment=false")
+    batch = _batch(data_dir, "train", F.Task.FEED)
+    loss = model.compute_loss({Inputs.FEED: batch}, training=False).numpy()
+    assert abs(loss - math.log(2)) < 0.1
+
+
+def test_training_lowers_the_loss_with_fixed_seed(data_dir):
+    model = _model(data_dir, seed=3)
+    feed = reader.make_dataset(data_dir, "train", F.Task.FEED, 2, repeat=True, seed=3)
+    search = reader.make_dataset(data_dir, "train", F.Task.SEARCH, 1, repeat=True, seed=3)
+    ds = tf.data.Dataset.zip({Inputs.FEED.value: feed, Inputs.SEARCH.value: search})
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(ds, steps_per_epoch=8, epochs=4, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+
+
+def _reference_vocab() -> Vocab:
+    """Vocabularies sized so that every table has the reference's rows (spec/unisar.md §11)."""
+    items, words, users = 673_416 - 2, 394_912 - 2, 22_700 - 2
+    categories = np.zeros([items, 4], np.int64)
+    categories[0, :2] = (37, 296)  # cat1 38 and cat2 297 rows
+    user_features = np.zeros([users, 4], np.int64)
+    user_features[0] = (6, 3, 7, 2)  # levels 7 and 4, onehot 8 and 3
+    return Vocab(
+        item_ids=np.arange(1, items + 1, dtype=np.int64),
+        item_feed_count=np.ones(items, np.int64), item_search_count=np.ones(items, np.int64),
+        item_first_seen=np.zeros(items, np.int64), item_categories=categories,
+        item_captions=np.zeros([items, F.MAX_CAPTION_WORDS], np.int64),
+        word_ids=np.arange(1, words + 1, dtype=np.int64), word_counts=np.ones(words, np.int64),
+        user_ids=np.arange(1, users + 1, dtype=np.int64), user_features=user_features,
+        queries=np.ones([4, F.MAX_QUERY_WORDS], np.int64))
+
+
+def test_parameter_count_at_reference_sizes():
+    """35,599,505 (reference log) − 121,484 unused (3 encoder + 1 decoder templates and the CGC
+    shared gate) = 35,478,021. Each of our tables has pad and OOV rows, so the vocabularies
+    here hold 2 fewer ids than the reference's table sizes."""
+    model = UniSAR(preset("unisar").model, _reference_vocab())
+    batch = {name: tf.zeros([1, n], tf.int64) for name, n in (
+        (F.FEED_ITEMS, 30), (F.FEED_TS, 30), (F.SEARCH_TS, 30), (F.QUERY_WORDS, 50),
+        (reader.CANDIDATES, 2))}
+    batch[F.SEARCH_WORDS] = tf.zeros([1, 30, 50], tf.int64)
+    batch[F.SEARCH_CLICKS] = tf.zeros([1, 30, 5], tf.int64)
+    batch[F.USER_ID] = tf.zeros([1], tf.int64)
+    batch[reader.LABEL] = tf.zeros([1, 2])
+    model.compute_loss({Inputs.FEED: batch, Inputs.SEARCH: batch})
+    count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert count == 35_478_021

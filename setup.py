@@ -12,6 +12,7 @@ REQUIRED = [
     "absl-py>=2.0",
     "numpy>=1.26",
     "psutil>=5.9",
+    "tensorboard==2.21.*",  # tf.summary / the TensorBoard callback; TF 2.21 no longer pulls it in
     "importlib_resources",  # tensorflow-datasets needs it (via etils) but does not declare it
 ]
 
@@ -33,6 +34,8 @@ setuptools.setup(
         "console_scripts": [
             "jsr-simulate=jsr_tf.cli.simulate:run",
             "jsr-preprocess=pipelines.preprocess:main",
+            "jsr-train=jsr_tf.cli.train:run",
+            "jsr-evaluate=jsr_tf.cli.evaluate:run",
         ],
     },
 )

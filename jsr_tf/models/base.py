@@ -51,15 +51,20 @@ class JsrModel(tfrs.models.Model):
         return batch
 
     def train_step(self, inputs):
+        # Under a tf.distribute strategy each replica's gradients are summed, so the per-replica
+        # loss (a mean over that replica's rows) and the L2 term are divided by the replicas.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             regularization_loss = tf.add_n(self.losses) if self.losses else 0.0
             total_loss = loss + regularization_loss
+            scaled_loss = total_loss / replicas
         variables = self.trainable_variables
-        gradients = tape.gradient(total_loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         if self.l2:
+            l2 = self.l2 / replicas
             gradients = [
-                None if g is None else (tf.convert_to_tensor(g) + self.l2 * v if decays(v) else g)
+                None if g is None else (tf.convert_to_tensor(g) + l2 * v if decays(v) else g)
                 for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])

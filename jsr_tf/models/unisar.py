@@ -145,8 +145,10 @@ class UniSAR(JsrModel):
                                                             name="search_alignment")
         if c.use_query_item_alignment:
             self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
-        self.tasks = [tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(from_logits=True))
-                      for _ in F.Task]
+        # Per-entry losses (reduction NONE: Keras's AUTO reduction is refused under a
+        # tf.distribute strategy); the mean over all B x C entries is taken in ``task_loss``.
+        self.tasks = [tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE)) for _ in F.Task]
 
     # -----------------------------------------------------------------------------------------
     def encode_items(self, dense_ids: Sequence[tf.Tensor]) -> List[tf.Tensor]:
@@ -313,8 +315,10 @@ class UniSAR(JsrModel):
         side = self.encode_user(batch, extra, training)
         logits = self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
                                     training)
-        bce = self.tasks[int(task)](labels=batch[reader.LABEL], predictions=logits,
-                                    compute_metrics=not training)
+        labels = batch[reader.LABEL]
+        bce = tf.reduce_mean(self.tasks[int(task)](labels=labels[..., None],
+                                                   predictions=logits[..., None],
+                                                   compute_metrics=not training))
         out = {"bce": bce, "logits": logits}
         total = bce
         if c.use_transition_alignment:

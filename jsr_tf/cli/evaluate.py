@@ -1,0 +1,70 @@
+"""``jsr-evaluate``: a trained run on the shared candidate files, with floors and the oracle.
+
+Usage::
+
+    jsr-evaluate --data_dir data/ --model_dir runs/unisar-1 [--split test] [--raw_dir raw/] \\
+        [--batch_size 512]
+
+Restores ``<model_dir>`` (``config.json`` + ``best/weights``), scores both tasks of the split,
+scores the popularity and random floors on the same files and, when the data came from the
+simulator (``--raw_dir``, else ``input_dir`` in ``<data_dir>/stats.json``, holding ``oracle/``),
+the oracle ceiling. Merges the results record into ``<model_dir>/metrics.json`` under the split's
+key and prints the table.
+
+The flags live in this module's own ``FlagValues``, so importing several CLIs into one process
+(tests) cannot collide; ``run()`` exposes them on ``absl.flags.FLAGS`` for ``app.run``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+from absl import app, flags
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("data_dir", None, "Pipeline output directory (jsr-preprocess).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("model_dir", None, "Trained run directory (config.json + best/weights).",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("split", "test", ["valid", "test"], "Split to evaluate.", flag_values=FLAGS)
+flags.DEFINE_string("raw_dir", None,
+                    "Raw KuaiSAR directory, for the simulator oracle; default: `input_dir` of "
+                    "<data_dir>/stats.json. Real KuaiSAR has no oracle (tables say n/a).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 512, "Rows per evaluation batch.", lower_bound=1,
+                     flag_values=FLAGS)
+flags.mark_flags_as_required(["data_dir", "model_dir"], flag_values=FLAGS)
+
+
+def main(argv: Sequence[str]) -> None:
+    """Evaluates and prints the table.
+
+    Args:
+        argv: Under ``app.run``, the arguments left after flag parsing (program name only). Called
+            in-process (tests), the full command line, e.g. ``["jsr-evaluate", "--data_dir", …]``.
+    """
+    if len(argv) > 1:
+        FLAGS.unparse_flags()
+        argv = FLAGS(list(argv))
+    elif not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()  # parsed through absl.flags.FLAGS by run()
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
+
+    from jsr_tf.evaluation import evaluator, report
+
+    record = evaluator.evaluate_run(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split,
+                                    raw_dir=FLAGS.raw_dir, batch_size=FLAGS.batch_size)
+    print(report.split_table(record, FLAGS.split))
+    print(f"\nwrote {FLAGS.model_dir}/{evaluator.METRICS_FILE}")
+
+
+def run() -> None:
+    """Console entry point (``jsr-evaluate``)."""
+    flags.FLAGS.append_flag_values(FLAGS)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

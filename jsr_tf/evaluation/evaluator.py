@@ -1,0 +1,345 @@
+"""Candidate evaluation over the shared valid/test files (spec/evaluation.md §3–4).
+
+Every model (and every floor scorer in ``scorers.py``) is scored on the same fixed candidate
+files ``<data_dir>/<split>-<task>-*.tfrecord.gz``, read in file order. The positive is candidate
+column 0 in the files. Models must not depend on candidate order, so the evaluator
+
+1. permutes the candidate columns with one fixed, seeded permutation (it always moves column 0,
+   so the positive is never where the file put it),
+2. scores the permuted batch inside a ``tf.function`` (one trace per task),
+3. un-permutes the scores, and
+4. computes the rank metrics of ``jsr_tf.evaluation.metrics`` with the positive at column 0
+   (ties count against the model).
+
+Shapes: ``B`` rows per batch, ``C`` candidates per row (1 positive + negatives; 100 in the
+reference files), ``N`` rows in one (split, task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import weakref
+import time
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol
+
+import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
+import tensorflow as tf
+
+from jsr_tf import features as F
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import load_vocab
+from jsr_tf.evaluation import metrics as M
+from jsr_tf.evaluation import report, scorers
+from jsr_tf.models import factory
+
+TASKS = (F.Task.FEED, F.Task.SEARCH)
+ROWS = "rows"
+TIE_FRACTION = "tie_fraction"
+PER_ROW = "per_row"  # the ``return_rows=True`` extras
+_PERMUTED_KEYS = (reader.CANDIDATES, reader.LABEL)
+
+
+class Scorer(Protocol):
+    """What the evaluator needs: the model contract of ``jsr_tf.models.base.JsrModel``."""
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int,
+              training: bool = False) -> tf.Tensor:  # pragma: no cover - protocol
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredSplit:
+    """Scores of one (split, task) in file order, columns in file order (positive = column 0).
+
+    Attributes:
+        scores: ``(N, C)`` float scores (logits).
+        user_id: ``(N,)`` raw user ids (each user has at most one row per task and split).
+        target_row: ``(N,)`` source-file row of each target.
+    """
+
+    scores: np.ndarray
+    user_id: np.ndarray
+    target_row: np.ndarray
+
+
+def column_permutation(num_columns: int, seed: int) -> np.ndarray:
+    """The fixed column permutation of the evaluator: ``permuted[:, j] = original[:, perm[j]]``.
+
+    Seeded by ``seed`` and never leaves column 0 (the positive) in place, so a scorer that
+    favours a column position cannot find the positive.
+
+    Args:
+        num_columns: C, candidates per row (>= 2).
+        seed: Integer seed.
+
+    Returns:
+        ``(C,)`` int32 permutation with ``perm[0] != 0``.
+    """
+    if num_columns < 2:
+        raise ValueError("`num_columns` should be >= 2 (a positive and a negative). Received: "
+                         f"`num_columns={num_columns}`")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(num_columns)
+        if perm[0] != 0:
+            return perm.astype(np.int32)
+
+
+def expected_num_candidates(data_dir: str, split: str) -> Optional[int]:
+    """C of a split according to ``<data_dir>/manifest.json`` (None without a manifest)."""
+    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        sampler = json.load(f).get("sampler", {})
+    key = "num_train_negatives" if F.Split(split) == F.Split.TRAIN else "num_eval_negatives"
+    return 1 + int(sampler[key]) if key in sampler else None
+
+
+def evaluate_scores(scores: np.ndarray, *, return_rows: bool = False) -> Dict[str, Any]:
+    """Rank metrics of ``(N, C)`` scores whose positive is column 0.
+
+    Args:
+        scores: ``(N, C)`` scores, file column order.
+        return_rows: Also return ``"per_row"``: ``{metric: (N,) array}`` plus ``"rank"`` and
+            ``"tie"`` arrays, for paired bootstrap tests.
+
+    Returns:
+        ``{"HR@1": …, …, "MRR": …, "rows": N, "tie_fraction": x, "positive_tie_fraction": y}``
+        (metrics NaN when N = 0).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError("`scores` should have shape (N, C) with C >= 2. Received: "
+                         f"`scores.shape={scores.shape}`")
+    out: Dict[str, Any] = dict(M.rank_metrics(scores, positive_index=0))
+    out[ROWS] = int(out[ROWS])
+    if return_rows:
+        ranks = M.positive_ranks(scores, positive_index=0)
+        per_row: Dict[str, np.ndarray] = dict(M.per_row_metrics(ranks))
+        per_row["rank"] = ranks
+        per_row["tie"] = M.tie_mask(scores)
+        out[PER_ROW] = per_row
+    return out
+
+
+def _scoring_function(scorer: Scorer, task: int, perm: np.ndarray,
+                      element_spec: Dict[str, tf.TensorSpec]) -> Callable:
+    """``tf.function`` batch -> un-permuted scores, traced once (batch dimension unknown)."""
+    perm_t = tf.constant(perm, tf.int32)
+    inverse_t = tf.constant(np.argsort(perm), tf.int32)
+    task = F.Task(task)
+
+    def score(batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        permuted = dict(batch)
+        for key in _PERMUTED_KEYS:
+            permuted[key] = tf.gather(batch[key], perm_t, axis=1)
+        logits = tf.convert_to_tensor(scorer.score(permuted, task, training=False))
+        check = tf.debugging.assert_equal(
+            tf.shape(logits), tf.shape(batch[reader.CANDIDATES]),
+            message="score() should return logits of shape [B, C] (the candidates' shape)")
+        with tf.control_dependencies([check]):  # before the gather (GPUs don't range-check)
+            return tf.gather(logits, inverse_t, axis=1)
+
+    return tf.function(score, input_signature=[element_spec])
+
+
+_SCORING_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_scoring_function(scorer: Scorer, task: int, perm: np.ndarray,
+                             element_spec: Dict[str, tf.TensorSpec]) -> Callable:
+    """``_scoring_function``, cached per scorer (weakly, outside the object: a Keras model would
+    track a dict attribute and refuse to checkpoint it), so repeated evaluations (one per
+    training epoch) reuse one trace per (task, permutation)."""
+    try:
+        cache = _SCORING_FUNCTIONS.setdefault(scorer, {})
+    except TypeError:  # not weak-referenceable: no cache
+        return _scoring_function(scorer, task, perm, element_spec)
+    key = (int(task), tuple(int(i) for i in perm), repr(element_spec))
+    if key not in cache:
+        cache[key] = _scoring_function(scorer, task, perm, element_spec)
+    return cache[key]
+
+
+def _check_candidates(candidates: np.ndarray, user_ids: np.ndarray, expected: int,
+                      where: str) -> None:
+    if candidates.shape[1] != expected:
+        raise ValueError(f"Rows of {where} should have {expected} candidates (1 positive + "
+                         f"negatives). Received: {candidates.shape[1]} in a batch")
+    short = np.any(candidates == F.PAD_ID, axis=1)
+    if short.any():
+        bad = user_ids[short][:5].tolist()
+        raise ValueError(f"{int(short.sum())} rows of {where} have fewer than {expected} "
+                         f"candidates (padded with {F.PAD_ID}); users {bad}. The candidate "
+                         "files are corrupt or were written with another sampler setting.")
+
+
+def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
+                batch_size: int = 512, permutation_seed: Optional[int] = 0) -> ScoredSplit:
+    """Scores every row of one (split, task) with the column permutation of the evaluator.
+
+    Args:
+        scorer: A model or scorer implementing ``score(batch, task, training=False)``.
+        data_dir: Pipeline output directory.
+        split: ``"train"``, ``"valid"`` or ``"test"``.
+        task: ``features.Task``.
+        batch_size: Rows per batch.
+        permutation_seed: Seed of the column permutation. None scores the file's column order
+            (positive first); only tests should need that.
+
+    Returns:
+        A ``ScoredSplit`` (scores un-permuted: the positive is column 0).
+
+    Raises:
+        FileNotFoundError: No file of that (split, task).
+        ValueError: A row with fewer candidates than the manifest says, or a bad score shape.
+    """
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` should be a positive integer. Received: "
+                         f"`batch_size={batch_size!r}`")
+    ds = reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0)
+    where = os.path.join(data_dir, F.file_pattern(split, task))
+    expected = expected_num_candidates(data_dir, split)
+    fn = None
+    scores, users, rows = [], [], []
+    for batch in ds:
+        candidates = batch[reader.CANDIDATES].numpy()
+        user_ids = batch[F.USER_ID].numpy()
+        if expected is None:
+            expected = candidates.shape[1]
+        _check_candidates(candidates, user_ids, expected, where)
+        if fn is None:
+            perm = (np.arange(expected, dtype=np.int32) if permutation_seed is None
+                    else column_permutation(expected, permutation_seed))
+            fn = _cached_scoring_function(scorer, task, perm, ds.element_spec)
+        scores.append(fn(batch).numpy())
+        users.append(user_ids)
+        rows.append(batch[F.TARGET_ROW].numpy())
+    if not scores:
+        return ScoredSplit(np.zeros([0, expected or 2], np.float32), np.zeros([0], np.int64),
+                           np.zeros([0], np.int64))
+    return ScoredSplit(np.concatenate(scores), np.concatenate(users), np.concatenate(rows))
+
+
+def evaluate_model(model_or_scorer: Scorer, data_dir: str, split: str,
+                   tasks: Iterable[int] = TASKS, batch_size: int = 512,
+                   permutation_seed: Optional[int] = 0, *,
+                   return_rows: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Metrics of a model or scorer on the fixed candidate files of one split.
+
+    Args:
+        model_or_scorer: Implements ``score(batch, task, training=False) -> [B, C]`` logits.
+        data_dir: Pipeline output directory.
+        split: ``"valid"`` or ``"test"`` (``"train"`` works too, with its few stored negatives).
+        tasks: ``features.Task`` values to evaluate.
+        batch_size: Rows per batch.
+        permutation_seed: Seed of the fixed column permutation (see ``score_split``).
+        return_rows: Add ``"per_row"`` to each task's dict: the arrays of ``evaluate_scores``
+            plus ``"user_id"`` and ``"target_row"``, all in file order (the pairing key of a
+            paired bootstrap across models).
+
+    Returns:
+        ``{task_name: {metric: value, "rows": N, "tie_fraction": x, …}}``.
+    """
+    results: Dict[str, Dict[str, Any]] = {}
+    for task in tasks:
+        scored = score_split(model_or_scorer, data_dir, split, task, batch_size=batch_size,
+                             permutation_seed=permutation_seed)
+        out = evaluate_scores(scored.scores, return_rows=return_rows)
+        if return_rows:
+            out[PER_ROW]["user_id"] = scored.user_id
+            out[PER_ROW]["target_row"] = scored.target_row
+        results[F.task_name(task)] = out
+    return results
+
+
+# -- a whole run ---------------------------------------------------------------------------------
+METRICS_FILE = "metrics.json"
+RANDOM_FLOOR_SEED = 0
+
+
+def resolve_raw_dir(data_dir: str, raw_dir: Optional[str] = None) -> Optional[str]:
+    """``raw_dir`` if given, else ``input_dir`` from ``<data_dir>/stats.json`` (None if absent)."""
+    if raw_dir:
+        return raw_dir
+    path = os.path.join(data_dir, F.STATS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f).get("input_dir") or None
+
+
+def oracle_reports(raw_dir: Optional[str], data_dir: str,
+                   split: str) -> Optional[Dict[str, Dict[str, Any]]]:
+    """``{task: OracleReport dict}`` when ``raw_dir`` holds simulator ground truth, else None."""
+    if not raw_dir:
+        return None
+    from jsr_tf.data import oracle as oracle_lib  # simulator code: loaded only when needed
+
+    try:
+        oracle = oracle_lib.Oracle.load(raw_dir)
+    except FileNotFoundError:  # real KuaiSAR (or a moved raw dir): no oracle, tables say n/a
+        return None
+    reports = oracle_lib.oracle_metrics_from_files(raw_dir, data_dir, split, oracle=oracle)
+    return {task: report.to_dict() for task, report in reports.items()}
+
+
+def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
+                 raw_dir: Optional[str] = None, *, batch_size: int = 512,
+                 permutation_seed: int = 0, model: Optional[Scorer] = None,
+                 write: bool = True) -> Dict[str, Any]:
+    """Evaluates a trained run on one split and writes its results record.
+
+    Scores the model, the popularity and random floors and, on simulated data, reads the oracle,
+    all on the same candidate files. The split's entry is merged into ``<model_dir>/metrics.json``
+    (other splits and training's keys are kept; see ``jsr_tf.evaluation.report``).
+
+    Args:
+        model_dir: A jsr-train model dir (``config.json`` + ``best/weights``).
+        data_dir: Pipeline output directory.
+        split: ``"valid"`` or ``"test"``.
+        raw_dir: Raw KuaiSAR directory; default ``input_dir`` of ``<data_dir>/stats.json``. The
+            oracle is used only if it holds the simulator's ground truth.
+        batch_size: Rows per batch.
+        permutation_seed: Seed of the column permutation.
+        model: An already built model (training's in-memory best model); default: restore it
+            with ``jsr_tf.models.factory.load_trained``.
+        write: Write ``metrics.json``.
+
+    Returns:
+        The merged results record (what ``metrics.json`` now holds).
+    """
+    if model is None:
+        model, config = factory.load_trained(model_dir, data_dir)
+    else:
+        config = factory.load_config(model_dir)
+    start = time.perf_counter()
+    metrics = evaluate_model(model, data_dir, split, batch_size=batch_size,
+                             permutation_seed=permutation_seed)
+    wall_time_s = time.perf_counter() - start
+    popularity = evaluate_model(scorers.PopularityScorer(load_vocab(data_dir)), data_dir, split,
+                                batch_size=batch_size, permutation_seed=permutation_seed)
+    random = evaluate_model(scorers.RandomScorer(RANDOM_FLOOR_SEED), data_dir, split,
+                            batch_size=batch_size, permutation_seed=permutation_seed)
+    oracle = oracle_reports(resolve_raw_dir(data_dir, raw_dir), data_dir, split)
+    entry = report.split_record(split, metrics, popularity=popularity, random=random,
+                                oracle=oracle, permutation_seed=permutation_seed,
+                                wall_time_s=wall_time_s)
+    new = report.results_record(model=config.model.name, preset=config.preset, config=config,
+                                data_dir=data_dir, seed=config.train.seed, splits={split: entry})
+    path = os.path.join(model_dir, METRICS_FILE)
+    existing = None
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            existing = json.load(f)
+    record = report.merge_records(existing, new)
+    if write:
+        tmp = path + ".tmp"
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True, allow_nan=False)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    return record

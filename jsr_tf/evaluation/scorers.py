@@ -1,0 +1,80 @@
+"""Floor scorers: popularity and random (spec/evaluation.md §4, "Floors").
+
+Both implement the model contract ``score(batch, task, training=False) -> logits [B, C]``, so
+``jsr_tf.evaluation.evaluator.evaluate_model`` treats them like trained models. Both are pure
+TensorFlow, so they run inside the evaluator's ``tf.function``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
+import tensorflow as tf
+
+from jsr_tf import features as F
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import Vocab
+
+
+class PopularityScorer:
+    """Scores a candidate by ``w_i``, its train-target count in the row's task.
+
+    ``w_i`` is the same weight the negative sampler draws from (``vocab/items.tsv``: ``feed_count``
+    for feed rows, ``search_count`` for search rows). Items outside the vocabulary score 0. Equal
+    counts are real ties, and the rank metrics count ties against the scorer.
+
+    Args:
+        vocab: The data dir's vocabularies (``jsr_tf.data.vocab.load_vocab``).
+    """
+
+    name = "popularity"
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self._tables = {
+            task: _count_table(vocab.item_ids, counts)
+            for task, counts in ((F.Task.FEED, vocab.item_feed_count),
+                                 (F.Task.SEARCH, vocab.item_search_count))}
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        """Returns ``[B, C]`` float32 counts of ``batch["candidates"]``."""
+        del training
+        return self._tables[F.Task(task)].lookup(batch[reader.CANDIDATES])
+
+
+def _count_table(item_ids: np.ndarray, counts: np.ndarray) -> tf.lookup.StaticHashTable:
+    if len(item_ids) != len(counts):
+        raise ValueError("Item ids and counts should have equal lengths. Received: "
+                         f"{len(item_ids)} ids and {len(counts)} counts")
+    if not len(item_ids):  # a table cannot be built from empty tensors: one pad row scoring 0
+        item_ids, counts = np.array([F.PAD_ID], np.int64), np.array([0], np.int64)
+    init = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(np.asarray(item_ids, np.int64)),
+        tf.constant(np.asarray(counts, np.float32)))
+    return tf.lookup.StaticHashTable(init, default_value=0.0)
+
+
+class RandomScorer:
+    """Scores every candidate by an independent uniform draw (continuous, so no ties).
+
+    Expected metrics with C candidates: ``HR@K = K / C``, ``MRR = H_C / C``. Seeded and stateful:
+    two scorers with the same seed evaluated on the same files give the same metrics.
+
+    Args:
+        seed: Integer seed.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"`seed` should be an integer. Received: `seed={seed!r}`")
+        self.seed = int(seed)
+        self._generator = tf.random.Generator.from_seed(self.seed)
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        """Returns ``[B, C]`` float32 uniform draws in ``[0, 1)``."""
+        del task, training
+        return self._generator.uniform(tf.shape(batch[reader.CANDIDATES]), dtype=tf.float32)

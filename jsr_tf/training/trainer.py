@@ -1,0 +1,223 @@
+"""``train(config, data_dir, model_dir)``: the training procedure of spec/unisar.md §10.
+
+One call trains a model and leaves a complete run directory (DESIGN.md §5b)::
+
+    <model_dir>/config.json          resolved ExperimentConfig (written first)
+    <model_dir>/best/weights*        weights of the best valid epoch (factory.BEST_WEIGHTS)
+    <model_dir>/latest/weights*      weights after the latest epoch
+    <model_dir>/backup/              BackupAndRestore state while training runs (removed at the end)
+    <model_dir>/logs/                TensorBoard (train loss, val metrics, lr)
+    <model_dir>/metrics.json         results record: training history + valid/test of the best model
+
+Procedure: seed (``keras.utils.set_random_seed(train.seed)``), build the model from the factory
+inside ``strategy.scope()`` and create its variables on one input batch, Adam with coupled L2 (the
+model's ``train_step``) or AdamW (decoupled decay; the model's coupled L2 is then set to 0), then
+``fit`` with, in this order: validation metrics, PyTorch-rule reduce-on-plateau, early stopping
+(best more than ``early_stopping_patience`` epochs old), best-weights saver, history, the
+resumable backup (every ``backup_steps`` steps and every epoch end), latest-epoch checkpoint and
+TensorBoard. The best weights are restored at the end, the valid and test splits are evaluated
+with them, and the results record is written.
+
+Rerunning the same command after a crash resumes from the backup: mid-epoch, with the optimizer,
+learning rate, plateau and early-stopping counters, best value and history of the killed run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from jsr_tf import features as F
+from jsr_tf.config import ExperimentConfig
+from jsr_tf.data.vocab import load_vocab
+from jsr_tf.models import base, factory
+from jsr_tf.training import callbacks as cb
+from jsr_tf.training import datasets
+from jsr_tf.training import strategy as strategy_lib
+
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+LATEST_WEIGHTS = os.path.join("latest", "weights")
+DEFAULT_BACKUP_STEPS = 500
+TRAIN_TASKS_ATTR = "train_tasks"  # optional model attribute: the tasks it trains on
+
+
+def make_optimizer(config: ExperimentConfig, model: base.JsrModel) -> keras.optimizers.Optimizer:
+    """Adam with the model's coupled L2, or AdamW with decoupled decay (model L2 set to 0).
+
+    AdamW decays the same variables coupled L2 does (``base.decays``: not biases nor LayerNorm
+    betas). Call after the model's variables exist.
+    """
+    train = config.train
+    if train.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=train.learning_rate,
+                                     epsilon=train.adam_epsilon)
+    model.l2 = 0.0  # decoupled decay replaces the coupled L2 of JsrModel.train_step
+    optimizer = keras.optimizers.AdamW(learning_rate=train.learning_rate,
+                                       weight_decay=train.l2, epsilon=train.adam_epsilon)
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if not base.decays(v)])
+    return optimizer
+
+
+def model_tasks(model: keras.Model) -> Sequence[int]:
+    """Tasks a model trains on: its ``train_tasks`` attribute, else both."""
+    return tuple(F.Task(t) for t in getattr(model, TRAIN_TASKS_ATTR, tuple(F.Task)))
+
+
+def _validation_fn(data_dir: str, tasks: Sequence[int], batch_size: int):
+    from jsr_tf.evaluation import evaluator
+
+    return functools.partial(evaluator.evaluate_model, data_dir=data_dir,
+                             split=F.Split.VALID.value, tasks=tasks, batch_size=batch_size)
+
+
+def make_callbacks(config: ExperimentConfig, model_dir: str, evaluate_fn: cb.EvaluateFn,
+                   backup_steps: int) -> Dict[str, keras.callbacks.Callback]:
+    """The training callbacks by name, in ``fit`` order (see the module docstring)."""
+    train = config.train
+    plateau = cb.TorchReduceLROnPlateau(factor=train.plateau_factor,
+                                        patience=train.plateau_patience,
+                                        threshold=train.plateau_threshold,
+                                        min_lr=train.min_learning_rate)
+    early = cb.PatienceEarlyStopping(patience=train.early_stopping_patience)
+    best = cb.BestWeights(os.path.join(model_dir, factory.BEST_WEIGHTS), defer_save=True)
+    history = cb.EpochHistory()
+    backup = cb.ResumableBackup(
+        os.path.join(model_dir, BACKUP_DIR),
+        stateful={"plateau": plateau, "early_stopping": early, "best": best,
+                  "history": history},
+        save_steps=backup_steps, after_backup=[best.flush])
+    out = {
+        "validation": cb.ValidationMetrics(evaluate_fn),
+        "plateau": plateau,
+        "early_stopping": early,
+        "best": best,
+        "history": history,
+        "backup": backup,
+        "latest": keras.callbacks.ModelCheckpoint(os.path.join(model_dir, LATEST_WEIGHTS),
+                                                  save_weights_only=True, save_freq="epoch"),
+    }
+    if _tensorboard_installed():
+        out["tensorboard"] = keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS_DIR))
+    else:
+        logging.warning("The `tensorboard` package is not installed: no TensorBoard logs "
+                        "(pip install tensorboard). metrics.json still has the history.")
+    return out
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def train(config: ExperimentConfig, data_dir: str, model_dir: str,
+          strategy_name: str = "default", verbose: int = 1,
+          backup_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Trains ``config`` on ``data_dir`` into ``model_dir`` (resuming a killed run there).
+
+    Args:
+        config: The resolved experiment config.
+        data_dir: Pipeline output directory.
+        model_dir: Run directory (created).
+        strategy_name: ``default | mirrored | multi_worker | tpu``.
+        verbose: ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        backup_steps: Backup period in steps (besides every epoch end); default
+            ``min(500, steps_per_epoch)``; 0 = epoch ends only.
+
+    Returns:
+        The results record written to ``<model_dir>/metrics.json``.
+    """
+    from jsr_tf.evaluation import evaluator, report
+
+    start = time.time()
+    config = config.validate()
+    keras.utils.set_random_seed(config.train.seed)
+    strategy = strategy_lib.make_strategy(strategy_name)
+    chief = strategy_lib.is_chief(strategy)
+    if chief:
+        factory.save_config(config, model_dir)
+    vocab = load_vocab(data_dir)
+
+    with strategy.scope():
+        model = factory.build_model(config, vocab)
+        tasks = model_tasks(model)
+        train_input = datasets.make_train_input(config, data_dir, tasks,
+                                                strategy.num_replicas_in_sync)
+        # Variables come from one batch of a separate, unshuffled input (a second iterator of
+        # train_input.dataset would make its order irreproducible).
+        sample = next(iter(datasets.make_train_input(
+            config, data_dir, tasks, strategy.num_replicas_in_sync, shuffle=False).dataset))
+        model.compute_loss(sample, training=False)  # creates every variable the loss uses
+        model.built = True  # a subclassed model is "built" by __call__, which fit never needs
+        del sample
+        model.compile(optimizer=make_optimizer(config, model),
+                      jit_compile=config.train.jit_compile)
+    # Work XLA cannot compile (hash-table id lookups) runs in the input pipeline.
+    train_dataset = train_input.dataset.map(
+        lambda inputs: {key: model.prepare(batch) for key, batch in inputs.items()},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    steps = train_input.steps_per_epoch
+    if backup_steps is None:
+        backup_steps = min(DEFAULT_BACKUP_STEPS, steps)
+    trained_tasks = [t for t in tasks if F.task_name(t) in train_input.batch_sizes]
+    callbacks = make_callbacks(config, model_dir,
+                               _validation_fn(data_dir, trained_tasks,
+                                              config.train.eval_batch_size),
+                               backup_steps)
+    epochs = config.train.epochs
+    resumed = cb.latest_backup_state(os.path.join(model_dir, BACKUP_DIR))
+    if resumed is not None:
+        stopped = resumed["callbacks"]["early_stopping"].get("stopped_epoch")
+        if stopped is not None:  # killed after early stopping decided: finish without training
+            epochs = min(epochs, int(stopped) + 1)
+        logging.info("Found a backup taken in epoch %d: resuming.", resumed["epoch"] + 1)
+    logging.info("Training %s: %d steps/epoch, batches %s, %d replica(s), up to %d epochs.",
+                 config.model.name, steps, train_input.batch_sizes,
+                 strategy.num_replicas_in_sync, epochs)
+    model.fit(train_dataset, epochs=epochs, steps_per_epoch=steps,
+              callbacks=list(callbacks.values()), verbose=verbose)
+    # BestWeights.on_train_end has restored the best epoch's weights.
+
+    best, early, history = callbacks["best"], callbacks["early_stopping"], callbacks["history"]
+    history_epochs: List[Dict[str, Any]] = history.epochs
+    training = {
+        "strategy": strategy_name,
+        "num_replicas": strategy.num_replicas_in_sync,
+        "best_epoch": best.best_epoch + 1,
+        "best_val_mean_ndcg@5": best.best,
+        "epochs_run": len(history_epochs),
+        "stopped_early": early.stopped_epoch is not None,
+        "final_lr": callbacks["plateau"].final_lr,
+        "steps_per_epoch": steps,
+        "batch_sizes": train_input.batch_sizes,
+        "train_examples": train_input.num_examples,
+        "starts": callbacks["backup"].starts,
+        "history": history_epochs,
+        "train_wall_time_s": time.time() - start,
+    }
+    record = report.results_record(model=config.model.name, preset=config.preset, config=config,
+                                   data_dir=data_dir, seed=config.train.seed, splits={},
+                                   **training)
+    if not chief:  # the chief evaluates and writes the record
+        return record
+    cb.write_json_atomic(os.path.join(model_dir, evaluator.METRICS_FILE), record)
+    for split in (F.Split.VALID.value, F.Split.TEST.value):
+        record = evaluator.evaluate_run(model_dir, data_dir, split, model=model,
+                                        batch_size=config.train.eval_batch_size, write=False)
+        record.update(training)
+        record["wall_time_s"] = time.time() - start
+        record = report.jsonable(record)
+        cb.write_json_atomic(os.path.join(model_dir, evaluator.METRICS_FILE), record)
+    logging.info("Best epoch %d of %d; test NDCG@5 %s", training["best_epoch"],
+                 len(history_epochs),
+                 {t: m.get("NDCG@5") for t, m in record.get("test", {}).get("metrics", {}).items()})
+    return record

@@ -112,7 +112,7 @@ def main() -> None:
         config = preset("unisar").override(overrides)
         keras.utils.set_random_seed(1)
         model = UniSAR(config.model, vocab, l2=0.0 if variant == "no_l2" else config.train.l2,
-                       dedupe_items=not config.train.jit_compile)
+                       dynamic_shapes=not config.train.jit_compile)
         inputs = {Inputs.FEED.value: model.prepare(feed),
                   Inputs.SEARCH.value: model.prepare(search)}
         if variant == "eval":

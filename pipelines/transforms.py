@@ -285,10 +285,12 @@ class KuaisarToExamples(beam.PTransform):
         stats_parts.append(users | "UserVocabStats" >> beam.Map(_user_row_stats))
         stats_parts.append(item_features | "ItemFileStats" >> beam.GroupByKey()
                            | "ItemDupStats" >> beam.Map(_duplicate_stats, ITEMS))
-        if SOCIAL in parsed:
+        if SOCIAL in parsed:  # imported and counted (too sparse to drive similar users)
             stats_parts.append(parsed[SOCIAL].records
-                               | "CountFollows" >> beam.combiners.Count.Globally()
-                               | "FollowStat" >> beam.Map(lambda n: {f"{SOCIAL}/canonical": n}))
+                               | "KeyFollows" >> beam.Map(
+                                   lambda rr: ((rr[1].user_id, rr[1].user_follow_id), rr[0]))
+                               | "GroupFollows" >> beam.GroupByKey()
+                               | "FollowDupStats" >> beam.Map(_duplicate_stats, SOCIAL))
         stats = (stats_parts
                  | "AllStats" >> beam.Flatten()
                  | "MergeStats" >> beam.CombineGlobally(merge_counters))

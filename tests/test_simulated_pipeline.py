@@ -84,3 +84,25 @@ def test_same_seed_gives_byte_identical_outputs(tiny, tmp_path):
     third = json.load(open(os.path.join(other, "manifest.json")))["files"]
     assert third["valid-feed-00000-of-00001.tfrecord.gz"]["sha256"] != first[
         "valid-feed-00000-of-00001.tfrecord.gz"]["sha256"]
+
+
+@pytest.mark.slow
+def test_dirty_simulation_counts_match_the_injected_faults(tmp_path):
+    raw = simulate("tiny", 2, str(tmp_path / "raw"))
+    subprocess.run([sys.executable, "-m", "jsr_tf.cli.simulate", "--preset", "tiny", "--seed",
+                    "2", "--output_dir", raw, "--dirty"], check=True, capture_output=True)
+    with open(os.path.join(raw, "oracle", "dirty_faults.json")) as f:
+        faults = json.load(f)
+    assert faults["dirty"]
+    stats = run_preprocess(raw, str(tmp_path / "data"))
+    assert stats["reconciled"]
+    injected = 0
+    for name, expected in faults["files"].items():
+        got = stats["files"][name]
+        assert got["rows_read"] == expected["rows"], name
+        assert got["rejected"] == expected["expected_dead_letter"], name
+        assert got["dropped_duplicate"] == expected["expected_duplicates_dropped"], name
+        for note, n in expected["expected_notes"].items():
+            assert got["notes"].get(note, 0) == n, (name, note)
+        injected += sum(expected["expected_dead_letter"].values())
+    assert injected > 10

@@ -118,7 +118,8 @@ class NegativeResampler:
         if not items:
             raise ValueError(f"No item has a positive {column} in {data_dir}: cannot resample.")
         self.items = tf.constant(np.array(items, np.int64))
-        self.logits = tf.constant(np.log(np.array(weights, np.float64)), tf.float32)[None, :]
+        cdf = np.cumsum(np.array(weights, np.float64))
+        self.cdf = tf.constant(cdf / cdf[-1], tf.float64)  # inverse-CDF draws: O(log N) each
         self.first_seen = tf.constant(np.array(first_seen, np.int64))
         self.num_negatives = num_negatives
         self.seed = seed
@@ -127,9 +128,11 @@ class NegativeResampler:
         k = self.num_negatives
         positive = batch[CANDIDATES][:, :1]
         rows = tf.shape(positive)[0]
-        draws = tf.random.stateless_categorical(
-            tf.repeat(self.logits, rows, axis=0), 2 * k,
+        uniform = tf.random.stateless_uniform(
+            tf.stack([rows, 2 * k]), dtype=tf.float64,
             seed=tf.stack([tf.cast(self.seed, tf.int64), tf.cast(index, tf.int64)]))
+        draws = tf.searchsorted(self.cdf, tf.reshape(uniform, [-1]), side="right")
+        draws = tf.reshape(tf.minimum(draws, tf.size(self.cdf) - 1), [rows, 2 * k])
         items = tf.gather(self.items, draws)  # [B, 2k]
         seen = tf.gather(self.first_seen, draws)
         history = tf.concat([batch[F.FEED_ITEMS],

@@ -10,9 +10,11 @@ F_s (``[B, C, D]`` each, an einsum, no tiling), CGC and the task's MLP head on `
 Raw ids are mapped inside the model (``IdLookup`` tables from ``vocab/``), so inputs are the
 reader's raw-id batches and the same code serves training and serving.
 
-Item embeddings are computed once per *unique* item id of a batch (history, session clicks,
-candidates and InfoNCE negatives share items heavily) unless ``dedupe_items=False``, which XLA
-needs (``tf.unique`` has a dynamic shape).
+With ``dynamic_shapes=True`` (the default) two shape-changing shortcuts apply: item embeddings
+are computed once per *unique* item id of a batch (history, session clicks, candidates and
+InfoNCE negatives share items heavily, and padding collapses to one id), and the query–item
+InfoNCE runs over the valid (session, click) pairs only instead of every slot with 0/1 weights.
+Both give the same values as the fixed-shape path; XLA needs ``dynamic_shapes=False``.
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ class UniSAR(JsrModel):
         config: Model hyper-parameters.
         vocab: Vocabularies from the pipeline (lookup tables and item side features).
         l2: Coupled L2 coefficient (see ``JsrModel``).
-        dedupe_items: Encode each distinct item of a batch once (not XLA-compatible).
+        dynamic_shapes: Use the shape-changing shortcuts above (not XLA-compatible).
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
-                 dedupe_items: bool = True, **kwargs) -> None:
+                 dynamic_shapes: bool = True, **kwargs) -> None:
         super().__init__(l2=l2, **kwargs)
         self.config = config.validate()
-        self.dedupe_items = dedupe_items
+        self.dynamic_shapes = dynamic_shapes
         c = config
         self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
         self.word_lookup = IdLookup(vocab.word_ids, name="word_lookup")
@@ -160,7 +162,7 @@ class UniSAR(JsrModel):
         Returns:
             Float tensors ``(*shape, D)``, one per input.
         """
-        if not self.dedupe_items:
+        if not self.dynamic_shapes:
             return [self.item_encoder(ids) for ids in dense_ids]
         flat = tf.concat([tf.reshape(ids, [-1]) for ids in dense_ids], axis=0)
         unique, index = tf.unique(flat)
@@ -327,9 +329,15 @@ class UniSAR(JsrModel):
             out["his"] = his
             total += c.his_cl_weight * his
         if c.use_query_item_alignment:
+            queries, clicks = side["queries"], side["clicks"]
             pair_mask = tf.not_equal(side["click_ids"], 0)
-            qi = self.query_item_alignment(side["queries"], side["clicks"], pair_mask,
-                                           side["extra"][1], self.query_encoder(negative_queries))
+            if self.dynamic_shapes:  # only the valid pairs, as one row: same loss, less work
+                pairs = tf.where(pair_mask)  # [P, 3] = (row, session, click)
+                queries = tf.gather_nd(queries, pairs[:, :2])[None]  # [1, P, D]
+                clicks = tf.gather_nd(clicks, pairs)[None, :, None]  # [1, P, 1, D]
+                pair_mask = tf.ones(tf.shape(clicks)[:3], tf.bool)
+            qi = self.query_item_alignment(queries, clicks, pair_mask, side["extra"][1],
+                                           self.query_encoder(negative_queries))
             out["qi"] = qi
             total += c.q_i_cl_weight * qi
         out["total"] = total
@@ -354,4 +362,4 @@ from jsr_tf.layers.user_encoder import UserEncoder  # noqa: E402  (kept beside i
 @register_model("unisar")
 def build_unisar(config: ExperimentConfig, vocab: Vocab) -> UniSAR:
     l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
-    return UniSAR(config.model, vocab, l2=l2, dedupe_items=not config.train.jit_compile)
+    return UniSAR(config.model, vocab, l2=l2, dynamic_shapes=not config.train.jit_compile)

@@ -97,18 +97,25 @@ def test_candidates_are_scored_independently_like_the_tiled_reference(data_dir):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_unique_item_encoding_matches_plain_encoding(data_dir):
+def test_dynamic_shape_shortcuts_match_the_fixed_shape_path(data_dir):
+    """Unique-item encoding and valid-pair InfoNCE give the fixed-shape (XLA) path's values."""
     model = _model(data_dir)
     batch = _batch(data_dir)
-    with_dedupe = model.score(batch, F.Task.FEED).numpy()
-    model.dedupe_items = False
-    np.testing.assert_allclose(model.score(batch, F.Task.FEED).numpy(), with_dedupe, rtol=1e-6,
-                               atol=1e-6)
+    inputs = {Inputs.FEED: _batch(data_dir, "train", F.Task.FEED),
+              Inputs.SEARCH: _batch(data_dir, "train", F.Task.SEARCH, size=1)}
+    results = []
+    for dynamic in (True, False):
+        model.dynamic_shapes = dynamic
+        tf.random.set_seed(11)  # the same InfoNCE negatives for both paths
+        loss = model.compute_loss(inputs, training=False).numpy()
+        results.append((model.score(batch, F.Task.FEED).numpy(), loss))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
 
 
 def test_eager_graph_and_xla_agree(data_dir):
     model = _model(data_dir, "train.jit_compile=true")
-    assert not model.dedupe_items
+    assert not model.dynamic_shapes
     batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
     eager = model(batch)
     graph = tf.function(model.call)(batch)

@@ -31,7 +31,9 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_FLAGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_pipeline.py --presets small,medium --work_dir bench_output
+	$(BIN)/python benchmarks/bench_reader.py --data_dir bench_output/medium/data
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

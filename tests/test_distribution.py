@@ -26,10 +26,13 @@ def data_dir(tmp_path_factory):
     return T.write_data(str(tmp_path_factory.mktemp("distribution")))
 
 
-def _command(data_dir, model_dir, strategy):
+MODELS = [T.SAFE, T.UNISAR]  # a test double and the real UniSAR
+
+
+def _command(data_dir, model_dir, strategy, model=T.SAFE):
     # SafeTinyModel: Keras Loss objects with AUTO reduction refuse to run under a strategy.
     return [sys.executable, "-m", "tests.training_doubles", "--data_dir", data_dir,
-            "--model_dir", model_dir, "--model", T.SAFE, "--strategy", strategy,
+            "--model_dir", model_dir, "--model", model, "--strategy", strategy,
             "--epochs", "1", "--override", "train.steps_per_epoch=2", "--verbose", "2"]
 
 
@@ -46,9 +49,10 @@ def _record(model_dir):
 
 
 @pytest.mark.slow
-def test_mirrored_two_logical_cpus(data_dir, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_mirrored_two_logical_cpus(data_dir, tmp_path, model):
     model_dir = str(tmp_path / "mirrored")
-    result = subprocess.run(_command(data_dir, model_dir, "mirrored"), cwd=ROOT,
+    result = subprocess.run(_command(data_dir, model_dir, "mirrored", model), cwd=ROOT,
                             env=_env(JSR_TEST_LOGICAL_CPUS="2"), capture_output=True, text=True,
                             timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -71,7 +75,8 @@ def _free_ports(n):
 
 
 @pytest.mark.slow
-def test_multi_worker_two_processes(data_dir, tmp_path):
+@pytest.mark.parametrize("model", MODELS)
+def test_multi_worker_two_processes(data_dir, tmp_path, model):
     model_dir = str(tmp_path / "multi_worker")
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     workers, logs = [], []
@@ -82,7 +87,7 @@ def test_multi_worker_two_processes(data_dir, tmp_path):
             log = open(tmp_path / f"worker{index}.log", "w+")
             logs.append(log)
             workers.append(subprocess.Popen(
-                _command(data_dir, model_dir, "multi_worker"), cwd=ROOT,
+                _command(data_dir, model_dir, "multi_worker", model), cwd=ROOT,
                 env=_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT, text=True))
         codes = [w.wait(timeout=TIMEOUT_S) for w in workers]
     finally:

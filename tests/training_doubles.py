@@ -96,6 +96,16 @@ def tiny_trainer_safe() -> C.ExperimentConfig:
     return C.ExperimentConfig(preset=SAFE, model=C.ModelConfig(name=SAFE), train=small_train())
 
 
+UNISAR = "unisar_tiny_trainer"
+
+
+@C.register_preset
+def unisar_tiny_trainer() -> C.ExperimentConfig:
+    """The real UniSAR (8 InfoNCE negatives: the fixture has few items) on the golden fixture."""
+    return C.ExperimentConfig(preset=UNISAR, model=C.ModelConfig(num_qi_negatives=8),
+                              train=small_train())
+
+
 def write_data(root: str) -> str:
     """Preprocesses the golden fixture (2 train negatives, 3 eval) into ``<root>/data``."""
     os.makedirs(root, exist_ok=True)

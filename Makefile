@@ -9,6 +9,10 @@ DEMO_DIR ?= demo_output
 PRESET ?= small
 SEED ?= 1
 PYTEST_FLAGS ?=
+# Demo training budget: a short run, enough to show learning (not a converged model).
+DEMO_EPOCHS ?= 2
+DEMO_STEPS ?= 60
+DEMO_BATCH ?= 512
 
 .PHONY: demo test test-fast install clean bench
 
@@ -23,6 +27,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jsr-simulate --preset $(PRESET) --seed $(SEED) --output_dir $(DEMO_DIR)/raw
 	$(BIN)/jsr-preprocess --input_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/data
+	rm -rf $(DEMO_DIR)/unisar
+	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/unisar \
+	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) \
+	    --override train.batch_size=$(DEMO_BATCH) --verbose 2
+	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/unisar --split test
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)

@@ -44,6 +44,7 @@ from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 from jsr_tf.layers.target_attention import TargetAttention
 from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
+from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 
@@ -354,9 +355,6 @@ class UniSAR(JsrModel):
                 inputs[Inputs.SEARCH], F.Task.SEARCH, negative_items, negative_queries,
                 training)["total"]
         return total
-
-
-from jsr_tf.layers.user_encoder import UserEncoder  # noqa: E402  (kept beside its single use)
 
 
 @register_model("unisar")

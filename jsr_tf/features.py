@@ -22,7 +22,8 @@ Target fields (scalars unless noted):
         candidate files of spec/evaluation.md §3 (positive = ``target_item``, i.e. candidate
         column 0). ``manifest.json`` records their row counts, sampler settings and SHA-256.
 
-History fields (events strictly before ``target_ts`` in canonical order, the most recent
+History fields (events strictly before ``target_ts`` — with ``PreprocessConfig.reference()``:
+earlier in canonical order, so same-timestamp events can be history — the most recent
 ``MAX_FEED_HISTORY`` / ``MAX_SEARCH_HISTORY`` kept, stored **oldest first**):
     feed_items, feed_ts, feed_rows: ``[<= 30]`` feed positives (``click == 1``).
     search_ts, search_rows, search_has_click: ``[<= 30]`` search sessions.

@@ -62,6 +62,21 @@ def resolve_inputs(input_dir: str) -> Dict[str, str]:
     return paths
 
 
+def clear_previous_outputs(output_dir: str) -> None:
+    """Deletes example shards and dead letters of an earlier run in ``output_dir``.
+
+    The reader globs ``<split>-<task>-*``: shards left by a run with another shard count would be
+    read together with the new ones.
+    """
+    patterns = [FileSystems.join(output_dir, F.file_pattern(s.value, t))
+                for s in F.Split for t in F.Task]
+    patterns.append(FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "*"))
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        logging.warning("Deleting %d files of an earlier run in %s.", len(stale), output_dir)
+        FileSystems.delete(stale)
+
+
 def choose_shards(paths: Dict[str, str], config: PreprocessConfig) -> Dict[str, int]:
     """Shards per split: from ``config.num_shards`` or the size of ``rec_inter.csv``."""
     if config.num_shards:
@@ -190,6 +205,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = choose_shards(paths, config)
+    clear_previous_outputs(args.output_dir)
     logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, paths, args.output_dir, config, num_shards)

@@ -1,8 +1,8 @@
 """After the pipeline: reconcile the counters and write ``stats.json``, ``schema.json`` and
 ``manifest.json``.
 
-Every row read is accounted for: ``rows_read = canonical + dropped_duplicate + rejected`` per
-file, and every target ends up in exactly one bucket (ineligible, user dropped, an example, or
+Every row read is accounted for: ``rows_read = canonical + dropped_duplicate +
+dropped_conflicting_id + rejected`` per file, and every target ends up in exactly one bucket (ineligible, user dropped, an example, or
 dropped for lack of negatives). A mismatch raises: a pipeline that loses rows must fail loudly.
 """
 
@@ -51,6 +51,7 @@ def summarise(counters: Dict[str, int]) -> Dict:
             "rows_read": c(f"{name}/rows_read", 0),
             "canonical": c(f"{name}/canonical", 0),
             "dropped_duplicate": c(f"{name}/dropped_duplicate", 0),
+            "dropped_conflicting_id": c(f"{name}/dropped_conflicting_id", 0),
             "rejected": rejected,
             "rejected_total": sum(rejected.values()),
             "notes": {k[len(note_prefix):]: v for k, v in counters.items()
@@ -77,10 +78,10 @@ def summarise(counters: Dict[str, int]) -> Dict:
         checks.append({"check": label, "left": left, "right": right, "ok": left == right})
 
     for name, f in files.items():
-        check(f"{name}: rows_read = canonical + dropped_duplicate + rejected", f["rows_read"],
-              f["canonical"] + f["dropped_duplicate"] + f["rejected_total"])
-    if REC in files:
-        check("feed events = rec_inter canonical rows", c("feed/events", 0), files[REC]["canonical"])
+        check(f"{name}: rows_read = canonical + dropped_duplicate + dropped_conflicting_id"
+              " + rejected", f["rows_read"],
+              f["canonical"] + f["dropped_duplicate"] + f["dropped_conflicting_id"]
+              + f["rejected_total"])
     for task in F.Task:
         name = F.task_name(task)
         t = targets[name]
@@ -92,9 +93,8 @@ def summarise(counters: Dict[str, int]) -> Dict:
             check(f"{name}: users = {split} examples + {split} negative drops", t["users"],
                   examples[split][name]
                   + c(f"{name}/dropped_insufficient_negatives/{split}", 0))
-    check("feed targets = feed positives", targets["feed"]["targets"], c("feed/positives", 0))
-    check("search targets = sessions with a click", targets["search"]["targets"],
-          c("search/sessions_with_click", 0))
+    check("users in the vocabulary = users with events + users with features only",
+          c("vocab/users", 0), c("users/with_events", 0) + c("users/without_events", 0))
     return {
         "files": files,
         "targets": targets,
@@ -131,8 +131,9 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
 
     files = {}
     for name, rows in sorted(shard_counts.items()):
-        files[name] = {"rows": rows,
-                       "sha256": tfrecord_io.sha256_of(FileSystems.join(output_dir, name))}
+        path = FileSystems.join(output_dir, name)
+        files[name] = {"rows": rows, "sha256": tfrecord_io.sha256_of(path),
+                       "records_sha256": tfrecord_io.records_sha256(path)}
     manifest = {
         "files": files,
         "num_shards": num_shards,

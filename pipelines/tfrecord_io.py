@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import struct
 from typing import BinaryIO, Iterable, Iterator
 
@@ -66,8 +65,11 @@ def read_tfrecords(fileobj: BinaryIO) -> Iterator[bytes]:
         if _masked_crc(header[:8]) != length_crc:
             raise ValueError("TFRecord length CRC mismatch.")
         data = fileobj.read(length)
-        (data_crc,) = struct.unpack("<I", fileobj.read(4))
-        if len(data) != length or _masked_crc(data) != data_crc:
+        trailer = fileobj.read(4)
+        if len(data) != length or len(trailer) != 4:
+            raise ValueError("Truncated TFRecord.")
+        (data_crc,) = struct.unpack("<I", trailer)
+        if _masked_crc(data) != data_crc:
             raise ValueError("TFRecord data CRC mismatch.")
         yield data
 
@@ -75,9 +77,22 @@ def read_tfrecords(fileobj: BinaryIO) -> Iterator[bytes]:
 def read_gzip_tfrecords(path: str) -> Iterator[bytes]:
     """Reads every record of a GZIP TFRecord file on any Beam filesystem."""
     with FileSystems.open(path, compression_type="uncompressed") as raw:
-        with gzip.GzipFile(fileobj=io.BufferedReader(raw) if not hasattr(raw, "peek") else raw,
-                           mode="rb") as stream:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
             yield from read_tfrecords(stream)
+
+
+def records_sha256(path: str) -> str:
+    """Hex SHA-256 of a GZIP TFRecord file's *decompressed* bytes.
+
+    Unlike the file hash it does not depend on the zlib build that compressed the file, so it
+    identifies the same examples across machines and runners.
+    """
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type="uncompressed") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def sha256_of(path: str) -> str:

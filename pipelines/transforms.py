@@ -288,47 +288,58 @@ class KuaisarToExamples(beam.PTransform):
         if SOCIAL in parsed:  # imported and counted (too sparse to drive similar users)
             stats_parts.append(parsed[SOCIAL].records
                                | "KeyFollows" >> beam.Map(
-                                   lambda rr: ((rr[1].user_id, rr[1].user_follow_id), rr[0]))
+                                   lambda rr: ((rr[1].user_id, rr[1].user_follow_id), rr))
                                | "GroupFollows" >> beam.GroupByKey()
                                | "FollowDupStats" >> beam.Map(_duplicate_stats, SOCIAL))
+        stats_parts.append(queries | "CountQueryVocab" >> beam.combiners.Count.Globally()
+                           | "QueryStat" >> beam.Map(lambda n: {"vocab/queries": n}))
         stats = (stats_parts
                  | "AllStats" >> beam.Flatten()
                  | "MergeStats" >> beam.CombineGlobally(merge_counters))
         dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
-        stats_parts.append(queries | "CountQueryVocab" >> beam.combiners.Count.Globally()
-                           | "QueryStat" >> beam.Map(lambda n: {"vocab/queries": n}))
         return {"examples": examples_out.ex, "items": items, "words": words, "users": users,
                 "queries": queries,
                 "dead_letter": dead, "stats": stats}
 
 
+def _dedupe_counts(records: List[Tuple[int, object]]) -> Tuple[int, int]:
+    """(exact duplicates, conflicting rows) among ``(row, record)`` of one id; the first row wins.
+
+    Exact duplicates repeat the first row's content; conflicting rows reuse its id with other
+    content. Both are dropped, under different counter names.
+    """
+    first = records[0][1]
+    exact = sum(1 for _, record in records[1:] if record == first)
+    return exact, len(records) - 1 - exact
+
+
 def _vocab_user_row(element) -> Tuple:
+    """``(user_id, 4 features, has_events, exact duplicates, conflicting rows, has_record)``."""
     user_id, grouped = element
     records: List[Tuple[int, UserRecord]] = sorted(grouped["features"], key=lambda x: x[0])
     has_events = int(bool(list(grouped["events"])))
     if records:
         r = records[0][1]
         return (user_id, r.search_active_level, r.rec_active_level, r.onehot_feat1,
-                r.onehot_feat2, has_events, len(records))
-    return (user_id, 0, 0, 0, 0, has_events, 0)
+                r.onehot_feat2, has_events, *_dedupe_counts(records), 1)
+    return (user_id, 0, 0, 0, 0, has_events, 0, 0, 0)
 
 
 def _user_row_stats(row: Tuple) -> Counters:
-    n_records = row[-1]
-    counts = {"vocab/users": 1}
-    if n_records:
-        counts[f"{USERS}/canonical"] = 1
-        if n_records > 1:
-            counts[f"{USERS}/dropped_duplicate"] = n_records - 1
-    if not row[-2]:
+    has_events, exact, conflicting, has_record = row[5:]
+    counts = {"vocab/users": 1}  # users/with_events is counted by BuildTimelines
+    if not has_events:
         counts["users/without_events"] = 1
+    if has_record:
+        counts[f"{USERS}/canonical"] = 1
+        counts[f"{USERS}/dropped_duplicate"] = exact
+        counts[f"{USERS}/dropped_conflicting_id"] = conflicting
     return counts
 
 
 def _duplicate_stats(element, file_name: str) -> Counters:
+    """Counters of one id's ``(row, record)`` group (social edges: the record is the edge)."""
     _, records = element
-    n = len(list(records))
-    counts = {f"{file_name}/canonical": 1}
-    if n > 1:
-        counts[f"{file_name}/dropped_duplicate"] = n - 1
-    return counts
+    exact, conflicting = _dedupe_counts(sorted(records, key=lambda x: x[0]))
+    return {f"{file_name}/canonical": 1, f"{file_name}/dropped_duplicate": exact,
+            f"{file_name}/dropped_conflicting_id": conflicting}

@@ -126,6 +126,9 @@ def test_counts_reconcile(golden):
     assert stats["examples"] == {"train": {"feed": 4, "search": 1}, "valid": {"feed": 2, "search": 2},
                                  "test": {"feed": 2, "search": 2}}
     assert stats["search_sessions"] == {"total": 7, "with_click": 6, "rows_repaired": 0}
+    assert (stats["queries"]["vocab"], stats["items"]["vocab"], stats["words"]["vocab"]) == (
+        3, 12, 11)
+    assert stats["users"] == {"vocab": 3, "with_events": 3, "without_events": 0}
 
 
 def test_vocab_and_outputs(golden):
@@ -145,5 +148,6 @@ def test_vocab_and_outputs(golden):
     manifest = json.load(open(os.path.join(out, "manifest.json")))
     assert manifest["files"]["valid-feed-00000-of-00001.tfrecord.gz"]["rows"] == 2
     assert len(manifest["files"]["valid-feed-00000-of-00001.tfrecord.gz"]["sha256"]) == 64
+    assert len(manifest["files"]["valid-feed-00000-of-00001.tfrecord.gz"]["records_sha256"]) == 64
     schema = json.load(open(os.path.join(out, "schema.json")))
     assert set(schema["features"]) == set(F.ALL_FEATURES)

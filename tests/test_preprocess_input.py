@@ -9,7 +9,7 @@ import pytest
 
 from jsr_tf.data import kuaisar
 from tests import golden_fixture as G
-from tests.testing import run_preprocess
+from tests.testing import ITEM_HEADER, csv_text, item_row, run_preprocess
 
 CONFIG = {"num_train_negatives": 1, "num_eval_negatives": 3}
 
@@ -31,11 +31,22 @@ DIRTY_SRC = [
 ]
 
 
+def _item_line(item, **kwargs) -> bytes:
+    return csv_text(ITEM_HEADER, [item_row(item, **kwargs)]).splitlines()[1].encode("utf-8")
+
+
+DIRTY_ITEMS = [
+    _item_line(501, caption=(501 % 7 + 1, 40)),  # exact duplicate of item 501's row
+    _item_line(502, caption=(9, 9, 9)),           # item 502 again with other content
+]
+
+
 @pytest.fixture(scope="module")
 def dirty(tmp_path_factory):
     root = tmp_path_factory.mktemp("dirty")
     raw = G.write(str(root / "raw"), extra_lines={"rec_inter.csv": DIRTY_REC,
-                                                  "src_inter.csv": DIRTY_SRC})
+                                                  "src_inter.csv": DIRTY_SRC,
+                                                  "item_features.csv": DIRTY_ITEMS})
     config = root / "config.json"
     config.write_text(json.dumps(CONFIG))
     clean_out = str(root / "clean")
@@ -63,8 +74,14 @@ def test_every_bad_row_is_dead_lettered_with_its_reason(dirty):
 
 
 def test_counts_reconcile_and_clean_rows_are_untouched(dirty):
-    _, stats, _, clean = dirty
+    out, stats, _, clean = dirty
     assert stats["reconciled"]
+    items = stats["files"]["item_features.csv"]
+    assert (items["rows_read"], items["canonical"], items["dropped_duplicate"],
+            items["dropped_conflicting_id"]) == (16, 14, 1, 1)
+    with open(os.path.join(out, "vocab", "items.tsv")) as f:
+        row_502 = [line for line in f if line.startswith("502\t")][0]
+    assert row_502.rstrip("\n").split("\t")[-1] == "6 40"  # the first row wins
     rec = stats["files"]["rec_inter.csv"]
     assert rec["rows_read"] == 15 + 7
     assert rec["rows_read"] == rec["canonical"] + rec["dropped_duplicate"] + rec["rejected_total"]
@@ -113,6 +130,18 @@ def test_missing_column_fails_naming_file_and_column(tmp_path):
         f.write("\n".join(lines) + "\n")
     with pytest.raises(kuaisar.InputError, match=r"rec_inter.csv.*'timestamp'"):
         run_preprocess(raw, str(tmp_path / "out"))
+
+
+def test_rerun_with_other_shard_count_leaves_no_stale_shards(tmp_path):
+    raw = G.write(str(tmp_path / "raw"))
+    out = str(tmp_path / "out")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    run_preprocess(raw, out, "--config", str(config), "--num_shards", "3")
+    assert len(glob.glob(os.path.join(out, "train-feed-*"))) == 3
+    run_preprocess(raw, out, "--config", str(config), "--num_shards", "2")
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "train-feed-*"))) == [
+        "train-feed-00000-of-00002.tfrecord.gz", "train-feed-00001-of-00002.tfrecord.gz"]
 
 
 def test_cli_exits_2_with_message_on_missing_input(tmp_path, capsys):

@@ -1,5 +1,7 @@
 """Per-user merge without Beam: caps, fallback clicks, canonical tie order, repairs."""
 
+import dataclasses
+
 from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.examples import user_examples
@@ -85,3 +87,18 @@ def test_disagreeing_session_rows_are_repaired_and_counted():
     session = [e for e in timeline.events if e.kind == F.EventKind.SEARCH][0]
     assert (session.ts, session.words, session.clicks) == (1500, (3,), (801,))
     assert counters["sessions/rows_repaired"] == 1
+
+
+def test_items_clicked_at_the_same_moment_are_never_negatives():
+    """Strict histories drop same-timestamp clicks, but they stay excluded from negatives."""
+    rows = [feed(100, 1000, 0), feed(101, 2000, 1), feed(102, 3000, 2), feed(103, 3000, 3)]
+    srows = [search(1, 500, 0, [3], 801, 1)]
+    config = PreprocessConfig(num_train_negatives=1, num_eval_negatives=3)
+    timeline = build_timeline(USER, rows, srows, config)
+    pool = _pools([102, 103, 200, 201, 202, 203])
+    for seed in range(20):
+        seeded = dataclasses.replace(config, candidate_seed=seed)
+        examples = list(user_examples(timeline, pool, seeded, {}))
+        test = [e for e in examples if e.split == "test"][0].values  # item 103 @3000
+        assert test[F.FEED_ITEMS] == [100, 101]  # 102 shares the timestamp: not history
+        assert 102 not in test[F.NEGATIVES]      # ... and never a negative

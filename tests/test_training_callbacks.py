@@ -96,20 +96,21 @@ def test_plateau_invalid_arguments():
 
 
 # -- early stopping ------------------------------------------------------------------------------
-def test_early_stopping_stops_when_best_is_more_than_patience_epochs_old():
-    # 1-based: best at epoch 2; epochs 3..7 are 1..5 old; epoch 8 is 6 old -> stop after epoch 8.
+def test_early_stopping_stops_when_best_is_patience_epochs_old():
+    # 1-based: best at epoch 2; epoch 7 is 5 old -> stop after epoch 7 (the reference's rule:
+    # best 16, stop after 21).
     values = [0.1, 0.5, 0.4, 0.3, 0.5, 0.2, 0.1, 0.1, 0.1, 0.1]
     early = cb.PatienceEarlyStopping(patience=5)
     _, stopped = _drive(early, values)
-    assert stopped + 1 == 8
+    assert stopped + 1 == 7
     assert early.stopped_epoch == stopped
     assert early.best_epoch + 1 == 2 and early.best == 0.5  # a tie (epoch 5) is no improvement
 
 
 def test_early_stopping_age_restarts_on_improvement():
-    values = [0.1, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3]  # best at 1-based epoch 4; patience 2 -> stop at 7
+    values = [0.1, 0.2, 0.2, 0.3, 0.3, 0.3, 0.3]  # best at 1-based epoch 4; patience 2 -> stop at 6
     _, stopped = _drive(cb.PatienceEarlyStopping(patience=2), values)
-    assert stopped + 1 == 7
+    assert stopped + 1 == 6
 
 
 def test_early_stopping_never_stops_while_improving():

@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Mapping, NamedTuple, Sequence
 from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.negatives import NegativePool, NegativeSampler, derived_seed
-from jsr_tf.data.timeline import Event, UserTimeline, history_end
+from jsr_tf.data.timeline import Event, UserTimeline, history_ends
 from jsr_tf.features import EventKind, Split, Task
 
 ExampleDict = Dict[str, List[int]]
@@ -106,14 +106,18 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
     search_idx = [i for i, e in enumerate(events) if e.kind == EventKind.SEARCH]
     no_skip: frozenset = frozenset()
     samplers: Dict[tuple, NegativeSampler] = {}
-    prior: set = set()  # items of events[:consumed]: feed positives and actual search clicks
+    ends = history_ends(events, config.strict_same_ts)
+    # Items of events[:consumed] (feed positives and actual search clicks). Exclusions run up to
+    # the target itself in canonical order, so with strict_same_ts an item clicked at the same
+    # moment (same feed delivery) is never a negative even though it is not history.
+    prior: set = set()
     consumed = 0
     for target in timeline.targets:
         event = events[target.index]
         task = Task(target.task)
         name = task.name.lower()
-        end = history_end(events, target.index, config.strict_same_ts)
-        while consumed < end:
+        end = ends[target.index]
+        while consumed < target.index:
             earlier = events[consumed]
             if earlier.kind == EventKind.FEED:
                 prior.add(earlier.item)

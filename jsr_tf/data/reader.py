@@ -93,11 +93,15 @@ class NegativeResampler:
     Draws ``2k`` items per row from the task's pool (``w_i`` = train-target count, read from
     ``vocab/items.tsv``), drops draws equal to the positive, to an item in the row's history, or
     first seen at or after the target, and to earlier draws of the row, and keeps the first ``k``.
+    The exclusions are those a row can see: its (capped, masked) history. Unlike the stored
+    negatives they do not cover the user's older items beyond the caps nor a search session's
+    other clicks, so this option is approximate in that respect.
     Rows where fewer than ``k`` draws survive fill the missing slots with their stored negatives
     (repeated if fewer than ``k`` are stored), so every negative obeys the exclusions; only a
     degenerate pool can then produce a repeated negative.
     Stateless random ops seeded by ``(seed, batch index)``: deterministic, and different every
-    epoch because the batch index keeps counting across epochs.
+    epoch when the dataset repeats (``repeat=True``: the batch index keeps counting across
+    epochs; without it each epoch restarts the index and redraws the same negatives).
 
     Args:
         data_dir: Pipeline output directory.
@@ -149,6 +153,9 @@ class NegativeResampler:
         fresh = tf.gather(items, order, batch_dims=1)[:, :k]
         fresh_ok = ~tf.gather(bad, order, batch_dims=1)[:, :k]
         stored = batch[CANDIDATES][:, 1:]
+        tf.debugging.assert_positive(
+            tf.shape(stored)[1],
+            message="resample_negatives needs at least one stored negative per row to fall back on")
         repeats = (k + tf.shape(stored)[1] - 1) // tf.shape(stored)[1]
         stored = tf.tile(stored, [1, repeats])[:, :k]  # valid negatives, repeated if too few
         negatives = tf.where(fresh_ok, fresh, stored)
@@ -209,7 +216,9 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         if not is_train:
             raise ValueError("`resample_negatives` is for the train split only: valid and test "
                              f"use the fixed candidate files. Received: `split={split!r}`")
-        k = num_negatives or F.NUM_TRAIN_NEGATIVES
+        k = F.NUM_TRAIN_NEGATIVES if num_negatives is None else num_negatives
+        if k <= 0:
+            raise ValueError(f"`num_negatives` should be positive. Received: `{num_negatives}`")
         ds = ds.enumerate().map(NegativeResampler(data_dir, task, k, seed),
                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

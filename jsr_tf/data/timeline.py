@@ -149,19 +149,20 @@ def _session_event(session: SearchSession, config: PreprocessConfig) -> Event:
                  all_clicked=session.clicked, has_click=session.has_click)
 
 
-def history_end(events: Sequence[Event], index: int, strict_same_ts: bool) -> int:
-    """Number of leading events that may be history of ``events[index]``.
+def history_ends(events: Sequence[Event], strict_same_ts: bool) -> List[int]:
+    """For every event, how many leading events may be its history (one O(n) pass).
 
-    Events are in canonical order, so the history is a prefix: ``events[:end]``. With
-    ``strict_same_ts`` the prefix also stops before the first event whose ts equals the target's.
+    Events are in canonical order, so a history is a prefix ``events[:end]``: ``end = i`` for
+    event ``i``, or, with ``strict_same_ts``, the first index of the run of events sharing its
+    timestamp (so no event at the target's timestamp is history).
     """
-    if not strict_same_ts:
-        return index
-    ts = events[index].ts
-    end = index
-    while end > 0 and events[end - 1].ts >= ts:
-        end -= 1
-    return end
+    ends = []
+    run_start = 0
+    for i, event in enumerate(events):
+        if i and event.ts != events[i - 1].ts:
+            run_start = i
+        ends.append(run_start if strict_same_ts else i)
+    return ends
 
 
 def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: Iterable[SearchRow],
@@ -202,6 +203,7 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
 
     # Eligibility (on the full history; the split cannot depend on masking, which depends on it).
     eligible: Dict[int, List[int]] = {int(Task.FEED): [], int(Task.SEARCH): []}
+    ends = history_ends(events, config.strict_same_ts)
     feed_prefix = [0]  # feed_prefix[k] = feed events among events[:k]
     for event in events:
         feed_prefix.append(feed_prefix[-1] + (event.kind == EventKind.FEED))
@@ -210,7 +212,7 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
             continue  # Sessions without a click are history only, never targets.
         task = Task.FEED if event.kind == EventKind.FEED else Task.SEARCH
         name = task.name.lower()
-        end = history_end(events, i, config.strict_same_ts)
+        end = ends[i]
         n_feed = feed_prefix[end]
         n_search = end - n_feed
         ok = {HISTORY_BOTH: n_feed > 0 and n_search > 0,

@@ -68,8 +68,9 @@ class JsrModel(tfrs.models.Model):
                 for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        # Keras sums per-replica logs under non-TPU strategies: log per-replica shares.
         logs = {metric.name: metric.result() for metric in self.metrics}
-        logs["loss"] = loss
-        logs["regularization_loss"] = regularization_loss
-        logs["total_loss"] = total_loss
+        logs["loss"] = loss / replicas
+        logs["regularization_loss"] = regularization_loss / replicas
+        logs["total_loss"] = scaled_loss
         return logs

@@ -351,9 +351,11 @@ class UniSAR(JsrModel):
             total += self.task_loss(inputs[Inputs.FEED], F.Task.FEED, negative_items,
                                     negative_queries, training)["total"]
         if Inputs.SEARCH in inputs:
-            total += self.config.src_loss_weight * self.task_loss(
-                inputs[Inputs.SEARCH], F.Task.SEARCH, negative_items, negative_queries,
-                training)["total"]
+            # The search weight balances the two tasks; a search-only run keeps weight 1 so the
+            # coupled L2 is not relatively 10x stronger.
+            weight = self.config.src_loss_weight if Inputs.FEED in inputs else 1.0
+            total += weight * self.task_loss(inputs[Inputs.SEARCH], F.Task.SEARCH,
+                                             negative_items, negative_queries, training)["total"]
         return total
 
 

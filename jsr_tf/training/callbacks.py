@@ -170,13 +170,13 @@ class TorchReduceLROnPlateau(keras.callbacks.Callback):
 
 
 class PatienceEarlyStopping(keras.callbacks.Callback):
-    """Stops training once the best epoch is more than ``patience`` epochs old.
+    """Stops training once the best epoch is ``patience`` epochs old (the reference's rule).
 
     Rule: after epoch ``e`` (any numbering), with ``b`` the last epoch whose ``monitor`` beat every
-    earlier one (strictly greater), stop iff ``e - b > patience``. With ``patience=5`` and the best
-    at epoch 2, epochs 3–7 are 1–5 old and training stops after epoch 8. (Keras's
-    ``EarlyStopping`` stops one epoch earlier, at ``wait >= patience``.) Restoring the best weights
-    is ``BestWeights``'s job, so it works across resumed runs too.
+    earlier one (strictly greater), stop iff ``e - b >= patience``. This is the UniSAR reference's
+    ``len(results) - argmax > early_stop`` (its log: best epoch 16, stopped after epoch 21, with
+    patience 5). With ``patience=5`` and the best at epoch 2, training stops after epoch 7.
+    Restoring the best weights is ``BestWeights``'s job, so it works across resumed runs too.
 
     Args:
         monitor: Logged value to maximise.
@@ -208,7 +208,7 @@ class PatienceEarlyStopping(keras.callbacks.Callback):
             return
         if _is_better(current, self.best):
             self.best, self.best_epoch = current, epoch
-        elif epoch - self.best_epoch > self.patience:
+        elif epoch - self.best_epoch >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
             logging.info("Epoch %d: best %s was epoch %d; stopping.", epoch + 1, self.monitor,

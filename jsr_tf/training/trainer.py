@@ -57,8 +57,9 @@ def make_optimizer(config: ExperimentConfig, model: base.JsrModel) -> keras.opti
     """
     train = config.train
     if train.optimizer == "adam":
+        # adaptive_epsilon: eps is added to sqrt(v_hat), as in PyTorch's Adam (the reference).
         return keras.optimizers.Adam(learning_rate=train.learning_rate,
-                                     epsilon=train.adam_epsilon)
+                                     epsilon=train.adam_epsilon, adaptive_epsilon=True)
     model.l2 = 0.0  # decoupled decay replaces the coupled L2 of JsrModel.train_step
     optimizer = keras.optimizers.AdamW(learning_rate=train.learning_rate,
                                        weight_decay=train.l2, epsilon=train.adam_epsilon)
@@ -149,7 +150,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
 
     with strategy.scope():
         model = factory.build_model(config, vocab)
-        tasks = model_tasks(model)
+        if strategy_name == "tpu" and hasattr(model, "dynamic_shapes"):
+            model.dynamic_shapes = False  # TPUs compile the step: fixed shapes only        tasks = model_tasks(model)
         train_input = datasets.make_train_input(config, data_dir, tasks,
                                                 strategy.num_replicas_in_sync)
         # Variables come from one batch of a separate, unshuffled input (a second iterator of

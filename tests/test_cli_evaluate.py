@@ -22,7 +22,7 @@ from jsr_tf import features as F
 from jsr_tf.cli import evaluate as cli
 from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
-from jsr_tf.evaluation import evaluator, metrics, report
+from jsr_tf.evaluation import evaluator, metrics, report, scorers
 from jsr_tf.models import factory
 from tests import golden_fixture as G
 from tests.doubles import TinyModel
@@ -103,6 +103,12 @@ def test_cli_writes_record_and_prints_table(model_dir, data_dir, family, capsys)
         # Golden fixture, popularity: every positive ties or loses -> rank 4 = C on all rows.
         assert test["floors"]["popularity"][task]["MRR"] == pytest.approx(0.25)
         assert test["floors"]["random"][task]["rows"] == 2
+    # Query-blind floor: search rows scored by the feed head, exactly the model's feed scores.
+    blind = test["floors"]["query-blind"]
+    assert set(blind) == {"search"} and blind["search"]["rows"] == 2
+    feed_head = evaluator.evaluate_model(scorers.QueryBlindScorer(model), data_dir, "test",
+                                         tasks=(F.Task.SEARCH,))
+    assert blind["search"]["MRR"] == pytest.approx(feed_head["search"]["MRR"])
     # The golden raw dir has no simulator ground truth: no oracle, ratios are "n/a".
     assert test["oracle"] is None
     assert test["ratio_to_oracle"] == test["gap_closed"] == "n/a"

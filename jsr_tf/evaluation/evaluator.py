@@ -325,10 +325,15 @@ def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
                                 batch_size=batch_size, permutation_seed=permutation_seed)
     random = evaluate_model(scorers.RandomScorer(RANDOM_FLOOR_SEED), data_dir, split,
                             batch_size=batch_size, permutation_seed=permutation_seed)
+    query_blind = None
+    if F.task_name(F.Task.SEARCH) in metrics:
+        query_blind = evaluate_model(scorers.QueryBlindScorer(model), data_dir, split,
+                                     tasks=(F.Task.SEARCH,), batch_size=batch_size,
+                                     permutation_seed=permutation_seed)
     oracle = oracle_reports(resolve_raw_dir(data_dir, raw_dir), data_dir, split)
     entry = report.split_record(split, metrics, popularity=popularity, random=random,
-                                oracle=oracle, permutation_seed=permutation_seed,
-                                wall_time_s=wall_time_s)
+                                query_blind=query_blind, oracle=oracle,
+                                permutation_seed=permutation_seed, wall_time_s=wall_time_s)
     new = report.results_record(model=config.model.name, preset=config.preset, config=config,
                                 data_dir=data_dir, seed=config.train.seed, splits={split: entry})
     path = os.path.join(model_dir, METRICS_FILE)

@@ -45,6 +45,7 @@ METRICS = M.metric_names()  # HR@1 … HR@50, NDCG@5 … NDCG@50, MRR
 TASK_NAMES = tuple(F.task_name(t) for t in F.Task)
 MODEL, POPULARITY, RANDOM = "model", "popularity", "random"
 ORACLE_SET, ORACLE_PREFERENCE = "oracle (set)", "oracle (preference)"
+QUERY_BLIND = "query-blind"
 
 TaskMetrics = Mapping[str, Mapping[str, Any]]  # {task: {metric: value}}
 
@@ -179,7 +180,8 @@ def jsonable(obj: Any) -> Any:
 
 
 def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskMetrics],
-                 random: TaskMetrics, oracle: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                 random: TaskMetrics, query_blind: Optional[TaskMetrics] = None,
+                 oracle: Optional[Mapping[str, Mapping[str, Any]]] = None,
                  permutation_seed: Optional[int] = 0,
                  wall_time_s: Optional[float] = None) -> Dict[str, Any]:
     """The record entry of one evaluated split.
@@ -189,13 +191,15 @@ def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskM
         metrics: ``{task: metrics}`` of the model (``evaluator.evaluate_model``).
         popularity: ``{task: metrics}`` of the popularity floor.
         random: ``{task: metrics}`` of the random floor.
+        query_blind: ``{"search": metrics}`` of the model's feed head on search rows, or None.
         oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.data.oracle``), or None.
         permutation_seed: The evaluator's column-permutation seed.
         wall_time_s: Seconds the model's evaluation took.
     """
     set_oracle = None if oracle is None else {t: r["set_realised"] for t, r in oracle.items()}
     record = {"split": split, "permutation_seed": permutation_seed, "wall_time_s": wall_time_s,
-              "metrics": metrics, "floors": {POPULARITY: popularity, RANDOM: random},
+              "metrics": metrics,
+              "floors": {POPULARITY: popularity, RANDOM: random, QUERY_BLIND: query_blind},
               "oracle": oracle}
     record.update(oracle_comparison(metrics, random, set_oracle))
     return jsonable(record)

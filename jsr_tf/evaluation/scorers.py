@@ -44,6 +44,26 @@ class PopularityScorer:
         return self._tables[F.Task(task)].lookup(batch[reader.CANDIDATES])
 
 
+class QueryBlindScorer:
+    """Scores search rows with the model's *feed* head, ignoring the query (evaluation.md §4).
+
+    The floor that shows what the query adds: the same user side and candidates, scored as if the
+    row were a feed request.
+
+    Args:
+        model: A model implementing ``score(batch, task, training)``.
+    """
+
+    name = "query-blind (feed head)"
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        del task
+        return self.model.score(batch, F.Task.FEED, training=training)
+
+
 def _count_table(item_ids: np.ndarray, counts: np.ndarray) -> tf.lookup.StaticHashTable:
     if len(item_ids) != len(counts):
         raise ValueError("Item ids and counts should have equal lengths. Received: "

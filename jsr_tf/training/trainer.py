@@ -151,7 +151,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
     with strategy.scope():
         model = factory.build_model(config, vocab)
         if strategy_name == "tpu" and hasattr(model, "dynamic_shapes"):
-            model.dynamic_shapes = False  # TPUs compile the step: fixed shapes only        tasks = model_tasks(model)
+            model.dynamic_shapes = False  # TPUs compile the step: fixed shapes only
+        tasks = model_tasks(model)
         train_input = datasets.make_train_input(config, data_dir, tasks,
                                                 strategy.num_replicas_in_sync)
         # Variables come from one batch of a separate, unshuffled input (a second iterator of

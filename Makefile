@@ -10,8 +10,8 @@ PRESET ?= small
 SEED ?= 1
 PYTEST_FLAGS ?=
 # Demo training budget: a short run, enough to show learning (not a converged model).
-DEMO_EPOCHS ?= 2
-DEMO_STEPS ?= 60
+DEMO_EPOCHS ?= 3
+DEMO_STEPS ?= 100
 DEMO_BATCH ?= 512
 
 .PHONY: demo test test-fast install clean bench

@@ -82,13 +82,15 @@ class UniSAR(JsrModel):
         vocab: Vocabularies from the pipeline (lookup tables and item side features).
         l2: Coupled L2 coefficient (see ``JsrModel``).
         dynamic_shapes: Use the shape-changing shortcuts above (not XLA-compatible).
+        seed: Seed of the per-step InfoNCE negative draws.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
-                 dynamic_shapes: bool = True, **kwargs) -> None:
+                 dynamic_shapes: bool = True, seed: int = 0, **kwargs) -> None:
         super().__init__(l2=l2, **kwargs)
         self.config = config.validate()
         self.dynamic_shapes = dynamic_shapes
+        self.seed = int(seed)
         c = config
         self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
         self.word_lookup = IdLookup(vocab.word_ids, name="word_lookup")
@@ -297,13 +299,20 @@ class UniSAR(JsrModel):
 
     # -----------------------------------------------------------------------------------------
     def _negatives(self) -> Tuple[tf.Tensor, tf.Tensor]:
-        """One draw per step: uniform item and query indices without replacement."""
+        """One draw per step: uniform item and query indices without replacement.
+
+        Stateless and keyed by ``(seed, optimizer step)``: the same step draws the same negatives,
+        also after a resume from a backup, and under XLA.
+        """
         k = self.config.num_qi_negatives
-        n_items = self.num_items - NUM_RESERVED
+        n_items = max(self.num_items - NUM_RESERVED, 1)
         n_queries = int(self._queries.shape[0])
-        item_keys = tf.random.uniform([max(n_items, 1)])
-        items = tf.math.top_k(item_keys, k=min(k, max(n_items, 1))).indices + NUM_RESERVED
-        query_keys = tf.random.uniform([n_queries])
+        optimizer = getattr(self, "optimizer", None)
+        step = optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        item_keys = tf.random.stateless_uniform([n_items], seed=seed)
+        items = tf.math.top_k(item_keys, k=min(k, n_items)).indices + NUM_RESERVED
+        query_keys = tf.random.stateless_uniform([n_queries], seed=seed + [1, 0])
         queries = tf.gather(self._queries, tf.math.top_k(query_keys, k=min(k, n_queries)).indices)
         return tf.cast(items, tf.int64), queries
 
@@ -362,4 +371,5 @@ class UniSAR(JsrModel):
 @register_model("unisar")
 def build_unisar(config: ExperimentConfig, vocab: Vocab) -> UniSAR:
     l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
-    return UniSAR(config.model, vocab, l2=l2, dynamic_shapes=not config.train.jit_compile)
+    return UniSAR(config.model, vocab, l2=l2, dynamic_shapes=not config.train.jit_compile,
+                  seed=config.train.seed)

@@ -40,9 +40,11 @@ class CGC(keras.layers.Layer):
     Call arguments:
         inputs: Float tensor `(..., F)`.
         training: Python bool, enables dropout.
+        tasks: Optional task indices to compute (default: all). A model scoring one task's
+            batch computes only that task's experts, gate and tower.
 
     Returns:
-        List of `num_tasks` float tensors `(..., tower_units[-1])`.
+        List of float tensors `(..., tower_units[-1])`, one per task in `tasks` order.
     """
 
     def __init__(
@@ -105,10 +107,18 @@ class CGC(keras.layers.Layer):
             self._towers.append(self._mlp(self.tower_units, f"task_{t}_tower", expert_shape))
         super().build(input_shape)
 
-    def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> List[tf.Tensor]:
+    def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
+             tasks: Optional[Sequence[int]] = None) -> List[tf.Tensor]:
+        if tasks is None:
+            tasks = range(self.num_tasks)
+        for t in tasks:
+            if not 0 <= int(t) < self.num_tasks:
+                raise ValueError(f"`tasks` should hold indices in [0, {self.num_tasks}). "
+                                 f"Received: `tasks={list(tasks)}`")
         shared = [expert(inputs, training=training) for expert in self._shared_experts]
         outputs = []
-        for experts, gate, tower in zip(self._task_experts, self._gates, self._towers):
+        for t in tasks:  # only the requested tasks' experts, gates and towers run
+            experts, gate, tower = self._task_experts[t], self._gates[t], self._towers[t]
             own = [expert(inputs, training=training) for expert in experts]
             stacked = tf.stack(own + shared, axis=-2)  # (..., E_t + E_s, H)
             weights = gate(inputs)[..., tf.newaxis]  # (..., E_t + E_s, 1)

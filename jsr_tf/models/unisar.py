@@ -274,7 +274,7 @@ class UniSAR(JsrModel):
             query = tf.reshape(self.rec_query, [1, 1, -1])
         query = tf.broadcast_to(query, tf.shape(candidates))
         x = tf.concat([rec_interest, src_interest, candidates, user, query], axis=-1)
-        tower = self.cgc(x, training=training)[int(task)]
+        tower = self.cgc(x, training=training, tasks=(int(task),))[0]
         return tf.squeeze(self.heads[int(task)](tower, training=training), axis=-1)
 
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:

@@ -110,3 +110,17 @@ def test_config_round_trip():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CGC(**kwargs)
+
+
+def test_requested_tasks_only_match_the_full_call():
+    layer = CGC(num_tasks=2, num_shared_experts=2, num_task_experts=3, expert_units=4,
+                tower_units=(5, 3))
+    x = tf.random.stateless_normal([2, 3, 7], seed=[1, 2])
+    full = layer(x)
+    for t in (0, 1):
+        (one,) = layer(x, tasks=(t,))
+        np.testing.assert_allclose(one.numpy(), full[t].numpy(), rtol=1e-6)
+    both = layer(x, tasks=(1, 0))
+    np.testing.assert_allclose(both[0].numpy(), full[1].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="`tasks` should hold indices"):
+        layer(x, tasks=(2,))

@@ -12,13 +12,45 @@ Contract:
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from jsr_tf import features as F
+from jsr_tf.data import reader
+
 _NOT_DECAYED = ("/bias:", "/beta:")
+PREPARED = "_prepared"  # marker key: the batch's ids are already dense indices
+ITEM_FIELDS = (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES)
+WORD_FIELDS = (F.SEARCH_WORDS, F.QUERY_WORDS)
+
+
+def lookup_ids(batch: Dict[str, tf.Tensor], items, words=None,
+               users=None) -> Dict[str, tf.Tensor]:
+    """Raw ids → dense indices with a model's ``IdLookup`` layers (the ``prepare`` of a model).
+
+    Hash-table lookups cannot run inside XLA: training maps its dataset through this; ``score``
+    and ``compute_loss`` call it on batches that were not prepared (marked by ``PREPARED``).
+
+    Args:
+        batch: Reader batch (raw ids) or an already prepared one (returned as is).
+        items: ``IdLookup`` of item ids (history items, session clicks, candidates).
+        words: Optional ``IdLookup`` of word ids (history and target queries).
+        users: Optional ``IdLookup`` of user ids.
+    """
+    if PREPARED in batch:
+        return batch
+    out = dict(batch)
+    for lookup, names in ((items, ITEM_FIELDS), (words, WORD_FIELDS), (users, (F.USER_ID,))):
+        if lookup is None:
+            continue
+        for name in names:
+            if name in batch:
+                out[name] = lookup(batch[name])
+    out[PREPARED] = tf.ones(tf.shape(batch[F.FEED_ITEMS])[:1], tf.bool)
+    return out
 
 
 def decays(variable: tf.Variable) -> bool:

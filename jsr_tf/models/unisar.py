@@ -45,10 +45,9 @@ from jsr_tf.layers.target_attention import TargetAttention
 from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 from jsr_tf.layers.user_encoder import UserEncoder
-from jsr_tf.models.base import JsrModel
+from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 
-PREPARED = "_prepared"  # marker key: the batch's ids are already dense indices
 
 
 def _dense_rows(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -182,18 +181,7 @@ class UniSAR(JsrModel):
         Map a dataset through this before a ``jit_compile`` train step; ``score`` and
         ``compute_loss`` call it themselves on batches that were not prepared.
         """
-        if PREPARED in batch:
-            return batch
-        out = dict(batch)
-        for name in (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES):
-            if name in batch:
-                out[name] = self.item_lookup(batch[name])
-        for name in (F.SEARCH_WORDS, F.QUERY_WORDS):
-            if name in batch:
-                out[name] = self.word_lookup(batch[name])
-        out[F.USER_ID] = self.user_lookup(batch[F.USER_ID])
-        out[PREPARED] = tf.ones_like(batch[F.USER_ID], tf.bool)
-        return out
+        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
 
     def _run(self, blocks, x, mask, training):
         for block in blocks:

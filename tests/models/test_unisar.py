@@ -1,6 +1,5 @@
 """UniSAR model: shapes, finite outputs on missing histories, no tiling, XLA, parameter count."""
 
-import json
 import math
 
 import numpy as np
@@ -17,20 +16,7 @@ from jsr_tf.data.vocab import Vocab, load_vocab
 from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.models.factory import build_model
 from jsr_tf.models.unisar import UniSAR
-from tests import golden_fixture as G
-from tests.testing import run_preprocess
 
-CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unisar")
-    config = root / "config.json"
-    config.write_text(json.dumps(CONFIG))
-    out = str(root / "out")
-    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
-    return out
 
 
 def _model(data_dir, *overrides, seed=1):

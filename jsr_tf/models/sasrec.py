@@ -1,0 +1,252 @@
+"""SASRec (Kang & McAuley, ICDM 2018) as a feed baseline (spec/related_models.md §0-1).
+
+Shapes: B rows; Lr = Ls = 30 history slots; K = 5 clicks per session; L = 60 SASRec slots;
+C candidates; d = 64.
+
+Adapter from the UniSAR layout (the reader's right-padded, oldest-first tensors): the item
+sequence is built inside the model, **left-padded** to L (newest item in the last slot):
+
+- ``source="merged"`` (package default): the feed positives plus the items clicked in the
+  search sessions, merged in canonical order (time; feed before search at equal times; then
+  slot order, then click order within a session) by a stable sort, keeping the L most recent.
+  A no-click session's fallback item (``search_has_click == 0``) was only shown, not clicked,
+  and is left out.
+- ``source="feed_only"``: the feed positives alone (the classic setting).
+
+Then ``X = E[s]·√d + P[0..L-1]``, dropout, times the non-pad mask; ``num_layers`` causal
+``SASRecBlock``s; a final LayerNorm; ``H_last = H[:, -1]``. A candidate scores
+``H_last · E[c]`` with the same item table (an einsum over all candidates, no tiling, no bias).
+
+Item representation ``E``: UniSAR's ``ItemEncoder`` (id + caption + two categories → d) by
+default, so the comparison is about architecture; ``item_features="id_only"`` is the paper's
+plain id table ``[N, d]``.
+
+Loss (target-row mode): BCE over each row's candidates (1 positive + the stored negatives),
+mean over all B × C entries. The model trains on the feed task only (``train_tasks``); a search
+batch is scored with the query-blind feed score, as a floor.
+
+Raw ids are mapped inside the model (``IdLookup``); ``prepare`` runs the hash lookups outside
+an XLA-compiled step. Every shape is static, so the whole model compiles with XLA.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import jsr_tf  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from jsr_tf import features as F
+from jsr_tf.config import ExperimentConfig, ModelConfig
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import Vocab
+from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.layers.id_lookup import IdLookup
+from jsr_tf.layers.item_encoder import ItemEncoder
+from jsr_tf.layers.positional_embedding import PositionalEmbedding
+from jsr_tf.layers.query_encoder import QueryEncoder
+from jsr_tf.layers.sasrec_block import SASRecBlock
+from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.factory import register_model
+from jsr_tf.models.unisar import ItemTables
+
+MAX_LENGTH = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY  # L = 60
+SOURCES = ("merged", "feed_only")
+ITEM_FEATURES = ("unisar", "id_only")
+LAYER_NORM_EPSILON = 1e-8  # the reference's
+
+
+def left_padded_sequence(feed_items: tf.Tensor, feed_ts: tf.Tensor,
+                         search_clicks: Optional[tf.Tensor] = None,
+                         search_ts: Optional[tf.Tensor] = None,
+                         search_has_click: Optional[tf.Tensor] = None,
+                         length: int = MAX_LENGTH) -> tf.Tensor:
+    """The SASRec item sequence, left-padded, from the reader's right-padded history.
+
+    Items are merged by a stable sort on time over ``concat[feed slots, search slots × clicks]``,
+    so at equal times feed comes before search, then earlier slots and earlier clicks first
+    (the canonical order). The ``length`` most recent items are kept; pads (id 0) fill the left.
+
+    Args:
+        feed_items: Integer tensor ``(B, Lr)`` of item ids, 0 = padding.
+        feed_ts: Integer tensor ``(B, Lr)`` of feed event times.
+        search_clicks: Optional integer tensor ``(B, Ls, K)`` of clicked item ids, 0 = padding;
+            None = feed only.
+        search_ts: Integer tensor ``(B, Ls)`` of session times, 0 = pad session (required with
+            ``search_clicks``).
+        search_has_click: Integer or bool tensor ``(B, Ls)``; sessions where it is 0 carry only
+            a fallback (shown, not clicked) item and contribute nothing (required with
+            ``search_clicks``).
+        length: Output length ``L``.
+
+    Returns:
+        int64 tensor ``(B, L)``: item ids oldest → newest, the newest in the last slot.
+    """
+    ids = tf.cast(feed_items, tf.int64)
+    ts = tf.cast(feed_ts, tf.int64)
+    valid = tf.not_equal(ids, F.PAD_ID)
+    if search_clicks is not None:
+        if search_ts is None or search_has_click is None:
+            raise ValueError("`search_ts` and `search_has_click` are required with "
+                             "`search_clicks`. Received: None")
+        clicks = tf.cast(search_clicks, tf.int64)
+        num_clicks = clicks.shape[-1]
+        session_ok = tf.logical_and(tf.not_equal(search_ts, 0),
+                                    tf.not_equal(tf.cast(search_has_click, tf.int64), 0))
+        click_valid = tf.logical_and(tf.not_equal(clicks, F.PAD_ID), session_ok[..., tf.newaxis])
+        click_ts = tf.repeat(tf.cast(search_ts, tf.int64)[..., tf.newaxis], num_clicks, axis=-1)
+        flat = [-1, clicks.shape[1] * num_clicks]
+        ids = tf.concat([ids, tf.reshape(clicks, flat)], axis=1)
+        ts = tf.concat([ts, tf.reshape(click_ts, flat)], axis=1)
+        valid = tf.concat([valid, tf.reshape(click_valid, flat)], axis=1)
+    slots = ids.shape[1]
+    if slots < length:  # too few slots: pad on the left first
+        pad = [[0, 0], [length - slots, 0]]
+        ids, ts, valid = tf.pad(ids, pad), tf.pad(ts, pad), tf.pad(valid, pad)
+    # Pads sort first (key -1 < every real time), real items ascending and stable.
+    keys = tf.where(valid, ts, tf.constant(-1, tf.int64))
+    order = tf.argsort(keys, axis=1, stable=True)[:, -length:]
+    return tf.gather(tf.where(valid, ids, tf.zeros_like(ids)), order, batch_dims=1)
+
+
+class SASRec(JsrModel):
+    """SASRec with target-row BCE training, scoring the feed task.
+
+    Args:
+        config: Model hyper-parameters (``hidden_dim`` d, ``embedding_dim`` of the item
+            encoder's id/category tables, ``num_heads``, ``num_layers``, ``ffn_dim``,
+            ``dropout``).
+        vocab: Vocabularies from the pipeline (lookup tables and item side features).
+        l2: Coupled L2 coefficient (see ``JsrModel``).
+        source: ``"merged"`` (feed positives + search clicks, the package default) or
+            ``"feed_only"``.
+        item_features: ``"unisar"`` (UniSAR's ``ItemEncoder``, the default) or ``"id_only"``.
+        max_length: Sequence length ``L``.
+    """
+
+    train_tasks = (F.Task.FEED,)
+
+    def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
+                 source: str = "merged", item_features: str = "unisar",
+                 max_length: int = MAX_LENGTH, **kwargs) -> None:
+        super().__init__(l2=l2, **kwargs)
+        if source not in SOURCES:
+            raise ValueError(f"`source` should be one of {SOURCES}. Received: `source={source!r}`")
+        if item_features not in ITEM_FEATURES:
+            raise ValueError(f"`item_features` should be one of {ITEM_FEATURES}. "
+                             f"Received: `item_features={item_features!r}`")
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError("`max_length` should be a positive integer. "
+                             f"Received: `max_length={max_length!r}`")
+        self.config = config.validate()
+        self.source = source
+        self.item_features = item_features
+        self.max_length = max_length
+        c = config
+        self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
+        self.num_items = vocab.num_items
+        if item_features == "unisar":
+            tables = ItemTables(vocab)
+            self.item_encoder = ItemEncoder(
+                vocab.num_items, c.embedding_dim, c.hidden_dim,
+                query_encoder=QueryEncoder(vocab.num_words, c.embedding_dim, c.hidden_dim,
+                                           name="query_encoder"),
+                caption_length=F.MAX_CAPTION_WORDS, category_sizes=tables.category_sizes,
+                caption_words=tables.captions, item_categories=tables.categories,
+                name="item_encoder")
+        else:
+            self.item_encoder = keras.layers.Embedding(
+                vocab.num_items, c.hidden_dim, embeddings_initializer="glorot_normal",
+                name="item_embeddings")
+        self.positions = PositionalEmbedding(max_length, name="positions")
+        self.embedding_dropout = keras.layers.Dropout(c.dropout)
+        self.blocks = [SASRecBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
+                                   layer_norm_epsilon=LAYER_NORM_EPSILON, name=f"block_{i}")
+                       for i in range(c.num_layers)]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
+                                                          name="final_norm")
+        # Per-entry loss (reduction NONE, as UniSAR: AUTO is refused under a strategy); the mean
+        # over the B x C entries is taken in ``task_loss``.
+        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE))
+
+    # -----------------------------------------------------------------------------------------
+    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Raw item ids → dense indices (hash-table lookups, which XLA cannot compile).
+
+        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
+        ``compute_loss`` call it themselves on batches that were not prepared.
+        """
+        return lookup_ids(batch, self.item_lookup)
+
+    def encode_items(self, dense_ids: tf.Tensor) -> tf.Tensor:
+        """The shared item table ``E``: float ``(..., d)``, exactly 0 for padding (index 0)."""
+        vectors = self.item_encoder(dense_ids)
+        if self.item_features == "id_only":
+            vectors *= tf.cast(tf.not_equal(dense_ids, F.PAD_ID), vectors.dtype)[..., tf.newaxis]
+        return vectors
+
+    def sequence(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The left-padded dense item sequence ``(B, L)`` of a prepared batch."""
+        if self.source == "feed_only":
+            return left_padded_sequence(batch[F.FEED_ITEMS], batch[F.FEED_TS],
+                                        length=self.max_length)
+        if F.SEARCH_HAS_CLICK not in batch:
+            raise ValueError(f"`source='merged'` reads `{F.SEARCH_HAS_CLICK}`. Received: a batch "
+                             f"with keys {sorted(batch)}")
+        return left_padded_sequence(batch[F.FEED_ITEMS], batch[F.FEED_TS],
+                                    batch[F.SEARCH_CLICKS], batch[F.SEARCH_TS],
+                                    batch[F.SEARCH_HAS_CLICK], length=self.max_length)
+
+    def encode_user(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """``H_last``: float ``(B, d)``, the final-LN output at the newest slot."""
+        batch = self.prepare(batch)
+        ids = self.sequence(batch)
+        valid = tf.not_equal(ids, F.PAD_ID)
+        mask = tf.cast(valid, tf.float32)[..., tf.newaxis]
+        x = self.encode_items(ids) * math.sqrt(self.config.hidden_dim)
+        x = self.embedding_dropout(self.positions(x), training=training) * mask
+        for block in self.blocks:
+            x = block(x, valid, training=training)
+        return self.final_norm(x)[:, -1]
+
+    def score_encoded(self, user: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+        """Logits ``(B, C)`` = ``user (B, d) · candidates (B, C, d)``."""
+        return tf.einsum("bd,bcd->bc", user, candidates)
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        """Logits ``(B, C)``; the search task gets the query-blind feed score (a floor)."""
+        F.Task(task)
+        batch = self.prepare(batch)
+        return self.score_encoded(self.encode_user(batch, training),
+                                  self.encode_items(batch[reader.CANDIDATES]))
+
+    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        """Both tasks' logits ``(B, C)``: the same query-blind score."""
+        logits = self.score(batch, F.Task.FEED, training)
+        return {Outputs.FEED_LOGITS: logits, Outputs.SEARCH_LOGITS: logits}
+
+    # -----------------------------------------------------------------------------------------
+    def task_loss(self, batch: Dict[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
+        """Target-row BCE over the row's candidates, mean over the ``B × C`` entries."""
+        logits = self.score(batch, F.Task.FEED, training)
+        labels = batch[reader.LABEL]
+        bce = tf.reduce_mean(self.task(labels=labels[..., None], predictions=logits[..., None],
+                                       compute_metrics=not training))
+        return {"bce": bce, "logits": logits, "total": bce}
+
+    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+        """The feed batch's loss; a search batch, if present, is not trained on."""
+        if Inputs.FEED not in inputs:
+            raise ValueError(f"SASRec trains on the feed task only: `inputs` should have the key "
+                             f"`{Inputs.FEED.value}`. Received: keys {sorted(inputs)}")
+        return self.task_loss(inputs[Inputs.FEED], training)["total"]
+
+
+@register_model("sasrec")
+def build_sasrec(config: ExperimentConfig, vocab: Vocab) -> SASRec:
+    l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
+    return SASRec(config.model, vocab, l2=l2)

@@ -1,0 +1,21 @@
+"""Shared fixture of the model tests: the golden fixture preprocessed (2 train, 3 eval negatives)."""
+
+import json
+
+import pytest
+
+from tests import golden_fixture as G
+from tests.testing import run_preprocess
+
+CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Pipeline output of the golden fixture, one per test module."""
+    root = tmp_path_factory.mktemp("models")
+    config = root / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    out = str(root / "out")
+    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
+    return out

@@ -36,6 +36,7 @@ setuptools.setup(
             "jsr-preprocess=pipelines.preprocess:main",
             "jsr-train=jsr_tf.cli.train:run",
             "jsr-evaluate=jsr_tf.cli.evaluate:run",
+            "jsr-export=export.cli:run",
         ],
     },
 )

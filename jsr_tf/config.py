@@ -225,6 +225,32 @@ def unisar() -> ExperimentConfig:
     return ExperimentConfig(preset="unisar")
 
 
+@register_preset
+def sasrec() -> ExperimentConfig:
+    """SASRec (Kang & McAuley, 2018), the package preset of spec/related_models.md §1.
+
+    Feed task only; causal self-attention over the left-padded L = 60 item sequence (feed
+    positives + search clicks merged in time order, UniSAR's item encoder): d 64, 2 blocks,
+    1 head, FFN d, dropout 0.2, Adam lr 1e-3, no L2 (the reference has no embedding L2), the
+    package batch size (the reference trains at 128).
+    Not configurable here: Adam β2 is Keras's 0.999, not the reference's 0.98 (no config
+    field); the sequence source and item features are ``SASRec`` constructor arguments.
+    """
+    return ExperimentConfig(
+        preset="sasrec",
+        model=ModelConfig(name="sasrec", hidden_dim=64, num_layers=2, num_heads=1, ffn_dim=64,
+                          dropout=0.2),
+        train=TrainConfig(learning_rate=1e-3, l2=0.0))
+
+
+@register_preset
+def two_tower() -> ExperimentConfig:
+    """Two-tower retrieval head (``tfrs.tasks.Retrieval``, in-batch softmax with logQ
+    correction) that the ``retrieve`` serving signature indexes over the whole catalogue."""
+    return ExperimentConfig(preset="two_tower", model=ModelConfig(name="two_tower"),
+                            train=TrainConfig(batch_size=512, l2=0.0))
+
+
 # Caps the model is built for; they equal the data contract's.
 HISTORY_CAPS = {"feed": F.MAX_FEED_HISTORY, "search": F.MAX_SEARCH_HISTORY,
                 "words": F.MAX_QUERY_WORDS, "clicks": F.MAX_SESSION_CLICKS}

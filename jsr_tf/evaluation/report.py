@@ -222,7 +222,8 @@ def results_record(*, model: str, preset: str, config: Any, data_dir: str, seed:
     """
     record = {"model": model, "preset": preset, "config_sha256": config_hash(config),
               "seed": seed, "device": device or device_description(),
-              "data": data_fingerprint(data_dir), **extra}
+              "data_dir": os.path.abspath(data_dir), "data": data_fingerprint(data_dir),
+              **extra}
     record.update(splits)
     return jsonable(record)
 

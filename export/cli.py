@@ -1,0 +1,48 @@
+"""``jsr-export``: a trained run → ``<export_base>/<model_name>/<version>/`` for TF Serving.
+
+Usage::
+
+    jsr-export --model_dir runs/unisar --export_base serving/ [--model_name jsr] [--version N] \\
+        [--retrieval_dir runs/two_tower] [--data_dir data/] [--top_k 100] [--overwrite]
+
+``--retrieval_dir`` (a ``jsr-train --model two_tower`` run on the same data) adds the
+``retrieve`` signature. ``--data_dir`` defaults to the data dir recorded in the run's
+``metrics.json``. See ``export/serving.py`` for the signatures and README "Serving".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "jsr-train run directory of the ranker.")
+flags.DEFINE_string("export_base", None, "TF Serving base path (model_base_path's parent).")
+flags.DEFINE_string("model_name", "jsr", "TF Serving model name.")
+flags.DEFINE_integer("version", None, "Version number (default: the next free one).")
+flags.DEFINE_string("retrieval_dir", None, "jsr-train --model two_tower run: adds `retrieve`.")
+flags.DEFINE_string("data_dir", None, "Pipeline output the run used (default: from metrics.json).")
+flags.DEFINE_integer("top_k", 100, "Results per `retrieve` row.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
+flags.mark_flags_as_required(["model_dir", "export_base"])
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from export import exporter  # deferred: TensorFlow loads after flag parsing
+
+    path = exporter.export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,
+                               FLAGS.version, FLAGS.data_dir, FLAGS.retrieval_dir, FLAGS.top_k,
+                               FLAGS.overwrite)
+    print(f"exported {path}")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,57 @@
+"""Request normalisation for the serving signatures: any history length in, the model's caps out.
+
+A serving request carries raw ids in the example contract's layout (``jsr_tf/features.py``):
+histories **oldest first**, padded with 0 at the end, of any length. The model is built for
+fixed caps (30 feed events, 30 search sessions, 50 words, 5 clicks). ``fit_history`` keeps the
+**most recent** ``cap`` valid entries of each row (the last ones), as the pipeline does;
+``fit_width`` cuts or pads an inner axis (words of a query, clicks of a session) to its cap,
+keeping the first entries as the pipeline does.
+
+Shapes: B rows, L history entries (any), W words, K clicks (any).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+
+def pad_axis(values: tf.Tensor, axis: int, size: int) -> tf.Tensor:
+    """Pads ``values`` with 0 at the end of ``axis`` up to at least ``size`` entries."""
+    missing = tf.maximum(size - tf.shape(values)[axis], 0)
+    paddings = tf.scatter_nd([[axis, 1]], [missing], [values.shape.rank, 2])
+    return tf.pad(values, paddings)
+
+
+def fit_width(values: tf.Tensor, cap: int) -> tf.Tensor:
+    """Cuts or 0-pads the last axis of ``values [..., W]`` to exactly ``cap`` entries."""
+    values = pad_axis(values, values.shape.rank - 1, cap)
+    return values[..., :cap]
+
+
+def fit_history(valid: tf.Tensor, fields: Sequence[tf.Tensor], cap: int) -> list:
+    """Keeps each row's most recent ``cap`` valid entries of parallel history fields.
+
+    Args:
+        valid: ``[B, L]`` bool, which slots hold an event (valid slots first, then padding).
+        fields: Tensors ``[B, L, ...]`` sharing the first two axes.
+        cap: Slots the model reads.
+
+    Returns:
+        The fields as ``[B, cap, ...]``: entries ``max(n - cap, 0) .. n - 1`` of a row with ``n``
+        valid slots, oldest first, then 0-padding.
+    """
+    count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # [B]
+    start = tf.maximum(count - cap, 0)
+    positions = start[:, None] + tf.range(cap)[None, :]  # [B, cap]
+    keep = positions < count[:, None]
+    out = []
+    for values in fields:
+        padded = pad_axis(values, 1, cap)
+        length = tf.shape(padded)[1]
+        taken = tf.gather(padded, tf.minimum(positions, length - 1), batch_dims=1)
+        mask = tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones([tf.rank(taken) - 2],
+                                                                   tf.int32)], 0))
+        out.append(tf.where(mask, taken, tf.zeros_like(taken)))
+    return out

@@ -1,0 +1,121 @@
+"""TF Serving's REST request formats, mapped onto a signature's inputs (numpy + TensorFlow only).
+
+TF Serving's ``:predict`` REST API takes one of two JSON bodies
+(https://www.tensorflow.org/tfx/serving/api_rest#predict_api):
+
+- **row format**: ``{"signature_name": S, "instances": [{name: value, ...}, ...]}``: one object
+  per row; every row holds every named input with the row's (unbatched) value, and rows are
+  stacked, so all rows' values of an input must have the same shape (pad them client-side).
+- **columnar format**: ``{"signature_name": S, "inputs": {name: batched value, ...}}``.
+
+The response is ``{"predictions": ...}`` (row format: a list of per-row objects, or of values if
+the signature has one output) or ``{"outputs": ...}`` (columnar). This module builds and decodes
+those bodies so tests, the demo and clients share one tested mapping. It imports no jsr_tf code:
+``python -m export.rest --saved_model DIR --request body.json`` scores a REST body through a
+SavedModel in a process that has only TensorFlow, as a stand-in for a real server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+DTYPES = {"DT_INT64": np.int64, "DT_FLOAT": np.float32, "DT_BOOL": np.bool_,
+          "DT_STRING": object, "DT_INT32": np.int32}
+
+
+def row_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    """Batched inputs → a row-format (``instances``) body."""
+    rows = {len(np.asarray(v)) for v in inputs.values()}
+    if len(rows) != 1:
+        raise ValueError(f"Every input needs the same batch size. Received sizes {sorted(rows)}")
+    n = rows.pop()
+    instances = [{name: np.asarray(value)[i].tolist() for name, value in inputs.items()}
+                 for i in range(n)]
+    return {"signature_name": signature, "instances": instances}
+
+
+def columnar_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    """Batched inputs → a columnar-format (``inputs``) body."""
+    return {"signature_name": signature,
+            "inputs": {name: np.asarray(value).tolist() for name, value in inputs.items()}}
+
+
+def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """A REST body (either format) → named batched numpy arrays, as TF Serving would build them.
+
+    Args:
+        body: The parsed JSON body.
+        input_dtypes: Signature input name → numpy dtype.
+
+    Raises:
+        ValueError: On a body in neither or both formats, missing or unknown inputs, or rows of
+            an input with different shapes (TF Serving rejects those too).
+    """
+    if ("instances" in body) == ("inputs" in body):
+        raise ValueError('A predict body has exactly one of "instances" (row format) or '
+                         '"inputs" (columnar format).')
+    if "instances" in body:
+        rows = body["instances"]
+        if not rows:
+            raise ValueError('"instances" is empty.')
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
+        for i, row in enumerate(rows):
+            if set(row) != set(columns):
+                raise ValueError(f"Instance {i} has inputs {sorted(row)}, instance 0 has "
+                                 f"{sorted(columns)}.")
+        shapes = {name: {np.shape(v) for v in values} for name, values in columns.items()}
+        ragged = [name for name, s in shapes.items() if len(s) > 1]
+        if ragged:
+            raise ValueError(f"Row-format inputs must have one shape across instances; pad "
+                             f"them. Ragged: {ragged}")
+    else:
+        columns = dict(body["inputs"])
+    missing = sorted(set(input_dtypes) - set(columns))
+    unknown = sorted(set(columns) - set(input_dtypes))
+    if missing or unknown:
+        raise ValueError(f"Inputs do not match the signature: missing {missing}, unknown "
+                         f"{unknown}.")
+    return {name: np.asarray(columns[name], dtype=input_dtypes[name]) for name in columns}
+
+
+def outputs_to_response(body: Mapping[str, Any], outputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    """Signature outputs → the response body TF Serving sends for ``body``'s format."""
+    values = {name: np.asarray(v).tolist() for name, v in outputs.items()}
+    if "inputs" in body:
+        return {"outputs": values if len(values) > 1 else next(iter(values.values()))}
+    n = len(next(iter(values.values())))
+    if len(values) == 1:
+        return {"predictions": next(iter(values.values()))}
+    return {"predictions": [{name: v[i] for name, v in values.items()} for i in range(n)]}
+
+
+def predict(saved_model_dir: str, body: Mapping[str, Any]) -> Dict[str, Any]:
+    """Loads a SavedModel and answers a REST predict body (TensorFlow only, no jsr_tf)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    name = body.get("signature_name", "serving_default")
+    fn = loaded.signatures[name]
+    specs = fn.structured_input_signature[1]
+    dtypes = {key: spec.dtype.as_numpy_dtype for key, spec in specs.items()}
+    inputs = body_to_inputs(body, dtypes)
+    outputs = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    return outputs_to_response(body, {k: v.numpy() for k, v in outputs.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--saved_model", required=True, help="<export_base>/<name>/<version>")
+    parser.add_argument("--request", required=True, help="JSON file: a REST predict body")
+    args = parser.parse_args()
+    with open(args.request, encoding="utf-8") as f:
+        body = json.load(f)
+    print(json.dumps(predict(args.saved_model, body)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""``ServingModule``: the ``tf.Module`` whose signatures TF Serving loads.
+
+Signatures (all ids are raw KuaiSAR int64 ids; histories oldest first, 0-padded, any length;
+unknown and negative ids map to the OOV bucket; B and N are free):
+
+``feed``
+    ``user_id [B]``, ``feed_items [B, Lr]``, ``feed_ts [B, Lr]`` (ms), ``search_ts [B, Ls]``,
+    ``search_words [B, Ls, W]``, ``search_clicks [B, Ls, K]``, ``candidates [B, N]``
+    → ``scores [B, N]`` float32 (feed-head logits).
+``search``
+    the same plus ``query_words [B, Wq]`` → ``scores [B, N]`` (search-head logits).
+``serving_default``
+    ``examples [B]`` serialized ``tf.train.Example`` in the training schema (labels, if present,
+    are ignored) with the candidates in an int64 list feature ``candidates``
+    → ``feed_scores [B, N]``, ``search_scores [B, N]`` (N = the longest candidate list; the
+    columns past a shorter list score padding and should be ignored).
+``retrieve`` (when a two-tower head is exported)
+    the ``feed`` inputs without ``candidates``, plus ``query_words [B, Wq]`` and
+    ``exclude_history [B]`` bool → ``item_ids [B, k]`` int64, ``scores [B, k]`` float32.
+    Rows with an all-padding query use the feed tower, others the search tower. With
+    ``exclude_history`` the row's feed items and search clicks (the whole request, not just the
+    capped part) are removed from the results. ``k = min(top_k, catalogue size)``; a slot left
+    empty after exclusions has item id 0 and score ``EMPTY_SCORE``.
+
+Histories longer than the caps keep their most recent entries (``export.request``).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import jsr_tf  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from jsr_tf import features as F
+from jsr_tf.data import reader
+from jsr_tf.models.base import JsrModel
+from export import request
+
+SCORES = "scores"
+FEED_SCORES = "feed_scores"
+SEARCH_SCORES = "search_scores"
+ITEM_IDS = "item_ids"
+EXAMPLES = "examples"
+CANDIDATES = reader.CANDIDATES
+EXCLUDE_HISTORY = "exclude_history"
+EMPTY_SCORE = -1.0e9
+
+FEED_SIGNATURE = "feed"
+SEARCH_SIGNATURE = "search"
+DEFAULT_SIGNATURE = "serving_default"
+RETRIEVE_SIGNATURE = "retrieve"
+
+_I64 = tf.int64
+HISTORY_SPECS = {
+    F.USER_ID: tf.TensorSpec([None], _I64, name=F.USER_ID),
+    F.FEED_ITEMS: tf.TensorSpec([None, None], _I64, name=F.FEED_ITEMS),
+    F.FEED_TS: tf.TensorSpec([None, None], _I64, name=F.FEED_TS),
+    F.SEARCH_TS: tf.TensorSpec([None, None], _I64, name=F.SEARCH_TS),
+    F.SEARCH_WORDS: tf.TensorSpec([None, None, None], _I64, name=F.SEARCH_WORDS),
+    F.SEARCH_CLICKS: tf.TensorSpec([None, None, None], _I64, name=F.SEARCH_CLICKS),
+}
+CANDIDATES_SPEC = tf.TensorSpec([None, None], _I64, name=CANDIDATES)
+QUERY_SPEC = tf.TensorSpec([None, None], _I64, name=F.QUERY_WORDS)
+EXCLUDE_SPEC = tf.TensorSpec([None], tf.bool, name=EXCLUDE_HISTORY)
+
+
+def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """A request's raw tensors → the model's batch layout at the caps (most recent kept)."""
+    out = {F.USER_ID: tf.cast(inputs[F.USER_ID], _I64)}
+    feed_items, feed_ts = request.fit_history(
+        tf.not_equal(inputs[F.FEED_ITEMS], 0), [inputs[F.FEED_ITEMS], inputs[F.FEED_TS]],
+        F.MAX_FEED_HISTORY)
+    out[F.FEED_ITEMS] = tf.ensure_shape(feed_items, [None, F.MAX_FEED_HISTORY])
+    out[F.FEED_TS] = tf.ensure_shape(feed_ts, [None, F.MAX_FEED_HISTORY])
+    words = request.fit_width(inputs[F.SEARCH_WORDS], F.MAX_QUERY_WORDS)
+    clicks = request.fit_width(inputs[F.SEARCH_CLICKS], F.MAX_SESSION_CLICKS)
+    search_ts, words, clicks = request.fit_history(
+        tf.not_equal(inputs[F.SEARCH_TS], 0), [inputs[F.SEARCH_TS], words, clicks],
+        F.MAX_SEARCH_HISTORY)
+    out[F.SEARCH_TS] = tf.ensure_shape(search_ts, [None, F.MAX_SEARCH_HISTORY])
+    out[F.SEARCH_WORDS] = tf.ensure_shape(words, [None, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS])
+    out[F.SEARCH_CLICKS] = tf.ensure_shape(
+        clicks, [None, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS])
+    if F.QUERY_WORDS in inputs:
+        out[F.QUERY_WORDS] = tf.ensure_shape(
+            request.fit_width(inputs[F.QUERY_WORDS], F.MAX_QUERY_WORDS),
+            [None, F.MAX_QUERY_WORDS])
+    if CANDIDATES in inputs:
+        out[CANDIDATES] = inputs[CANDIDATES]
+    return out
+
+
+def _serving_spec() -> Dict[str, tf.io.RaggedFeature]:
+    spec = {F.USER_ID: tf.io.RaggedFeature(_I64), CANDIDATES: tf.io.RaggedFeature(_I64),
+            F.QUERY_WORDS: tf.io.RaggedFeature(_I64), F.FEED_ITEMS: tf.io.RaggedFeature(_I64),
+            F.FEED_TS: tf.io.RaggedFeature(_I64), F.SEARCH_TS: tf.io.RaggedFeature(_I64)}
+    for values, (lengths, _) in F.SESSION_LIST_CAPS.items():
+        spec[values] = tf.io.RaggedFeature(
+            _I64, value_key=values, partitions=[tf.io.RaggedFeature.RowLengths(lengths)])
+    return spec
+
+
+def parse_examples(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Serialized serving Examples → dense request tensors (uncapped; ``fit_request`` caps)."""
+    parsed = tf.io.parse_example(serialized, _serving_spec())
+    out = {name: value.to_tensor(default_value=0) for name, value in parsed.items()}
+    out[F.USER_ID] = pad_first(out[F.USER_ID])
+    return out
+
+
+def pad_first(values: tf.Tensor) -> tf.Tensor:
+    """``[B, <=1]`` → ``[B]``: the first entry, 0 where the list is empty."""
+    return request.pad_axis(values, 1, 1)[:, 0]
+
+
+class ServingModule(tf.Module):
+    """Holds the trained ranker (and optionally a two-tower head with its index).
+
+    Args:
+        ranker: A trained ``JsrModel`` with ``score(batch, task)`` and ``call`` returning both
+            heads' logits.
+        retriever: Optional trained ``TwoTower`` (``jsr_tf.models.two_tower``).
+        top_k: Results per ``retrieve`` row.
+    """
+
+    def __init__(self, ranker: JsrModel, retriever: Optional[JsrModel] = None,
+                 top_k: int = 100) -> None:
+        super().__init__(name="jsr_serving")
+        self.ranker = ranker
+        self.retriever = retriever
+        self.index = None
+        if retriever is not None:
+            item_ids, vectors = retriever.catalogue()
+            self.top_k = int(min(top_k, int(item_ids.shape[0])))
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k, name="index")
+            self.index.index(vectors, item_ids)
+
+    # -- the model calls, shared by every signature ---------------------------------------------
+    def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
+        return self.ranker.score(fit_request(inputs), task, training=False)
+
+    def _both(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        logits = self.ranker(fit_request(inputs), training=False)
+        return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
+
+    def _retrieve(self, inputs: Dict[str, tf.Tensor],
+                  exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
+        batch = fit_request(inputs)
+        has_query = tf.reduce_any(tf.not_equal(batch[F.QUERY_WORDS], 0), axis=1)
+        users = tf.where(has_query[:, None],
+                         self.retriever.user_vectors(batch, F.Task.SEARCH),
+                         self.retriever.user_vectors(batch, F.Task.FEED))
+        rows = tf.shape(users)[0]
+        exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
+                                tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)
+        exclusions = tf.where(exclude_history[:, None], exclusions, tf.zeros_like(exclusions))
+        catalogue = tf.shape(self.index._identifiers)[0]
+        k_total = tf.minimum(self.top_k + tf.shape(exclusions)[1], catalogue)
+        scores, ids = self.index(users, k=k_total)
+        excluded = tf.reduce_any(tf.equal(ids[:, :, None], exclusions[:, None, :]), axis=-1)
+        adjusted = tf.where(excluded, tf.fill(tf.shape(scores), float("-inf")), scores)
+        _, order = tf.math.top_k(adjusted, k=self.top_k)
+        kept_ids = tf.gather(ids, order, batch_dims=1)
+        kept_scores = tf.gather(scores, order, batch_dims=1)
+        empty = tf.gather(excluded, order, batch_dims=1)
+        return {ITEM_IDS: tf.where(empty, tf.zeros_like(kept_ids), kept_ids),
+                SCORES: tf.where(empty, tf.fill(tf.shape(kept_scores), EMPTY_SCORE),
+                                 kept_scores)}
+
+    # -- signatures --------------------------------------------------------------------------
+    def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+        """The concrete functions to pass to ``tf.saved_model.save(signatures=...)``."""
+        names = list(HISTORY_SPECS)
+
+        @tf.function(input_signature=[*HISTORY_SPECS.values(), CANDIDATES_SPEC])
+        def feed(*args):
+            inputs = dict(zip(names + [CANDIDATES], args))
+            return {SCORES: self._score(inputs, F.Task.FEED)}
+
+        @tf.function(input_signature=[*HISTORY_SPECS.values(), QUERY_SPEC, CANDIDATES_SPEC])
+        def search(*args):
+            inputs = dict(zip(names + [F.QUERY_WORDS, CANDIDATES], args))
+            return {SCORES: self._score(inputs, F.Task.SEARCH)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
+        def serving_default(examples):
+            return self._both(parse_examples(examples))
+
+        out = {FEED_SIGNATURE: feed.get_concrete_function(),
+               SEARCH_SIGNATURE: search.get_concrete_function(),
+               DEFAULT_SIGNATURE: serving_default.get_concrete_function()}
+        if self.index is not None:
+            @tf.function(input_signature=[*HISTORY_SPECS.values(), QUERY_SPEC, EXCLUDE_SPEC])
+            def retrieve(*args):
+                inputs = dict(zip(names + [F.QUERY_WORDS], args[:-1]))
+                return self._retrieve(inputs, args[-1])
+
+            out[RETRIEVE_SIGNATURE] = retrieve.get_concrete_function()
+        return out

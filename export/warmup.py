@@ -1,0 +1,102 @@
+"""Sample requests from a data dir, and TF Serving's warmup file built from them.
+
+TF Serving replays ``<version>/assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
+``PredictionLog`` protos) before it marks a version ready, so the first real request does not pay
+for graph initialisation
+(https://www.tensorflow.org/tfx/serving/saved_model_warmup). One request per signature, built
+from real rows of the valid split, is written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Tuple
+
+import jsr_tf  # noqa: F401
+import numpy as np
+import tensorflow as tf
+
+from jsr_tf import features as F
+from jsr_tf.data import reader
+from export import serving as S
+
+WARMUP_FILE = "tf_serving_warmup_requests"
+EXTRA_DIR = "assets.extra"
+HISTORY_INPUTS = tuple(S.HISTORY_SPECS)
+
+
+def sample_requests(data_dir: str, rows: int = 2,
+                    candidates: int = F.NUM_EVAL_CANDIDATES) -> Dict[str, Dict[str, np.ndarray]]:
+    """One request per signature from the first valid rows: signature → input name → array."""
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for task, name in ((F.Task.FEED, S.FEED_SIGNATURE), (F.Task.SEARCH, S.SEARCH_SIGNATURE)):
+        batch = next(iter(reader.make_dataset(data_dir, F.Split.VALID.value, task, rows,
+                                              shuffle_buffer=0)))
+        inputs = {key: batch[key].numpy() for key in HISTORY_INPUTS}
+        if task == F.Task.SEARCH:
+            inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()
+        inputs[S.CANDIDATES] = batch[reader.CANDIDATES].numpy()[:, :candidates]
+        out[name] = inputs
+    retrieve = {key: out[S.SEARCH_SIGNATURE][key] for key in HISTORY_INPUTS + (F.QUERY_WORDS,)}
+    retrieve[S.EXCLUDE_HISTORY] = np.ones(len(retrieve[F.USER_ID]), bool)
+    out[S.RETRIEVE_SIGNATURE] = retrieve
+    out[S.DEFAULT_SIGNATURE] = {S.EXAMPLES: np.asarray(serving_examples(data_dir, rows),
+                                                       dtype=object)}
+    return out
+
+
+def serving_examples(data_dir: str, rows: int) -> List[bytes]:
+    """The first ``rows`` valid search examples with a ``candidates`` feature added."""
+    pattern = os.path.join(data_dir, F.file_pattern(F.Split.VALID.value, F.Task.SEARCH))
+    files = sorted(tf.io.gfile.glob(pattern))
+    out = []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows):
+        example = tf.train.Example.FromString(record.numpy())
+        feature = example.features.feature
+        target = list(feature[F.TARGET_ITEM].int64_list.value)
+        negatives = list(feature[F.NEGATIVES].int64_list.value)
+        feature[S.CANDIDATES].int64_list.value.extend(target + negatives)
+        out.append(example.SerializeToString())
+    return out
+
+
+def predict_request(model_name: str, signature: str, inputs: Dict[str, np.ndarray]):
+    """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for one signature."""
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model_name
+    req.model_spec.signature_name = signature
+    for key, value in inputs.items():
+        req.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return req
+
+
+def write_warmup(version_dir: str, model_name: str,
+                 requests: Dict[str, Dict[str, np.ndarray]], signatures: Iterable[str]) -> str:
+    """Writes one ``PredictionLog`` per signature; returns the file path."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    directory = os.path.join(version_dir, EXTRA_DIR)
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature in signatures:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(
+                    request=predict_request(model_name, signature, requests[signature])))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup(path: str) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+    """The (signature, inputs) pairs of a warmup file, decoded the way TF Serving does."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = []
+    for record in tf.data.TFRecordDataset([path]):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        req = log.predict_log.request
+        out.append((req.model_spec.signature_name,
+                    {k: tf.make_ndarray(v) for k, v in req.inputs.items()}))
+    return out

@@ -1,0 +1,363 @@
+"""``jsr-export`` end to end: the SavedModel used the way TF Serving and its clients use it.
+
+One module fixture trains UniSAR and the two-tower head briefly on the golden fixture and runs
+the ``jsr-export`` command. The tests then load the SavedModel in a fresh process that imports
+only TensorFlow, through TF Serving's own TF1 loader, with ``saved_model_cli``, with REST bodies
+and gRPC ``PredictRequest`` protos, and with bad requests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jsr_tf  # noqa: F401
+import tensorflow as tf
+
+from export import rest, warmup
+from export import serving as S
+from jsr_tf import config as C
+from jsr_tf import features as F
+from jsr_tf.data import reader
+from jsr_tf.data.vocab import load_vocab
+from jsr_tf.models import factory
+from jsr_tf.training import trainer
+from tests import training_doubles as T
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP_K = 5
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("export"))
+    data_dir = T.write_data(root)
+    runs = {}
+    for name, config in (
+            ("unisar", C.preset(T.UNISAR).override(["train.epochs=1"])),
+            ("two_tower", C.preset("two_tower").override(
+                ["train.epochs=1", "train.batch_size=4", "train.steps_per_epoch=2",
+                 "train.eval_batch_size=4", "train.shuffle_buffer=16"]))):
+        runs[name] = os.path.join(root, name)
+        trainer.train(config, data_dir, runs[name], verbose=0)
+    base = os.path.join(root, "serving")
+    cmd = [sys.executable, "-m", "export.cli", "--model_dir", runs["unisar"], "--export_base",
+           base, "--retrieval_dir", runs["two_tower"], "--top_k", str(TOP_K)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = os.path.join(base, "jsr", "1")
+    assert f"exported {path}" in done.stdout
+    ranker, _ = factory.load_trained(runs["unisar"], data_dir)
+    retriever, _ = factory.load_trained(runs["two_tower"], data_dir)
+    return {"root": root, "data_dir": data_dir, "path": path, "ranker": ranker,
+            "retriever": retriever, "runs": runs, "base": base}
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+    return tf.saved_model.load(run["path"])
+
+
+def _requests(data_dir, rows, num_candidates, seed=0):
+    """Real valid rows (tiled to ``rows``) with random candidates: known, unknown and padding."""
+    vocab = load_vocab(data_dir)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for task in F.Task:
+        batch = next(iter(reader.make_dataset(data_dir, "valid", task, 8, shuffle_buffer=0)))
+        index = np.arange(rows) % int(batch[F.USER_ID].shape[0])
+        inputs = {k: batch[k].numpy()[index] for k in S.HISTORY_SPECS}
+        pool = np.concatenate([vocab.item_ids, [987654321, 0]])
+        inputs[S.CANDIDATES] = rng.choice(pool, size=[rows, num_candidates]).astype(np.int64)
+        if task == F.Task.SEARCH:
+            inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()[index]
+        out[task] = inputs
+    return out
+
+
+def _expected(model, inputs, task):
+    return model.score({k: tf.constant(v) for k, v in inputs.items()}, task).numpy()
+
+
+def _expected_retrieve(retriever, inputs):
+    """Top-K by brute force in numpy, history excluded (the reference for ``retrieve``)."""
+    batch = {k: tf.constant(v) for k, v in inputs.items()}
+    ids, vectors = (t.numpy() for t in retriever.catalogue())
+    has_query = (inputs[F.QUERY_WORDS] != 0).any(axis=1)
+    users = np.where(has_query[:, None], retriever.user_vectors(batch, F.Task.SEARCH).numpy(),
+                     retriever.user_vectors(batch, F.Task.FEED).numpy())
+    scores = users @ vectors.T
+    seen = np.concatenate([inputs[F.FEED_ITEMS].reshape(len(users), -1),
+                           inputs[F.SEARCH_CLICKS].reshape(len(users), -1)], axis=1)
+    top_ids, top_scores = [], []
+    for row in range(len(users)):
+        excluded = np.isin(ids, seen[row]) & inputs[S.EXCLUDE_HISTORY][row]
+        order = [i for i in np.argsort(-scores[row], kind="stable") if not excluded[i]]
+        order = order[:TOP_K]
+        top_ids.append(ids[order])
+        top_scores.append(scores[row][order])
+    return np.array(top_ids), np.array(top_scores)
+
+
+FRESH_SCRIPT = textwrap.dedent("""
+    import json, subprocess, sys
+    import numpy as np
+    import tensorflow as tf
+
+    path, requests_file, out_file = sys.argv[1:4]
+    requests = dict(np.load(requests_file, allow_pickle=True))
+    results = {}
+    loaded = tf.saved_model.load(path)
+    for key in sorted(requests):
+        if not key.endswith("__sig"):
+            continue
+        prefix = key[:-len("__sig")]
+        sig = str(requests[key])
+        inputs = {k[len(prefix) + 2:]: v for k, v in requests.items()
+                  if k.startswith(prefix + "__") and k != key}
+        outputs = loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
+        for name, value in outputs.items():
+            results[f"{prefix}__{name}"] = value.numpy()
+
+    # TF Serving's own loading path: the TF1 loader and the signature_def tensor names.
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], path)
+        for key in sorted(requests):
+            if not key.endswith("__sig"):
+                continue
+            prefix = key[:-len("__sig")]
+            sig = meta.signature_def[str(requests[key])]
+            feed = {sig.inputs[k[len(prefix) + 2:]].name: v for k, v in requests.items()
+                    if k.startswith(prefix + "__") and k != key}
+            names = sorted(sig.outputs)
+            values = sess.run([sig.outputs[n].name for n in names], feed_dict=feed)
+            for name, value in zip(names, values):
+                results[f"v1_{prefix}__{name}"] = value
+    results["modules"] = np.array(sorted(m for m in sys.modules
+                                         if m.startswith(("jsr_tf", "tensorflow_recommenders"))),
+                           dtype=object)
+    np.savez(out_file, **results)
+""")
+
+
+def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
+    ranker, retriever = run["ranker"], run["retriever"]
+    expected, requests = {}, {}
+    for rows in (1, 7):
+        for n in (1, 4, 100):
+            for task, inputs in _requests(run["data_dir"], rows, n, seed=rows * 1000 + n).items():
+                sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+                prefix = f"{sig}_{rows}_{n}"
+                requests[f"{prefix}__sig"] = sig
+                requests.update({f"{prefix}__{k}": v for k, v in inputs.items()})
+                expected[f"{prefix}__scores"] = _expected(ranker, inputs, task)
+        search = _requests(run["data_dir"], rows, 1)[F.Task.SEARCH]
+        inputs = {k: search[k] for k in (*S.HISTORY_SPECS, F.QUERY_WORDS)}
+        inputs[F.QUERY_WORDS] = inputs[F.QUERY_WORDS].copy()
+        inputs[F.QUERY_WORDS][::2] = 0  # even rows: feed tower; odd rows: search tower
+        inputs[S.EXCLUDE_HISTORY] = np.arange(rows) % 3 != 1
+        prefix = f"retrieve_{rows}"
+        requests[f"{prefix}__sig"] = S.RETRIEVE_SIGNATURE
+        requests.update({f"{prefix}__{k}": v for k, v in inputs.items()})
+        ids, scores = _expected_retrieve(retriever, inputs)
+        expected[f"{prefix}__item_ids"], expected[f"{prefix}__scores"] = ids, scores
+        examples = warmup.serving_examples(run["data_dir"], rows=2)
+        prefix = f"default_{rows}"
+        requests[f"{prefix}__sig"] = S.DEFAULT_SIGNATURE
+        requests[f"{prefix}__examples"] = np.array((examples * rows)[:rows], dtype=object)
+        batch = reader.parse_batch(tf.constant((examples * rows)[:rows]))
+        logits = ranker(batch)
+        expected[f"{prefix}__feed_scores"] = logits["feed_logits"].numpy()
+        expected[f"{prefix}__search_scores"] = logits["search_logits"].numpy()
+
+    requests_file, out_file = str(tmp_path / "requests.npz"), str(tmp_path / "out.npz")
+    np.savez(requests_file, **requests)
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
+    done = subprocess.run([sys.executable, str(script), run["path"], requests_file, out_file],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = dict(np.load(out_file, allow_pickle=True))
+    assert list(got.pop("modules")) == []  # only TensorFlow was imported
+    assert len(expected) == 2 * 3 * 2 + 2 * 2 + 2 * 2
+    for key, want in expected.items():
+        for prefix in ("", "v1_"):
+            have = got[prefix + key]
+            assert have.shape == want.shape, key
+            if key.endswith("item_ids"):
+                np.testing.assert_array_equal(have, want, err_msg=key)
+            else:
+                np.testing.assert_allclose(have, want, atol=TOL, rtol=0, err_msg=prefix + key)
+
+
+def test_saved_model_cli_show_and_run(run, tmp_path):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", run["path"], "--all"], capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for sig in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE, S.DEFAULT_SIGNATURE, S.RETRIEVE_SIGNATURE):
+        assert f"signature_def['{sig}']" in shown.stdout
+    inputs = _requests(run["data_dir"], 1, 3)[F.Task.FEED]
+    for name, value in inputs.items():
+        np.save(tmp_path / f"{name}.npy", value.astype(np.int64))
+    files = ";".join(f"{name}={tmp_path / name}.npy" for name in inputs)
+    ran = subprocess.run([cli, "run", "--dir", run["path"], "--tag_set", "serve",
+                          "--signature_def", "feed", "--inputs", files],
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    want = _expected(run["ranker"], inputs, F.Task.FEED)
+    assert "Result for output key scores" in ran.stdout
+    printed = ran.stdout.split("Result for output key scores:")[1]
+    values = np.array([float(x) for x in printed.replace("[", " ").replace("]", " ").split()])
+    np.testing.assert_allclose(values, want.ravel(), atol=1e-5)
+
+
+def _signature_dtypes(loaded, name):
+    specs = loaded.signatures[name].structured_input_signature[1]
+    return {k: s.dtype.as_numpy_dtype for k, s in specs.items()}
+
+
+@pytest.mark.parametrize("make", [rest.row_body, rest.columnar_body])
+def test_rest_bodies_map_onto_the_signatures(run, loaded, make):
+    for task, sig in ((F.Task.FEED, S.FEED_SIGNATURE), (F.Task.SEARCH, S.SEARCH_SIGNATURE)):
+        inputs = _requests(run["data_dir"], 3, 5)[task]
+        body = json.loads(json.dumps(make(sig, inputs)))
+        mapped = rest.body_to_inputs(body, _signature_dtypes(loaded, sig))
+        assert set(mapped) == set(inputs)
+        outputs = loaded.signatures[sig](**{k: tf.constant(v) for k, v in mapped.items()})
+        response = rest.outputs_to_response(body, {k: v.numpy() for k, v in outputs.items()})
+        scores = np.array(response["outputs" if "inputs" in body else "predictions"])
+        np.testing.assert_allclose(scores, _expected(run["ranker"], inputs, task), atol=TOL)
+
+
+def test_rest_predict_in_a_tensorflow_only_process(run, tmp_path):
+    inputs = _requests(run["data_dir"], 2, 4)[F.Task.SEARCH]
+    body_file = tmp_path / "body.json"
+    body_file.write_text(json.dumps(rest.row_body(S.SEARCH_SIGNATURE, inputs)))
+    done = subprocess.run([sys.executable, "-m", "export.rest", "--saved_model", run["path"],
+                           "--request", str(body_file)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    response = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(response["predictions"],
+                               _expected(run["ranker"], inputs, F.Task.SEARCH), atol=TOL)
+
+
+def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
+    path = os.path.join(run["path"], warmup.EXTRA_DIR, warmup.WARMUP_FILE)
+    records = warmup.read_warmup(path)
+    assert sorted(sig for sig, _ in records) == sorted(loaded.signatures)
+    for sig, inputs in records:
+        assert set(inputs) == set(_signature_dtypes(loaded, sig))
+        outputs = loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
+        for value in outputs.values():
+            assert np.isfinite(value.numpy().astype(np.float64)).all()
+    # A PredictRequest (the gRPC form) decodes back to the same tensors and scores.
+    inputs = _requests(run["data_dir"], 2, 3)[F.Task.FEED]
+    req = warmup.predict_request("jsr", S.FEED_SIGNATURE, inputs)
+    assert req.model_spec.name == "jsr" and req.model_spec.signature_name == "feed"
+    decoded = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
+    scores = loaded.signatures["feed"](**{k: tf.constant(v) for k, v in decoded.items()})
+    np.testing.assert_allclose(scores["scores"], _expected(run["ranker"], inputs, F.Task.FEED),
+                               atol=TOL)
+    info = json.loads(open(os.path.join(run["path"], warmup.EXTRA_DIR, "export_info.json")).read())
+    assert info["min_tf_serving_version"] == tf.__version__.rsplit(".", 1)[0]
+
+
+# ---- bad requests ------------------------------------------------------------------------------
+def _call(loaded, sig, inputs):
+    out = loaded.signatures[sig](**{k: tf.constant(v, tf.int64) for k, v in inputs.items()})
+    scores = out["scores"].numpy()
+    assert np.isfinite(scores).all()
+    return scores
+
+
+def test_unknown_and_negative_ids_score_as_oov(run, loaded):
+    inputs = _requests(run["data_dir"], 2, 3)[F.Task.SEARCH]
+    variants = []
+    for unknown in (987654321, 123456789, -7):
+        x = {k: v.copy() for k, v in inputs.items()}
+        x[S.CANDIDATES][:, 1] = unknown
+        x[F.FEED_ITEMS][:, 0] = unknown
+        x[F.QUERY_WORDS][:, 0] = unknown
+        x[F.SEARCH_WORDS][:, 0, 0] = unknown
+        x[F.USER_ID][:] = unknown
+        variants.append(_call(loaded, "search", x))
+    np.testing.assert_allclose(variants[0], variants[1], atol=TOL)
+    np.testing.assert_allclose(variants[0], variants[2], atol=TOL)
+
+
+def test_empty_histories_and_an_empty_query_give_finite_scores(run, loaded):
+    inputs = _requests(run["data_dir"], 2, 3)[F.Task.SEARCH]
+    empty = dict(inputs)
+    empty[F.FEED_ITEMS] = empty[F.FEED_TS] = np.zeros([2, 0], np.int64)
+    empty[F.SEARCH_TS] = np.zeros([2, 0], np.int64)
+    empty[F.SEARCH_WORDS] = empty[F.SEARCH_CLICKS] = np.zeros([2, 0, 0], np.int64)
+    empty[F.QUERY_WORDS] = np.zeros([2, 0], np.int64)
+    scores = _call(loaded, "search", empty)
+    padded = dict(empty)  # the same request at the caps, all padding: identical scores
+    padded[F.FEED_ITEMS] = padded[F.FEED_TS] = np.zeros([2, 30], np.int64)
+    padded[F.SEARCH_TS] = np.zeros([2, 30], np.int64)
+    padded[F.SEARCH_WORDS] = np.zeros([2, 30, 50], np.int64)
+    padded[F.SEARCH_CLICKS] = np.zeros([2, 30, 5], np.int64)
+    padded[F.QUERY_WORDS] = np.zeros([2, 50], np.int64)
+    np.testing.assert_allclose(scores, _call(loaded, "search", padded), atol=TOL)
+    feed = {k: v for k, v in empty.items() if k != F.QUERY_WORDS}
+    _call(loaded, "feed", feed)
+
+
+def test_a_history_longer_than_the_cap_keeps_the_most_recent_entries(run, loaded):
+    inputs = _requests(run["data_dir"], 1, 4)[F.Task.FEED]
+    rng = np.random.default_rng(3)
+    vocab = load_vocab(run["data_dir"])
+    long_items = rng.choice(vocab.item_ids, size=[1, 45]).astype(np.int64)
+    long = dict(inputs, **{F.FEED_ITEMS: long_items,
+                           F.FEED_TS: np.arange(1, 46, dtype=np.int64)[None] * 1000})
+    recent = dict(inputs, **{F.FEED_ITEMS: long_items[:, -30:],
+                             F.FEED_TS: long[F.FEED_TS][:, -30:]})
+    oldest = dict(inputs, **{F.FEED_ITEMS: long_items[:, :30], F.FEED_TS: long[F.FEED_TS][:, :30]})
+    got = _call(loaded, "feed", long)
+    np.testing.assert_allclose(got, _call(loaded, "feed", recent), atol=TOL)
+    assert not np.allclose(got, _call(loaded, "feed", oldest), atol=TOL)
+
+
+def test_one_and_ten_thousand_candidates(run, loaded):
+    inputs = _requests(run["data_dir"], 1, 10_000, seed=5)[F.Task.SEARCH]
+    many = _call(loaded, "search", inputs)
+    assert many.shape == (1, 10_000)
+    one = _call(loaded, "search", dict(inputs, candidates=inputs[S.CANDIDATES][:, 17:18]))
+    np.testing.assert_allclose(one[:, 0], many[:, 17], atol=TOL)
+
+
+def test_retrieve_excludes_history_on_request(run, loaded):
+    inputs = _requests(run["data_dir"], 1, 1)[F.Task.FEED]
+    request = {k: inputs[k] for k in S.HISTORY_SPECS}
+    request[F.QUERY_WORDS] = np.zeros([1, 0], np.int64)
+    fn = loaded.signatures[S.RETRIEVE_SIGNATURE]
+
+    def ids(exclude):
+        out = fn(**{k: tf.constant(v) for k, v in request.items()},
+                 exclude_history=tf.constant([exclude]))
+        assert out["item_ids"].shape == (1, TOP_K)
+        return out["item_ids"].numpy()[0]
+
+    seen = set(request[F.FEED_ITEMS].ravel()) | set(request[F.SEARCH_CLICKS].ravel())
+    seen.discard(0)
+    assert seen, "the fixture row should have a history"
+    assert not (set(ids(True)) & seen)
+    assert set(ids(False)) & seen or len(seen) == 0
+
+
+def test_export_refuses_to_overwrite_a_version(run):
+    from export import exporter
+
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        exporter.export_run(run["runs"]["unisar"], run["base"], version=1)
+    assert exporter.next_version(os.path.join(run["base"], "jsr")) == 2

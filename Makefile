@@ -32,6 +32,16 @@ demo: $(STAMP)
 	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) \
 	    --override train.batch_size=$(DEMO_BATCH) --verbose 2
 	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/unisar --split test
+	rm -rf $(DEMO_DIR)/two_tower $(DEMO_DIR)/serving
+	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/two_tower --model two_tower \
+	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) --verbose 2
+	$(BIN)/jsr-export --model_dir $(DEMO_DIR)/unisar --retrieval_dir $(DEMO_DIR)/two_tower \
+	    --export_base $(DEMO_DIR)/serving --model_name jsr --version 1
+	@echo "Scoring a REST request through the SavedModel in a fresh TensorFlow-only process:"
+	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
+	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_search.json
+	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
+	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_retrieve.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)

@@ -23,10 +23,12 @@ from absl import logging
 
 from jsr_tf.evaluation import evaluator
 from jsr_tf.models import factory
+from export import rest
 from export import serving as S
 from export import warmup
 
 INFO_FILE = "export_info.json"
+SAMPLE_REQUEST = "sample_request_{}.json"  # REST row-format body of one signature
 
 
 def run_data_dir(model_dir: str) -> str:
@@ -54,7 +56,8 @@ def next_version(model_base: str) -> int:
 def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
                version: Optional[int] = None, data_dir: Optional[str] = None,
                retrieval_dir: Optional[str] = None, top_k: int = 100,
-               overwrite: bool = False) -> str:
+               overwrite: bool = False, cache_items: bool = True,
+               jit_compile: bool = False) -> str:
     """Exports a trained ranker (and optionally a two-tower retrieval head).
 
     Args:
@@ -67,6 +70,9 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         retrieval_dir: ``jsr-train --model two_tower`` run directory; adds ``retrieve``.
         top_k: Results per ``retrieve`` row.
         overwrite: Replace an existing version directory instead of failing.
+        cache_items: Ship precomputed item vectors (see ``ServingModule``).
+        jit_compile: XLA-compile the ranker (see ``ServingModule``; TF Serving then needs
+            ``--xla_cpu_compilation_enabled=true`` on CPU).
 
     Returns:
         The version directory.
@@ -84,7 +90,8 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
     retriever = None
     if retrieval_dir:
         retriever, _ = factory.load_trained(retrieval_dir, data_dir)
-    module = S.ServingModule(ranker, retriever, top_k=top_k)
+    module = S.ServingModule(ranker, retriever, top_k=top_k, cache_items=cache_items,
+                             jit_compile=jit_compile)
     signatures = module.signatures()
     tmp = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
@@ -93,13 +100,19 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
     tf.saved_model.save(module, tmp, signatures=signatures)
     requests = warmup.sample_requests(data_dir)
     warmup.write_warmup(tmp, model_name, requests, sorted(signatures))
+    for name in sorted(signatures):  # one-row REST bodies, for smoke tests against a server
+        one_row = {key: value[:1] for key, value in requests[name].items()}
+        with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR,
+                                            SAMPLE_REQUEST.format(name)), "w") as f:
+            f.write(json.dumps(rest.row_body(name, one_row)))
     info: Dict[str, Any] = {
         "model_name": model_name, "version": version, "model": config.model.name,
         "model_dir": os.path.abspath(model_dir), "retrieval_dir": retrieval_dir and
         os.path.abspath(retrieval_dir), "data_dir": os.path.abspath(data_dir),
         "signatures": sorted(signatures), "tensorflow_version": tf.__version__,
         "min_tf_serving_version": tf.__version__.rsplit(".", 1)[0],
-        "top_k": getattr(module, "top_k", None)}
+        "top_k": getattr(module, "top_k", None), "cached_item_vectors": cache_items,
+        "jit_compile": jit_compile}
     with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR, INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=2))
     if tf.io.gfile.exists(target):

@@ -18,13 +18,28 @@ SavedModel in a process that has only TensorFlow, as a stand-in for a real serve
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 from typing import Any, Dict, Mapping
 
 import numpy as np
 
-DTYPES = {"DT_INT64": np.int64, "DT_FLOAT": np.float32, "DT_BOOL": np.bool_,
-          "DT_STRING": object, "DT_INT32": np.int32}
+def _jsonable(value: np.ndarray) -> Any:
+    """An array as JSON values; bytes become ``{"b64": ...}`` as TF Serving's REST API wants."""
+    value = np.asarray(value)
+    if value.dtype == object or value.dtype.kind == "S":
+        flat = [{"b64": base64.b64encode(bytes(v)).decode("ascii")} for v in value.ravel()]
+        return np.array(flat, dtype=object).reshape(value.shape).tolist()
+    return value.tolist()
+
+
+def _decode(value: Any) -> Any:
+    """Inverse of ``_jsonable`` for nested lists holding ``{"b64": ...}`` objects."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
 
 
 def row_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
@@ -33,7 +48,7 @@ def row_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]
     if len(rows) != 1:
         raise ValueError(f"Every input needs the same batch size. Received sizes {sorted(rows)}")
     n = rows.pop()
-    instances = [{name: np.asarray(value)[i].tolist() for name, value in inputs.items()}
+    instances = [{name: _jsonable(np.asarray(value)[i]) for name, value in inputs.items()}
                  for i in range(n)]
     return {"signature_name": signature, "instances": instances}
 
@@ -41,7 +56,7 @@ def row_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]
 def columnar_body(signature: str, inputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
     """Batched inputs → a columnar-format (``inputs``) body."""
     return {"signature_name": signature,
-            "inputs": {name: np.asarray(value).tolist() for name, value in inputs.items()}}
+            "inputs": {name: _jsonable(value) for name, value in inputs.items()}}
 
 
 def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -79,7 +94,8 @@ def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> 
     if missing or unknown:
         raise ValueError(f"Inputs do not match the signature: missing {missing}, unknown "
                          f"{unknown}.")
-    return {name: np.asarray(columns[name], dtype=input_dtypes[name]) for name in columns}
+    return {name: np.asarray(_decode(columns[name]), dtype=input_dtypes[name])
+            for name in columns}
 
 
 def outputs_to_response(body: Mapping[str, Any], outputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:
@@ -97,7 +113,13 @@ def predict(saved_model_dir: str, body: Mapping[str, Any]) -> Dict[str, Any]:
     """Loads a SavedModel and answers a REST predict body (TensorFlow only, no jsr_tf)."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(saved_model_dir)
+    return answer(tf.saved_model.load(saved_model_dir), body)
+
+
+def answer(loaded: Any, body: Mapping[str, Any]) -> Dict[str, Any]:
+    """Answers a REST predict body with a loaded SavedModel (``tf.saved_model.load``)."""
+    import tensorflow as tf
+
     name = body.get("signature_name", "serving_default")
     fn = loaded.signatures[name]
     specs = fn.structured_input_signature[1]
@@ -111,10 +133,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saved_model", required=True, help="<export_base>/<name>/<version>")
     parser.add_argument("--request", required=True, help="JSON file: a REST predict body")
+    parser.add_argument("--summary", action="store_true",
+                        help="Print a short summary instead of the whole response body.")
     args = parser.parse_args()
     with open(args.request, encoding="utf-8") as f:
         body = json.load(f)
-    print(json.dumps(predict(args.saved_model, body)))
+    response = predict(args.saved_model, body)
+    if not args.summary:
+        print(json.dumps(response))
+        return
+    print(f"signature {body.get('signature_name', 'serving_default')!r}:")
+    for i, row in enumerate(response.get("predictions") or []):
+        outputs = row if isinstance(row, dict) else {"scores": row}
+        parts = []
+        for name, value in outputs.items():
+            value = np.asarray(value)
+            shown = np.array2string(value[:5], precision=3, separator=", ")
+            parts.append(f"{name}[{value.size}] = {shown}{' ...' if value.size > 5 else ''}")
+        print(f"  row {i}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

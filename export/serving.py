@@ -27,6 +27,7 @@ Histories longer than the caps keep their most recent entries (``export.request`
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional
 
 import jsr_tf  # noqa: F401
@@ -110,6 +111,16 @@ def parse_examples(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
     return out
 
 
+BUCKETS = tuple(2 ** i for i in range(21))  # compiled sizes of B and N under ``jit_compile``
+
+
+def bucket(size: tf.Tensor) -> tf.Tensor:
+    """The smallest ``BUCKETS`` entry >= ``size`` (int32 scalar)."""
+    buckets = tf.constant(BUCKETS, tf.int32)
+    index = tf.searchsorted(buckets, tf.reshape(tf.cast(size, tf.int32), [1]), side="left")[0]
+    return tf.gather(buckets, tf.minimum(index, len(BUCKETS) - 1))
+
+
 def pad_first(values: tf.Tensor) -> tf.Tensor:
     """``[B, <=1]`` → ``[B]``: the first entry, 0 where the list is empty."""
     return request.pad_axis(values, 1, 1)[:, 0]
@@ -123,11 +134,29 @@ class ServingModule(tf.Module):
             heads' logits.
         retriever: Optional trained ``TwoTower`` (``jsr_tf.models.two_tower``).
         top_k: Results per ``retrieve`` row.
+        cache_items: Freeze the ranker's item encoder into a table of every item's vector
+            (``UniSAR.cache_item_vectors``), so requests gather item vectors instead of encoding
+            captions; same scores, less latency, a larger SavedModel (``items × D`` floats).
+        jit_compile: Run the ranker (after the id lookups) as an XLA-compiled function. Batch
+            rows and candidates are padded up to powers of two (``BUCKETS``) so that at most a
+            few shapes are ever compiled. TF Serving then needs
+            ``--xla_cpu_compilation_enabled=true`` on CPU.
     """
 
     def __init__(self, ranker: JsrModel, retriever: Optional[JsrModel] = None,
-                 top_k: int = 100) -> None:
+                 top_k: int = 100, cache_items: bool = True, jit_compile: bool = False) -> None:
         super().__init__(name="jsr_serving")
+        if cache_items and hasattr(ranker, "cache_item_vectors"):
+            ranker.cache_item_vectors()
+        if jit_compile and getattr(ranker, "dynamic_shapes", False):
+            if getattr(ranker, "item_cache", None) is None:
+                raise ValueError("`jit_compile=True` needs `cache_items=True` (or a ranker "
+                                 "built with fixed shapes).")
+        self.jit_compile = bool(jit_compile)
+        self._compiled = {
+            "score": [tf.function(functools.partial(self._plain_score, task=t), jit_compile=True)
+                      for t in F.Task],
+            "both": tf.function(self._plain_both, jit_compile=True)}
         self.ranker = ranker
         self.retriever = retriever
         self.index = None
@@ -138,12 +167,32 @@ class ServingModule(tf.Module):
             self.index.index(vectors, item_ids)
 
     # -- the model calls, shared by every signature ---------------------------------------------
+    def _plain_score(self, batch: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
+        return self.ranker.score(batch, task, training=False)
+
+    def _plain_both(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        logits = self.ranker(batch, training=False)
+        return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
+
+    def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
+        """``plain(batch)``, or ``compiled`` on the batch padded to bucket sizes, cut back."""
+        batch = fit_request(inputs)
+        if not self.jit_compile:
+            return plain(batch)
+        batch = self.ranker.prepare(batch)
+        rows, cols = tf.shape(batch[CANDIDATES])[0], tf.shape(batch[CANDIDATES])[1]
+        padded = {name: request.pad_axis(value, 0, bucket(rows))
+                  for name, value in batch.items()}
+        padded[CANDIDATES] = request.pad_axis(padded[CANDIDATES], 1, bucket(cols))
+        out = compiled(padded)
+        return tf.nest.map_structure(lambda x: x[:rows, :cols], out)
+
     def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
-        return self.ranker.score(fit_request(inputs), task, training=False)
+        return self._run(inputs, functools.partial(self._plain_score, task=task),
+                         self._compiled["score"][int(task)])
 
     def _both(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        logits = self.ranker(fit_request(inputs), training=False)
-        return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
+        return self._run(inputs, self._plain_both, self._compiled["both"])
 
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:

@@ -250,6 +250,34 @@ def test_rest_predict_in_a_tensorflow_only_process(run, tmp_path):
                                _expected(run["ranker"], inputs, F.Task.SEARCH), atol=TOL)
 
 
+def test_sample_rest_bodies_of_every_signature_are_answered(run, loaded):
+    from export import exporter
+
+    for sig in loaded.signatures:
+        path = os.path.join(run["path"], warmup.EXTRA_DIR, exporter.SAMPLE_REQUEST.format(sig))
+        with open(path) as f:
+            body = json.load(f)
+        assert body["signature_name"] == sig and len(body["instances"]) == 1
+        response = rest.answer(loaded, body)["predictions"]
+        assert len(response) == 1
+        values = response[0] if isinstance(response[0], dict) else {"scores": response[0]}
+        for value in values.values():
+            assert np.isfinite(np.asarray(value, np.float64)).all()
+
+
+def test_the_readme_rest_examples_are_answered(loaded):
+    import re
+
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    serving = text.split("## Serve with TF Serving", 1)[1].split("\n## ", 1)[0]
+    bodies = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", serving, re.S)]
+    assert {("instances" in b) for b in bodies} == {True, False}
+    for body in bodies:
+        response = rest.answer(loaded, body)
+        scores = np.asarray(response.get("predictions", response.get("outputs")), np.float64)
+        assert scores.shape == (1, 3) and np.isfinite(scores).all()
+
+
 def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
     path = os.path.join(run["path"], warmup.EXTRA_DIR, warmup.WARMUP_FILE)
     records = warmup.read_warmup(path)
@@ -353,6 +381,28 @@ def test_retrieve_excludes_history_on_request(run, loaded):
     assert seen, "the fixture row should have a history"
     assert not (set(ids(True)) & seen)
     assert set(ids(False)) & seen or len(seen) == 0
+
+
+def test_xla_serving_functions_match_the_plain_ones(run):
+    """``jit_compile=True`` pads B and N to buckets, compiles, and cuts back: same scores."""
+    ranker, _ = factory.load_trained(run["runs"]["unisar"], run["data_dir"])
+    plain = S.ServingModule(ranker, cache_items=True).signatures()
+    ranker, _ = factory.load_trained(run["runs"]["unisar"], run["data_dir"])
+    xla = S.ServingModule(ranker, cache_items=True, jit_compile=True).signatures()
+    for rows, n in ((1, 1), (3, 5), (7, 100)):
+        for task, inputs in _requests(run["data_dir"], rows, n, seed=n).items():
+            sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+            args = {k: tf.constant(v) for k, v in inputs.items()}
+            want = plain[sig](**args)["scores"].numpy()
+            got = xla[sig](**args)["scores"].numpy()
+            assert got.shape == (rows, n)
+            np.testing.assert_allclose(got, want, atol=TOL)
+            np.testing.assert_allclose(got, _expected(run["ranker"], inputs, task), atol=TOL)
+    examples = tf.constant(warmup.serving_examples(run["data_dir"], rows=2))
+    for key, value in plain[S.DEFAULT_SIGNATURE](examples=examples).items():
+        np.testing.assert_allclose(xla[S.DEFAULT_SIGNATURE](examples=examples)[key], value,
+                                   atol=TOL)
+    assert [int(S.bucket(x)) for x in (1, 2, 3, 64, 65, 100)] == [1, 2, 4, 64, 128, 128]
 
 
 def test_export_refuses_to_overwrite_a_version(run):

@@ -101,3 +101,12 @@ def test_responses_follow_the_request_format():
     two = {"a": np.array([1, 2]), "b": np.array([3, 4])}
     assert rest.outputs_to_response({"instances": []}, two) == {
         "predictions": [{"a": 1, "b": 3}, {"a": 2, "b": 4}]}
+
+
+def test_strings_travel_as_b64_objects():
+    inputs = {"examples": np.array([b"\x00\xffab", b"cd"], dtype=object)}
+    for make in (rest.row_body, rest.columnar_body):
+        body = json.loads(json.dumps(make("serving_default", inputs)))
+        got = rest.body_to_inputs(body, {"examples": object})
+        assert got["examples"].tolist() == [b"\x00\xffab", b"cd"]
+    assert rest.row_body("s", inputs)["instances"][0] == {"examples": {"b64": "AP9hYg=="}}

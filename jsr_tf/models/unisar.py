@@ -90,6 +90,7 @@ class UniSAR(JsrModel):
         self.config = config.validate()
         self.dynamic_shapes = dynamic_shapes
         self.seed = int(seed)
+        self.item_cache: Optional[tf.Variable] = None  # see ``cache_item_vectors``
         c = config
         self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
         self.word_lookup = IdLookup(vocab.word_ids, name="word_lookup")
@@ -164,6 +165,8 @@ class UniSAR(JsrModel):
         Returns:
             Float tensors ``(*shape, D)``, one per input.
         """
+        if self.item_cache is not None:  # serving: a lookup instead of the encoder
+            return [tf.gather(self.item_cache, ids) for ids in dense_ids]
         if not self.dynamic_shapes:
             return [self.item_encoder(ids) for ids in dense_ids]
         flat = tf.concat([tf.reshape(ids, [-1]) for ids in dense_ids], axis=0)
@@ -174,6 +177,25 @@ class UniSAR(JsrModel):
         for ids, part in zip(dense_ids, tf.split(vectors, sizes)):
             out.append(tf.reshape(part, tf.concat([tf.shape(ids), [self.config.hidden_dim]], 0)))
         return out
+
+    def cache_item_vectors(self, chunk: int = 8192) -> tf.Variable:
+        """Freezes the item encoder into a ``[num_items, D]`` table for inference.
+
+        ``ItemEncoder`` output depends only on the item (id, caption words, categories), so at
+        inference every item vector can be computed once; ``encode_items`` then gathers rows
+        instead of encoding captions per request. The export does this (the table travels in
+        the SavedModel as a non-trainable variable). Training must not use it: call it on a
+        trained model only.
+
+        Returns:
+            The table variable (also kept as ``self.item_cache``).
+        """
+        ids = np.arange(self.num_items, dtype=np.int64)
+        parts = [self.item_encoder(tf.constant(ids[i:i + chunk]), training=False)
+                 for i in range(0, len(ids), chunk)]
+        self.item_cache = tf.Variable(tf.concat(parts, axis=0), trainable=False,
+                                      name="item_cache")
+        return self.item_cache
 
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """Raw ids → dense indices (hash-table lookups, which XLA cannot compile).

@@ -185,3 +185,15 @@ def test_infonce_negatives_are_a_stateless_function_of_seed_and_step(data_dir):
     model.optimizer.iterations.assign(0)
     np.testing.assert_array_equal(model._negatives()[0].numpy(), items)
     assert not np.array_equal(np.sort(moved), np.sort(items)) or model.num_items - 2 <= 8
+
+
+def test_cached_item_vectors_give_the_same_scores(data_dir):
+    model = _model(data_dir)
+    batch = _batch(data_dir, task=F.Task.SEARCH)
+    before = model(batch)
+    table = model.cache_item_vectors(chunk=5)  # several chunks on the fixture's few items
+    assert table.shape == (model.num_items, model.config.hidden_dim)
+    assert not table.trainable
+    after = model(batch)
+    for key in before:
+        np.testing.assert_allclose(after[key].numpy(), before[key].numpy(), atol=1e-5)

@@ -1,0 +1,391 @@
+"""Serving latency of the ``jsr-export`` SavedModel, measured in-process on CPU.
+
+Builds a UniSAR ranker and a two-tower retrieval head for a pipeline output (``medium`` by
+default) without training them (latency does not depend on the weight values): the variables are
+created by one ``compute_loss`` on a reader batch, saved as the run's best weights with its
+``config.json``, and both runs are exported with ``export.exporter.export_run``. The SavedModel is
+then loaded with ``tf.saved_model.load`` in this process and its signatures are called the way a
+client of the loaded model calls them: ``loaded.signatures[name](**inputs)`` followed by
+``.numpy()`` of every output, timed one call at a time with ``time.perf_counter`` after warm-up
+calls.
+
+Requests are real rows of the valid split (``export.warmup.sample_requests``): 1 or 64 users with
+their 100 evaluation candidates (1 positive + 99 negatives); ``retrieve`` takes the search rows
+with ``exclude_history`` true and ``k = top_k`` over the whole catalogue. The inputs are
+``tf.Tensor`` s built once before timing, so the figures leave out request decoding and the network
+(what TF Serving adds on top).
+
+Also timed: a trivial signature with the same inputs (the fixed cost of calling a loaded
+signature); the in-process Keras ``model.score`` under ``tf.function`` for 1 × 100, with two of its
+parts (id lookups; lookups + user side + candidate item vectors); and, in a child process each
+(TF's thread pools are fixed once the runtime starts), the same calls under other
+``tf.config.threading`` settings. The export record also counts the graph ops per signature.
+
+    .venv/bin/python benchmarks/bench_serving.py --output bench_output/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import jsr_tf  # noqa: F401,E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+THREAD_VARIANTS = {  # name -> (inter_op, intra_op); 0 = TF's default (one per core)
+    "default": (0, 0),
+    "inter1": (1, 0),
+    "inter1_intra1": (1, 1),
+}
+
+
+def machine() -> Dict[str, Any]:
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                      if line.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"machine": platform.platform(), "cpu_model": model, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "tensorflow": tf.__version__}
+
+
+def threading_info() -> Dict[str, int]:
+    return {"inter_op_parallelism_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op_parallelism_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
+def dir_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+               for f in files)
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, calls: int) -> Dict[str, float]:
+    """Latency of ``fn`` (which must finish its work, e.g. ``.numpy()`` its outputs) in ms."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(calls)
+    for i in range(calls):
+        start = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - start
+    ms = times * 1e3
+    return {"calls": calls, "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)), "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
+            "requests_per_s": float(calls / times.sum())}
+
+
+def numpy_outputs(fn: Callable[..., Dict[str, tf.Tensor]], inputs: Dict[str, tf.Tensor]):
+    def call():
+        return {k: v.numpy() for k, v in fn(**inputs).items()}
+
+    return call
+
+
+# -- building the run dirs and the export ---------------------------------------------------------
+def build_runs(data_dir: str, work_dir: str, batch_size: int) -> Dict[str, str]:
+    """Untrained UniSAR and two-tower run dirs (config.json + best weights) under ``work_dir``."""
+    import tf_keras as keras
+
+    from jsr_tf import features as F
+    from jsr_tf.config import preset
+    from jsr_tf.data import reader
+    from jsr_tf.data.vocab import load_vocab
+    from jsr_tf.keys import Inputs
+    from jsr_tf.models.factory import BEST_WEIGHTS, build_model, save_config
+
+    vocab = load_vocab(data_dir)
+    feed = next(iter(reader.make_dataset(data_dir, "train", F.Task.FEED, batch_size,
+                                         shuffle_buffer=0)))
+    search = next(iter(reader.make_dataset(data_dir, "train", F.Task.SEARCH, batch_size,
+                                           shuffle_buffer=0)))
+    runs = {}
+    for name in ("unisar", "two_tower"):
+        keras.utils.set_random_seed(1)
+        config = preset(name)
+        model = build_model(config, vocab)
+        model.compute_loss({Inputs.FEED: feed, Inputs.SEARCH: search})  # creates the variables
+        run_dir = os.path.join(work_dir, name)
+        if os.path.exists(run_dir):
+            shutil.rmtree(run_dir)
+        model.save_weights(os.path.join(run_dir, BEST_WEIGHTS))
+        save_config(config, run_dir)
+        runs[name] = run_dir
+    return runs
+
+
+def save_trivial(path: str) -> None:
+    """A SavedModel whose ``feed``-shaped signature only sums the candidates: the call overhead."""
+    from export import serving as S
+
+    class Trivial(tf.Module):
+        @tf.function(input_signature=[*S.HISTORY_SPECS.values(), S.CANDIDATES_SPEC])
+        def feed(self, *args):
+            return {S.SCORES: tf.cast(args[-1], tf.float32) + 1.0}
+
+    module = Trivial()
+    tf.saved_model.save(module, path, signatures={"feed": module.feed.get_concrete_function()})
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def request_sets(data_dir: str, rows: int) -> Dict[str, Dict[str, Dict[str, tf.Tensor]]]:
+    """signature -> "1x100" / "64x100" -> input tensors (first row, first ``rows`` rows)."""
+    from export import serving as S
+    from export import warmup
+
+    requests = warmup.sample_requests(data_dir, rows=rows)
+    out: Dict[str, Dict[str, Dict[str, tf.Tensor]]] = {}
+    for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE, S.RETRIEVE_SIGNATURE,
+                      S.DEFAULT_SIGNATURE):
+        inputs = requests[signature]
+        got = {len(v) for v in inputs.values()}
+        if got != {rows}:
+            raise ValueError(f"{signature}: expected {rows} rows, got {got}")
+        if S.CANDIDATES in inputs and inputs[S.CANDIDATES].shape[1] != 100:
+            raise ValueError(f"{signature}: {inputs[S.CANDIDATES].shape[1]} candidates, not 100")
+        out[signature] = {
+            "1": {k: tf.constant(v[:1]) for k, v in inputs.items()},
+            f"{rows}": {k: tf.constant(v) for k, v in inputs.items()}}
+    return out
+
+
+def measure(path: str, trivial_path: str, data_dir: str, args) -> List[Dict[str, Any]]:
+    from export import serving as S
+
+    sets = request_sets(data_dir, args.rows)
+    start = time.perf_counter()
+    loaded = tf.saved_model.load(path)
+    load_s = time.perf_counter() - start
+    trivial = tf.saved_model.load(trivial_path)
+    results = []
+
+    def add(label, signature, rows, candidates, fn, calls):
+        row = {"case": label, "signature": signature, "rows": rows, "candidates": candidates,
+               **time_calls(fn, args.warmup, calls)}
+        row["rows_per_s"] = row["requests_per_s"] * rows
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    feed_inputs = {k: v for k, v in sets[S.FEED_SIGNATURE]["1"].items()}
+    add("trivial signature (same inputs), 1 × 100", "trivial", 1, 100,
+        numpy_outputs(trivial.signatures["feed"], feed_inputs), args.calls_1)
+    for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE):
+        fn = loaded.signatures[signature]
+        add(f"{signature}, 1 × 100", signature, 1, 100,
+            numpy_outputs(fn, sets[signature]["1"]), args.calls_1)
+        add(f"{signature}, {args.rows} × 100", signature, args.rows, 100,
+            numpy_outputs(fn, sets[signature][str(args.rows)]), args.calls_64)
+    if S.RETRIEVE_SIGNATURE in loaded.signatures:
+        fn = loaded.signatures[S.RETRIEVE_SIGNATURE]
+        add("retrieve, 1 user, k = 100, exclude_history", "retrieve", 1, None,
+            numpy_outputs(fn, sets[S.RETRIEVE_SIGNATURE]["1"]), args.calls_retrieve)
+        add(f"retrieve, {args.rows} users, k = 100, exclude_history", "retrieve", args.rows,
+            None, numpy_outputs(fn, sets[S.RETRIEVE_SIGNATURE][str(args.rows)]),
+            args.calls_64)
+    if args.serving_default:
+        fn = loaded.signatures[S.DEFAULT_SIGNATURE]
+        add("serving_default (tf.Example, both heads), 1 × 100", "serving_default", 1, 100,
+            numpy_outputs(fn, sets[S.DEFAULT_SIGNATURE]["1"]), args.calls_1)
+        add(f"serving_default (tf.Example, both heads), {args.rows} × 100", "serving_default",
+            args.rows, 100, numpy_outputs(fn, sets[S.DEFAULT_SIGNATURE][str(args.rows)]),
+            args.calls_64)
+    for row in results:
+        row["load_s"] = load_s
+    return results
+
+
+def reference_score(run_dir: str, data_dir: str, args) -> Dict[str, Any]:
+    """The in-process Keras ``model.score`` under ``tf.function``, 1 × 100 feed."""
+    from jsr_tf import features as F
+    from jsr_tf.data import reader
+    from jsr_tf.models import factory
+
+    model, _ = factory.load_trained(run_dir, data_dir)
+    batch = next(iter(reader.make_dataset(data_dir, "valid", F.Task.FEED, 1, shuffle_buffer=0)))
+    batch = {k: v for k, v in batch.items() if k != reader.LABEL}
+
+    def encode(b):  # the candidate-independent user side + the candidates' item vectors
+        b = model.prepare(b)
+        side = model.encode_user(b, [b[reader.CANDIDATES]], training=False)
+        return [t for t in tf.nest.flatten(side) if t.dtype.is_floating]
+
+    parts = (
+        ("in-process model.prepare only (id lookups), 1 × 100",
+         tf.function(lambda b: tf.nest.flatten(model.prepare(b)))),
+        ("in-process prepare + encode_user (with the 100 candidate items), 1 × 100",
+         tf.function(encode)),
+        ("in-process model.score (tf.function), feed 1 × 100",
+         tf.function(lambda b: model.score(b, F.Task.FEED, training=False))))
+    rows = []
+    for label, fn in parts:
+        call = (lambda fn=fn: [t.numpy() for t in tf.nest.flatten(fn(batch))])
+        row = {"case": label, "signature": "score", "rows": 1,
+               "candidates": int(batch[reader.CANDIDATES].shape[1]),
+               **time_calls(call, args.warmup, args.calls_1)}
+        row["rows_per_s"] = row["requests_per_s"]
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def graph_ops(loaded) -> Dict[str, int]:
+    """Nodes per signature, nested function bodies included, without Const/Placeholder/Identity
+    (a rough count of the kernels the executor runs per call, before Grappler's rewrites)."""
+    skip = {"Const", "Placeholder", "Identity", "NoOp"}
+    out = {}
+    for name, fn in loaded.signatures.items():
+        graph_def = fn.graph.as_graph_def()
+        library = {f.signature.name: f for f in graph_def.library.function}
+
+        def count(nodes):
+            n = 0
+            for node in nodes:
+                n += node.op not in skip
+                if "f" in node.attr and node.attr["f"].func.name in library:
+                    n += count(library[node.attr["f"].func.name].node_def)
+            return n
+
+        out[name] = count(graph_def.node)
+    return out
+
+
+def markdown(results: List[Dict[str, Any]]) -> str:
+    lines = ["| threads | case | p50 ms | p90 ms | p99 ms | mean ms | requests/s | rows/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.get('threads', 'default')} | {r['case']} | {r['p50_ms']:.2f} | "
+                     f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_ms']:.2f} | "
+                     f"{r['requests_per_s']:.0f} | {r['rows_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", default="bench_output/medium/data")
+    parser.add_argument("--work_dir", default="bench_output/serving",
+                        help="Run dirs and the export go here (replaced).")
+    parser.add_argument("--rows", type=int, default=64, help="Users of the batched requests.")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--calls_1", type=int, default=300, help="Timed calls, 1-user requests.")
+    parser.add_argument("--calls_64", type=int, default=100, help="Timed calls, batched requests.")
+    parser.add_argument("--calls_retrieve", type=int, default=200,
+                        help="Timed calls, 1-user retrieve.")
+    parser.add_argument("--top_k", type=int, default=100)
+    parser.add_argument("--threads", default="default,inter1,inter1_intra1",
+                        help=f"Thread variants, from {sorted(THREAD_VARIANTS)}; the first runs "
+                             "in this process, the others in child processes.")
+    parser.add_argument("--serving_default", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cache_items", action=argparse.BooleanOptionalAction, default=None,
+                        help="Passed to export_run only when given (exporters that have it).")
+    parser.add_argument("--jit_compile", action="store_true",
+                        help="Export with XLA-compiled ranker functions (export_run jit_compile).")
+    parser.add_argument("--output", default="bench_output/serving.json")
+    # Internal: a child process that only loads and measures.
+    parser.add_argument("--measure_only", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    variants = args.threads.split(",")
+    first = args.measure_only or variants[0]
+    inter, intra = THREAD_VARIANTS[first]
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+
+    export_dir = os.path.join(args.work_dir, "export", "jsr", "1")
+    trivial_dir = os.path.join(args.work_dir, "trivial")
+    if args.measure_only:
+        results = measure(export_dir, trivial_dir, args.data_dir, args)
+        for row in results:
+            row["threads"] = first
+            row.update(threading_info())
+        print("CHILD_RESULTS " + json.dumps(results), flush=True)
+        return
+
+    from export.exporter import export_run
+    from jsr_tf.data.vocab import load_vocab
+
+    os.makedirs(args.work_dir, exist_ok=True)
+    start = time.perf_counter()
+    runs = build_runs(args.data_dir, args.work_dir, batch_size=32)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    extra = {} if args.cache_items is None else {"cache_items": args.cache_items}
+    if args.jit_compile:
+        extra["jit_compile"] = True
+    path = export_run(runs["unisar"], os.path.join(args.work_dir, "export"),
+                      data_dir=args.data_dir, retrieval_dir=runs["two_tower"], top_k=args.top_k,
+                      version=1, overwrite=True, **extra)
+    export_s = time.perf_counter() - start
+    if os.path.exists(trivial_dir):
+        shutil.rmtree(trivial_dir)
+    save_trivial(trivial_dir)
+    export = {"path": path, "export_s": round(export_s, 1), "build_runs_s": round(build_s, 1),
+              "saved_model_mib": round(dir_bytes(path) / 2**20, 1),
+              "variables_mib": round(dir_bytes(os.path.join(path, "variables")) / 2**20, 1),
+              "saved_model_pb_mib": round(
+                  os.path.getsize(os.path.join(path, "saved_model.pb")) / 2**20, 1),
+              "catalogue_items": int(len(load_vocab(args.data_dir).item_ids)),
+              "top_k": args.top_k, "graph_ops": graph_ops(tf.saved_model.load(path))}
+    with open(os.path.join(path, "assets.extra", "export_info.json")) as f:
+        export["export_info"] = json.load(f)
+    print(json.dumps(export), flush=True)
+
+    results = measure(path, trivial_dir, args.data_dir, args)
+    for row in results:
+        row["threads"] = first
+        row.update(threading_info())
+    try:
+        for ref in reference_score(runs["unisar"], args.data_dir, args):
+            ref["threads"] = first
+            ref.update(threading_info())
+            results.append(ref)
+    except Exception as err:  # a reference only; the serving figures stand without it
+        print(f"model.score reference skipped: {err!r}", flush=True)
+
+    for variant in variants[1:]:
+        cmd = [sys.executable, os.path.abspath(__file__), "--measure_only", variant,
+               "--data_dir", args.data_dir, "--work_dir", args.work_dir, "--rows", str(args.rows),
+               "--warmup", str(args.warmup), "--calls_1", str(args.calls_1), "--calls_64",
+               str(args.calls_64), "--calls_retrieve", str(args.calls_retrieve),
+               "--serving_default" if args.serving_default else "--no-serving_default"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        line = next((l for l in done.stdout.splitlines() if l.startswith("CHILD_RESULTS ")), None)
+        if done.returncode or line is None:
+            print(f"variant {variant} failed:\n{done.stderr[-3000:]}", flush=True)
+            continue
+        child = json.loads(line[len("CHILD_RESULTS "):])
+        for row in child:
+            print(json.dumps(row), flush=True)
+        results.extend(child)
+
+    for row in results:
+        for key, value in row.items():
+            if isinstance(value, float):
+                row[key] = round(value, 3)
+    report = {"results": results, "export": export, "machine": machine(),
+              "request_inputs": "tf.constant tensors built before timing; every output .numpy()"}
+    print(markdown(results))
+    print(json.dumps({"export": export, "machine": report["machine"]}))
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ REQUIRED = [
     "numpy>=1.26",
     "psutil>=5.9",
     "tensorboard==2.21.*",  # tf.summary / the TensorBoard callback; TF 2.21 no longer pulls it in
+    "matplotlib>=3.8",  # jsr-compare's results.png
     "importlib_resources",  # tensorflow-datasets needs it (via etils) but does not declare it
 ]
 
@@ -37,6 +38,7 @@ setuptools.setup(
             "jsr-train=jsr_tf.cli.train:run",
             "jsr-evaluate=jsr_tf.cli.evaluate:run",
             "jsr-export=export.cli:run",
+            "jsr-compare=jsr_tf.cli.compare:run",
         ],
     },
 )

@@ -244,6 +244,52 @@ def sasrec() -> ExperimentConfig:
 
 
 @register_preset
+def search_baseline() -> ExperimentConfig:
+    """Personalised search (TEM/ZAM family): a transformer over [query; history items]."""
+    return ExperimentConfig(preset="search_baseline", model=ModelConfig(name="search_baseline"))
+
+
+@register_preset
+def mixed_sequence() -> ExperimentConfig:
+    """One transformer over the interleaved typed sequence (USER / Query-SeqRec style)."""
+    return ExperimentConfig(preset="mixed_sequence", model=ModelConfig(name="mixed_sequence"))
+
+
+@register_preset
+def sesrec() -> ExperimentConfig:
+    """SESRec (Si et al., SIGIR 2023) with an added search head."""
+    return ExperimentConfig(preset="sesrec", model=ModelConfig(name="sesrec"))
+
+
+def _unisar_ablation(preset_name: str, **fields: Any) -> ExperimentConfig:
+    return ExperimentConfig(preset=preset_name, model=ModelConfig(**fields))
+
+
+@register_preset
+def unisar_no_transition_alignment() -> ExperimentConfig:
+    """UniSAR ablation: without the transition alignment (NT-Xent) losses."""
+    return _unisar_ablation("unisar_no_transition_alignment", use_transition_alignment=False)
+
+
+@register_preset
+def unisar_no_query_item_alignment() -> ExperimentConfig:
+    """UniSAR ablation: without the query–item InfoNCE."""
+    return _unisar_ablation("unisar_no_query_item_alignment", use_query_item_alignment=False)
+
+
+@register_preset
+def unisar_no_fusion() -> ExperimentConfig:
+    """UniSAR ablation: without the cross-attention fusion decoders."""
+    return _unisar_ablation("unisar_no_fusion", use_fusion=False)
+
+
+@register_preset
+def unisar_causal() -> ExperimentConfig:
+    """UniSAR with ``causal_transitions`` on: transitions read only earlier behaviours."""
+    return _unisar_ablation("unisar_causal", causal_transitions=True)
+
+
+@register_preset
 def two_tower() -> ExperimentConfig:
     """Two-tower retrieval head (``tfrs.tasks.Retrieval``, in-batch softmax with logQ
     correction) that the ``retrieve`` serving signature indexes over the whole catalogue."""

@@ -43,7 +43,9 @@ def _import_families() -> None:
     """Imports the modules that register model families (kept lazy to avoid import cycles)."""
     import importlib
 
-    for module in ("jsr_tf.models.unisar", "jsr_tf.models.sasrec", "jsr_tf.models.two_tower"):
+    for module in ("jsr_tf.models.unisar", "jsr_tf.models.sasrec", "jsr_tf.models.two_tower",
+                   "jsr_tf.models.search_baseline", "jsr_tf.models.mixed_sequence",
+                   "jsr_tf.models.sesrec"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:  # a family not written yet

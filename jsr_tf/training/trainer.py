@@ -30,6 +30,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
@@ -203,6 +204,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         "steps_per_epoch": steps,
         "batch_sizes": train_input.batch_sizes,
         "train_examples": train_input.num_examples,
+        "params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
         "starts": callbacks["backup"].starts,
         "history": history_epochs,
         "train_wall_time_s": time.time() - start,

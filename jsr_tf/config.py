@@ -246,19 +246,24 @@ def sasrec() -> ExperimentConfig:
 @register_preset
 def search_baseline() -> ExperimentConfig:
     """Personalised search (TEM/ZAM family): a transformer over [query; history items]."""
-    return ExperimentConfig(preset="search_baseline", model=ModelConfig(name="search_baseline"))
+    return ExperimentConfig(preset="search_baseline",
+                            model=ModelConfig(name="search_baseline", ffn_dim=256))
 
 
 @register_preset
 def mixed_sequence() -> ExperimentConfig:
     """One transformer over the interleaved typed sequence (USER / Query-SeqRec style)."""
-    return ExperimentConfig(preset="mixed_sequence", model=ModelConfig(name="mixed_sequence"))
+    return ExperimentConfig(preset="mixed_sequence",
+                            model=ModelConfig(name="mixed_sequence", num_layers=2, ffn_dim=256,
+                                              dropout=0.2))
 
 
 @register_preset
 def sesrec() -> ExperimentConfig:
     """SESRec (Si et al., SIGIR 2023) with an added search head."""
-    return ExperimentConfig(preset="sesrec", model=ModelConfig(name="sesrec"))
+    return ExperimentConfig(preset="sesrec",
+                            model=ModelConfig(name="sesrec", q_i_cl_temp=0.1, q_i_cl_weight=0.1),
+                            train=TrainConfig(l2=1e-6))
 
 
 def _unisar_ablation(preset_name: str, **fields: Any) -> ExperimentConfig:

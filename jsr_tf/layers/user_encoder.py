@@ -12,11 +12,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
+from jsr_tf.layers.concat_embedding import FeatureEmbeddingLayer
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
-class UserEncoder(keras.layers.Layer):
+class UserEncoder(FeatureEmbeddingLayer):
     """`U = tanh(Dense(concat[emb_1(f_1), ..., emb_F(f_F)] -> D))` (spec/unisar.md §2).
+
+    The concatenation is `ConcatEmbedding`'s (`FeatureEmbeddingLayer`), with every table `E`
+    wide.
 
     No padding row: every value, 0 included, is a real category and gets a trainable embedding.
 
@@ -56,20 +60,8 @@ class UserEncoder(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def build(self, input_shape: tf.TensorShape) -> None:
-        input_shape = tf.TensorShape(input_shape)
         num_features = len(self.vocabulary_sizes)
-        if input_shape.rank != 2 or input_shape[-1] not in (None, num_features):
-            raise ValueError(
-                f"`inputs` should have shape (B, {num_features}). "
-                f"Received: `inputs.shape={input_shape}`")
-        self.embeddings = [
-            self.add_weight(
-                name=f"feature_{k}_embeddings",
-                shape=(size, self.embedding_dim),
-                initializer=_checks.clone_initializer(self.embeddings_initializer),
-            )
-            for k, size in enumerate(self.vocabulary_sizes)
-        ]
+        input_shape = self.build_tables(input_shape, (self.embedding_dim,) * num_features)
         self.projection = keras.layers.Dense(
             self.output_dim,
             activation="tanh",
@@ -82,20 +74,14 @@ class UserEncoder(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        parts = [tf.gather(table, inputs[:, k]) for k, table in enumerate(self.embeddings)]
-        return self.projection(tf.concat(parts, axis=-1))
+        return self.projection(self.concat_tables(inputs))
 
-    def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
-        return tf.TensorShape(input_shape)[:1].concatenate([self.output_dim])
-
-    def get_config(self) -> Dict[str, Any]:
-        config = super().get_config()
-        config.update({
+    def config_fields(self) -> Dict[str, Any]:
+        return {
             "vocabulary_sizes": list(self.vocabulary_sizes),
             "embedding_dim": self.embedding_dim,
             "output_dim": self.output_dim,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-        })
-        return config
+        }

@@ -36,7 +36,6 @@ from typing import Dict, Optional
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from jsr_tf import features as F
@@ -44,18 +43,17 @@ from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs, Outputs
-from jsr_tf.layers.id_lookup import IdLookup
-from jsr_tf.layers.item_encoder import ItemEncoder
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
-from jsr_tf.layers.query_encoder import QueryEncoder
 from jsr_tf.layers.sasrec_block import SASRecBlock
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.unisar import ItemTables
+from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
+from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, check_item_features,
+                                  coupled_l2, id_lookups, item_vectors, mean_bce,
+                                  single_task_batch)
 
 MAX_LENGTH = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY  # L = 60
 SOURCES = ("merged", "feed_only")
-ITEM_FEATURES = ("unisar", "id_only")
 LAYER_NORM_EPSILON = 1e-8  # the reference's
 
 
@@ -135,9 +133,7 @@ class SASRec(JsrModel):
         super().__init__(l2=l2, **kwargs)
         if source not in SOURCES:
             raise ValueError(f"`source` should be one of {SOURCES}. Received: `source={source!r}`")
-        if item_features not in ITEM_FEATURES:
-            raise ValueError(f"`item_features` should be one of {ITEM_FEATURES}. "
-                             f"Received: `item_features={item_features!r}`")
+        check_item_features(item_features)
         if not isinstance(max_length, int) or max_length <= 0:
             raise ValueError("`max_length` should be a positive integer. "
                              f"Received: `max_length={max_length!r}`")
@@ -146,21 +142,11 @@ class SASRec(JsrModel):
         self.item_features = item_features
         self.max_length = max_length
         c = config
-        self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
+        self.item_lookup = id_lookups(vocab, "item")[0]
         self.num_items = vocab.num_items
-        if item_features == "unisar":
-            tables = ItemTables(vocab)
-            self.item_encoder = ItemEncoder(
-                vocab.num_items, c.embedding_dim, c.hidden_dim,
-                query_encoder=QueryEncoder(vocab.num_words, c.embedding_dim, c.hidden_dim,
-                                           name="query_encoder"),
-                caption_length=F.MAX_CAPTION_WORDS, category_sizes=tables.category_sizes,
-                caption_words=tables.captions, item_categories=tables.categories,
-                name="item_encoder")
-        else:
-            self.item_encoder = keras.layers.Embedding(
-                vocab.num_items, c.hidden_dim, embeddings_initializer="glorot_normal",
-                name="item_embeddings")
+        # The item encoder's captions are read by a private ``QueryEncoder`` (SASRec has no
+        # query side of its own).
+        self.item_encoder = build_item_encoder(c, vocab, item_features)
         self.positions = PositionalEmbedding(max_length, name="positions")
         self.embedding_dropout = keras.layers.Dropout(c.dropout)
         self.blocks = [SASRecBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
@@ -168,10 +154,7 @@ class SASRec(JsrModel):
                        for i in range(c.num_layers)]
         self.final_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
                                                           name="final_norm")
-        # Per-entry loss (reduction NONE, as UniSAR: AUTO is refused under a strategy); the mean
-        # over the B x C entries is taken in ``task_loss``.
-        self.task = tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE))
+        self.task = bce_ranking_task()  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -184,10 +167,7 @@ class SASRec(JsrModel):
 
     def encode_items(self, dense_ids: tf.Tensor) -> tf.Tensor:
         """The shared item table ``E``: float ``(..., d)``, exactly 0 for padding (index 0)."""
-        vectors = self.item_encoder(dense_ids)
-        if self.item_features == "id_only":
-            vectors *= tf.cast(tf.not_equal(dense_ids, F.PAD_ID), vectors.dtype)[..., tf.newaxis]
-        return vectors
+        return item_vectors(self.item_encoder, dense_ids, self.item_features)
 
     def sequence(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
         """The left-padded dense item sequence ``(B, L)`` of a prepared batch."""
@@ -233,20 +213,15 @@ class SASRec(JsrModel):
     def task_loss(self, batch: Dict[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
         """Target-row BCE over the row's candidates, mean over the ``B × C`` entries."""
         logits = self.score(batch, F.Task.FEED, training)
-        labels = batch[reader.LABEL]
-        bce = tf.reduce_mean(self.task(labels=labels[..., None], predictions=logits[..., None],
-                                       compute_metrics=not training))
+        bce = mean_bce(self.task, batch, logits, training)
         return {"bce": bce, "logits": logits, "total": bce}
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
         """The feed batch's loss; a search batch, if present, is not trained on."""
-        if Inputs.FEED not in inputs:
-            raise ValueError(f"SASRec trains on the feed task only: `inputs` should have the key "
-                             f"`{Inputs.FEED.value}`. Received: keys {sorted(inputs)}")
-        return self.task_loss(inputs[Inputs.FEED], training)["total"]
+        return self.task_loss(single_task_batch(inputs, Inputs.FEED, "SASRec"),
+                              training)["total"]
 
 
 @register_model("sasrec")
 def build_sasrec(config: ExperimentConfig, vocab: Vocab) -> SASRec:
-    l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
-    return SASRec(config.model, vocab, l2=l2)
+    return SASRec(config.model, vocab, l2=coupled_l2(config))

@@ -36,7 +36,7 @@ from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.unisar import ItemTables
+from jsr_tf.models.shared import ItemTables
 
 TEMPERATURE = 0.05
 

@@ -19,61 +19,33 @@ Both give the same values as the fixed-shape path; XLA needs ``dynamic_shapes=Fa
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import jsr_tf  # noqa: F401
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
-import tf_keras as keras
 
 from jsr_tf import features as F
 from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
-from jsr_tf.data.vocab import NUM_RESERVED, Vocab
-from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.data.vocab import Vocab
 from jsr_tf.layers.cgc import CGC
 from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey
-from jsr_tf.layers.id_lookup import IdLookup
-from jsr_tf.layers.item_encoder import ItemEncoder
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
-from jsr_tf.layers.query_encoder import QueryEncoder
 from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 from jsr_tf.layers.target_attention import TargetAttention
-from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from jsr_tf.layers.transformer import TransformerDecoderBlock
 from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
+from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded, encode_unique,
+                                  mean_bce, transformer_stack, user_rows)
 
 
-
-def _dense_rows(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Maps raw ids (any shape, 0 = pad) to dense indices of the vocabulary ``ids`` (OOV → 1)."""
-    order = np.argsort(ids)
-    sorted_ids = ids[order]
-    pos = np.searchsorted(sorted_ids, raw)
-    pos = np.minimum(pos, max(len(ids) - 1, 0))
-    found = (len(ids) > 0) & (sorted_ids[pos] == raw) if len(ids) else np.zeros_like(raw, bool)
-    dense = np.where(found, order[pos] + NUM_RESERVED, 1)
-    return np.where(raw == 0, 0, dense).astype(np.int64)
-
-
-class ItemTables:
-    """Item side-feature tables in dense-index order (row 0 = pad, row 1 = OOV)."""
-
-    def __init__(self, vocab: Vocab) -> None:
-        n = vocab.num_items
-        self.captions = np.zeros([n, F.MAX_CAPTION_WORDS], np.int64)
-        self.captions[NUM_RESERVED:] = _dense_rows(vocab.item_captions, vocab.word_ids)
-        self.categories = np.zeros([n, 2], np.int64)
-        self.categories[NUM_RESERVED:] = vocab.item_categories[:, :2]
-        self.category_sizes = tuple(int(self.categories[:, k].max(initial=0)) + 1 for k in range(2))
-
-
-class UniSAR(JsrModel):
+class UniSAR(EncodedSideMixin, JsrModel):
     """UniSAR with a feed head and a search head.
 
     Args:
@@ -92,27 +64,7 @@ class UniSAR(JsrModel):
         self.seed = int(seed)
         self.item_cache: Optional[tf.Variable] = None  # see ``cache_item_vectors``
         c = config
-        self.item_lookup = IdLookup(vocab.item_ids, name="item_lookup")
-        self.word_lookup = IdLookup(vocab.word_ids, name="word_lookup")
-        self.user_lookup = IdLookup(vocab.user_ids, name="user_lookup")
-        self.num_items = vocab.num_items
-        tables = ItemTables(vocab)
-        user_features = np.zeros([vocab.num_users, 4], np.int64)
-        user_features[NUM_RESERVED:] = vocab.user_features
-        self._user_features = tf.constant(user_features)
-        self._queries = tf.constant(_dense_rows(vocab.queries, vocab.word_ids)
-                                    if len(vocab.queries) else np.zeros([1, F.MAX_QUERY_WORDS],
-                                                                        np.int64))
-        user_sizes = (vocab.num_users,) + tuple(
-            int(user_features[:, k].max(initial=0)) + 1 for k in range(4))
-
-        self.query_encoder = QueryEncoder(vocab.num_words, c.embedding_dim, c.hidden_dim,
-                                          name="query_encoder")
-        self.item_encoder = ItemEncoder(
-            vocab.num_items, c.embedding_dim, c.hidden_dim, query_encoder=self.query_encoder,
-            caption_length=F.MAX_CAPTION_WORDS, category_sizes=tables.category_sizes,
-            caption_words=tables.captions, item_categories=tables.categories,
-            name="item_encoder")
+        user_sizes = self.build_input_side(vocab)  # lookups, tables, query and item encoders
         self.user_encoder = UserEncoder(user_sizes, c.embedding_dim, c.hidden_dim,
                                         name="user_encoder")
         self.search_behaviour = SearchBehaviourEncoder(name="search_behaviour")
@@ -121,20 +73,13 @@ class UniSAR(JsrModel):
         self.global_positions = PositionalEmbedding(lengths, name="global_positions")
         self.feed_positions = PositionalEmbedding(F.MAX_FEED_HISTORY, name="feed_positions")
         self.search_positions = PositionalEmbedding(F.MAX_SEARCH_HISTORY, name="search_positions")
-
-        def encoders(name: str) -> List[TransformerEncoderBlock]:
-            return [TransformerEncoderBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
-                                            name=f"{name}_{i}") for i in range(c.num_layers)]
-
-        def decoders(name: str) -> List[TransformerDecoderBlock]:
-            return [TransformerDecoderBlock(c.num_heads, c.ffn_dim, dropout=c.dropout,
-                                            name=f"{name}_{i}") for i in range(c.num_layers)]
-
-        self.global_encoder = encoders("global_encoder")
-        self.feed_encoder = encoders("feed_encoder")
-        self.search_encoder = encoders("search_encoder")
-        self.feed_decoder = decoders("feed_decoder") if c.use_fusion else []
-        self.search_decoder = decoders("search_decoder") if c.use_fusion else []
+        self.global_encoder = transformer_stack(c, "global_encoder")
+        self.feed_encoder = transformer_stack(c, "feed_encoder")
+        self.search_encoder = transformer_stack(c, "search_encoder")
+        self.feed_decoder = (transformer_stack(c, "feed_decoder", TransformerDecoderBlock)
+                             if c.use_fusion else [])
+        self.search_decoder = (transformer_stack(c, "search_decoder", TransformerDecoderBlock)
+                               if c.use_fusion else [])
         self.feed_target_attention = TargetAttention(name="feed_target_attention")
         self.search_target_attention = TargetAttention(name="search_target_attention")
         self.cgc = CGC(num_tasks=2, num_shared_experts=c.num_shared_experts,
@@ -150,10 +95,7 @@ class UniSAR(JsrModel):
                                                             name="search_alignment")
         if c.use_query_item_alignment:
             self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
-        # Per-entry losses (reduction NONE: Keras's AUTO reduction is refused under a
-        # tf.distribute strategy); the mean over all B x C entries is taken in ``task_loss``.
-        self.tasks = [tfrs.tasks.Ranking(loss=keras.losses.BinaryCrossentropy(
-            from_logits=True, reduction=keras.losses.Reduction.NONE)) for _ in F.Task]
+        self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
     def encode_items(self, dense_ids: Sequence[tf.Tensor]) -> List[tf.Tensor]:
@@ -169,14 +111,7 @@ class UniSAR(JsrModel):
             return [tf.gather(self.item_cache, ids) for ids in dense_ids]
         if not self.dynamic_shapes:
             return [self.item_encoder(ids) for ids in dense_ids]
-        flat = tf.concat([tf.reshape(ids, [-1]) for ids in dense_ids], axis=0)
-        unique, index = tf.unique(flat)
-        vectors = tf.gather(self.item_encoder(unique), index)
-        sizes = [tf.size(ids) for ids in dense_ids]
-        out = []
-        for ids, part in zip(dense_ids, tf.split(vectors, sizes)):
-            out.append(tf.reshape(part, tf.concat([tf.shape(ids), [self.config.hidden_dim]], 0)))
-        return out
+        return encode_unique(self.item_encoder, dense_ids, self.config.hidden_dim)
 
     def cache_item_vectors(self, chunk: int = 8192) -> tf.Variable:
         """Freezes the item encoder into a ``[num_items, D]`` table for inference.
@@ -261,9 +196,7 @@ class UniSAR(JsrModel):
                                       layout[LayoutKey.SEARCH_MASK], training)
         else:  # Ablation: no cross-attention; the two views of each scene are summed.
             fused_feed, fused_search = r2r + s2r, s2s + r2s
-        user_index = batch[F.USER_ID]
-        user_features = tf.gather(self._user_features, user_index)
-        user = self.user_encoder(tf.concat([user_index[:, None], user_features], axis=1))
+        user = self.user_encoder(user_rows(self._user_features, batch[F.USER_ID]))
         return {"F_r": fused_feed, "F_s": fused_search, "s2r": s2r, "r2r": r2r, "r2s": r2s,
                 "s2s": s2s, "feed_valid": feed_valid, "search_valid": search_valid,
                 "user": user, "queries": queries, "clicks": click_vectors,
@@ -287,45 +220,7 @@ class UniSAR(JsrModel):
         tower = self.cgc(x, training=training, tasks=(int(task),))[0]
         return tf.squeeze(self.heads[int(task)](tower, training=training), axis=-1)
 
-    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
-        batch = self.prepare(batch)
-        side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
-        return self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
-                                  training)
-
-    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
-        """Both heads' logits ``[B, C]`` for a batch; the user side is encoded once.
-
-        The search head reads ``query_words`` (all-padding queries give the empty-query vector).
-        """
-        batch = self.prepare(batch)
-        side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
-        candidates = side["extra"][0]
-        return {Outputs.FEED_LOGITS: self.score_encoded(side, candidates, None, F.Task.FEED,
-                                                        training),
-                Outputs.SEARCH_LOGITS: self.score_encoded(side, candidates,
-                                                          batch[F.QUERY_WORDS], F.Task.SEARCH,
-                                                          training)}
-
     # -----------------------------------------------------------------------------------------
-    def _negatives(self) -> Tuple[tf.Tensor, tf.Tensor]:
-        """One draw per step: uniform item and query indices without replacement.
-
-        Stateless and keyed by ``(seed, optimizer step)``: the same step draws the same negatives,
-        also after a resume from a backup, and under XLA.
-        """
-        k = self.config.num_qi_negatives
-        n_items = max(self.num_items - NUM_RESERVED, 1)
-        n_queries = int(self._queries.shape[0])
-        optimizer = getattr(self, "optimizer", None)
-        step = optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
-        item_keys = tf.random.stateless_uniform([n_items], seed=seed)
-        items = tf.math.top_k(item_keys, k=min(k, n_items)).indices + NUM_RESERVED
-        query_keys = tf.random.stateless_uniform([n_queries], seed=seed + [1, 0])
-        queries = tf.gather(self._queries, tf.math.top_k(query_keys, k=min(k, n_queries)).indices)
-        return tf.cast(items, tf.int64), queries
-
     def task_loss(self, batch: Dict[str, tf.Tensor], task: int, negative_items: tf.Tensor,
                   negative_queries: tf.Tensor, training: bool) -> Dict[str, tf.Tensor]:
         """BCE + weighted alignment losses of one task's batch (spec/unisar.md §9)."""
@@ -337,10 +232,7 @@ class UniSAR(JsrModel):
         side = self.encode_user(batch, extra, training)
         logits = self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
                                     training)
-        labels = batch[reader.LABEL]
-        bce = tf.reduce_mean(self.tasks[int(task)](labels=labels[..., None],
-                                                   predictions=logits[..., None],
-                                                   compute_metrics=not training))
+        bce = mean_bce(self.tasks[int(task)], batch, logits, training)
         out = {"bce": bce, "logits": logits}
         total = bce
         if c.use_transition_alignment:
@@ -348,38 +240,13 @@ class UniSAR(JsrModel):
                    + self.search_alignment(side["r2s"], side["s2s"], side["search_valid"]))
             out["his"] = his
             total += c.his_cl_weight * his
-        if c.use_query_item_alignment:
-            queries, clicks = side["queries"], side["clicks"]
-            pair_mask = tf.not_equal(side["click_ids"], 0)
-            if self.dynamic_shapes:  # only the valid pairs, as one row: same loss, less work
-                pairs = tf.where(pair_mask)  # [P, 3] = (row, session, click)
-                queries = tf.gather_nd(queries, pairs[:, :2])[None]  # [1, P, D]
-                clicks = tf.gather_nd(clicks, pairs)[None, :, None]  # [1, P, 1, D]
-                pair_mask = tf.ones(tf.shape(clicks)[:3], tf.bool)
-            qi = self.query_item_alignment(queries, clicks, pair_mask, side["extra"][1],
-                                           self.query_encoder(negative_queries))
-            out["qi"] = qi
-            total += c.q_i_cl_weight * qi
-        out["total"] = total
-        return out
+        return self.with_query_item_loss(out, total, side, negative_queries)
 
     def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        negative_items, negative_queries = self._negatives()
-        total = 0.0
-        if Inputs.FEED in inputs:
-            total += self.task_loss(inputs[Inputs.FEED], F.Task.FEED, negative_items,
-                                    negative_queries, training)["total"]
-        if Inputs.SEARCH in inputs:
-            # The search weight balances the two tasks; a search-only run keeps weight 1 so the
-            # coupled L2 is not relatively 10x stronger.
-            weight = self.config.src_loss_weight if Inputs.FEED in inputs else 1.0
-            total += weight * self.task_loss(inputs[Inputs.SEARCH], F.Task.SEARCH,
-                                             negative_items, negative_queries, training)["total"]
-        return total
+        """``L_feed + src_loss_weight · L_src`` (``joint_loss``); one negative draw per step."""
+        return self.shared_negatives_loss(inputs, self._negatives(), training)
 
 
 @register_model("unisar")
 def build_unisar(config: ExperimentConfig, vocab: Vocab) -> UniSAR:
-    l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
-    return UniSAR(config.model, vocab, l2=l2, dynamic_shapes=not config.train.jit_compile,
-                  seed=config.train.seed)
+    return build_seeded(UniSAR, config, vocab)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from jsr_tf.data.vocab import load_vocab
 from tests import golden_fixture as G
 from tests.testing import run_preprocess
 
@@ -19,3 +20,9 @@ def data_dir(tmp_path_factory):
     out = str(root / "out")
     run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
     return out
+
+
+@pytest.fixture(scope="module")
+def vocab(data_dir):
+    """Vocabularies of ``data_dir``."""
+    return load_vocab(data_dir)

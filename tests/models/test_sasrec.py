@@ -1,40 +1,27 @@
 """SASRec model: left-padding adapter, scores, missing histories, XLA, loss, training."""
 
-
 import numpy as np
 import pytest
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
-import tf_keras as keras
 
 from jsr_tf import features as F
 from jsr_tf.config import preset
 from jsr_tf.data import reader
-from jsr_tf.data.vocab import load_vocab
 from jsr_tf.keys import Inputs, Outputs
-from jsr_tf.models.factory import build_model
 from jsr_tf.models.sasrec import SASRec, left_padded_sequence
 from jsr_tf.training.trainer import model_tasks
-
-
-
-@pytest.fixture(scope="module")
-def vocab(data_dir):
-    return load_vocab(data_dir)
+from tests.models._checks import (assert_candidates_scored_independently,
+                                  assert_eager_graph_xla_agree, assert_training_lowers_the_loss,
+                                  finite_loss_and_gradients, preset_model, reference_bce, strip,
+                                  strip_all)
+from tests.models._checks import read_batch as _batch
 
 
 def _model(vocab, *overrides, seed=1, **kwargs):
-    keras.utils.set_random_seed(seed)
-    config = preset("sasrec").override(list(overrides))
-    if kwargs:
-        return SASRec(config.model, vocab, **kwargs)
-    return build_model(config, vocab)
-
-
-def _batch(data_dir, split="valid", task=F.Task.FEED, size=4):
-    ds = reader.make_dataset(data_dir, split, task, batch_size=size, shuffle_buffer=0)
-    return next(iter(ds))
+    return preset_model("sasrec", vocab, *overrides, seed=seed, model_class=SASRec,
+                        model_kwargs=kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,34 +114,15 @@ def test_einsum_scores_equal_a_per_candidate_loop(data_dir, vocab):
     for c in range(candidates.shape[1]):
         item = model.encode_items(candidates[:, c]).numpy()  # [B, d]
         np.testing.assert_allclose(scores[:, c], (user * item).sum(-1), rtol=1e-5, atol=1e-5)
-        alone = dict(batch)
-        alone[reader.CANDIDATES] = candidates[:, c:c + 1]
-        np.testing.assert_allclose(model.score(alone, F.Task.FEED).numpy()[:, 0], scores[:, c],
-                                   rtol=1e-5, atol=1e-5)
-
-
-def _strip(batch, prefix):
-    out = dict(batch)
-    for name in batch:
-        if name.startswith(prefix):
-            out[name] = tf.zeros_like(batch[name])
-    return out
+    assert_candidates_scored_independently(lambda b: model.score(b, F.Task.FEED), batch, scores)
 
 
 @pytest.mark.parametrize("missing", ["feed_", "search_", ("feed_", "search_")])
 def test_rows_without_history_are_finite_in_outputs_and_gradients(data_dir, vocab, missing):
     model = _model(vocab)
-    batch = _batch(data_dir, "train", F.Task.FEED)
-    for prefix in (missing,) if isinstance(missing, str) else missing:
-        batch = _strip(batch, prefix)
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss({Inputs.FEED: batch}, training=True)
-    grads = tape.gradient(loss, model.trainable_variables)
-    assert np.isfinite(loss.numpy())
+    batch = strip_all(_batch(data_dir, "train", F.Task.FEED), missing)
+    grads = finite_loss_and_gradients(model, {Inputs.FEED: batch})
     assert any(g is not None for g in grads)
-    for g in grads:
-        if g is not None:
-            assert np.isfinite(tf.convert_to_tensor(g).numpy()).all()
     assert np.isfinite(model.score(batch, F.Task.FEED).numpy()).all()
 
 
@@ -162,7 +130,7 @@ def test_user_vector_depends_on_history_and_not_on_padding_slots(data_dir, vocab
     model = _model(vocab)
     batch = model.prepare(_batch(data_dir, "train", F.Task.FEED))
     full = model.encode_user(batch).numpy()
-    empty = model.encode_user(_strip(_strip(batch, "feed_"), "search_")).numpy()
+    empty = model.encode_user(strip(strip(batch, "feed_"), "search_")).numpy()
     assert not np.allclose(full, empty)
     # All-empty rows share one vector (nothing but pads to read).
     np.testing.assert_allclose(empty, np.broadcast_to(empty[:1], empty.shape), atol=1e-6)
@@ -171,21 +139,14 @@ def test_user_vector_depends_on_history_and_not_on_padding_slots(data_dir, vocab
 def test_eager_graph_and_xla_agree_on_prepared_batches(data_dir, vocab):
     model = _model(vocab, "train.jit_compile=true")
     batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
-    eager = model(batch)
-    graph = tf.function(model.call)(batch)
-    xla = tf.function(model.call, jit_compile=True)(batch)
-    for key in eager:
-        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(xla[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-5)
+    assert_eager_graph_xla_agree(model, batch)
 
 
 def test_loss_is_the_mean_bce_over_all_candidates(data_dir, vocab):
     model = _model(vocab)
     batch = _batch(data_dir, "train", F.Task.FEED)
     loss = model.compute_loss({Inputs.FEED: batch}).numpy()
-    logits = model.score(batch, F.Task.FEED).numpy().astype(np.float64)
-    labels = batch[reader.LABEL].numpy()
-    expected = np.mean(np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-abs(logits))))
+    expected = reference_bce(model.score(batch, F.Task.FEED).numpy(), batch[reader.LABEL].numpy())
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     with pytest.raises(ValueError, match="feed task only"):
         model.compute_loss({Inputs.SEARCH: batch})
@@ -220,15 +181,5 @@ def test_invalid_arguments(vocab, kwargs, message):
 def test_preset_model_trains_under_xla_and_lowers_the_loss(data_dir, vocab):
     """Trained like ``jsr-train`` (prepared input, ``jit_compile``); the loss on the whole train
     set (4 feed rows, dropout off) falls."""
-    model = _model(vocab, seed=3)
-    every_row = {Inputs.FEED: next(iter(reader.make_dataset(data_dir, "train", F.Task.FEED, 64,
-                                                            shuffle_buffer=0)))}
-    before = model.compute_loss(every_row).numpy()  # also creates the variables
-    ds = reader.make_dataset(data_dir, "train", F.Task.FEED, 2, repeat=True, seed=3,
-                             drop_remainder=True)
-    ds = ds.map(lambda b: {Inputs.FEED.value: model.prepare(b)})
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
-    history = model.fit(ds, steps_per_epoch=5, epochs=2, verbose=0).history["loss"]
-    after = model.compute_loss(every_row).numpy()
-    assert np.isfinite(history).all() and np.isfinite(after)
-    assert after < 0.8 * before
+    assert_training_lowers_the_loss(_model(vocab, seed=3), data_dir, {F.Task.FEED: 2},
+                                    learning_rate=1e-3, steps_per_epoch=5, factor=0.8)

@@ -14,39 +14,25 @@ from jsr_tf.config import preset
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab, load_vocab
 from jsr_tf.keys import Inputs, Outputs
-from jsr_tf.models.factory import build_model
 from jsr_tf.models.unisar import UniSAR
-
+from tests.models._checks import (assert_candidates_scored_independently,
+                                  assert_dynamic_shapes_match_fixed, assert_eager_graph_xla_agree,
+                                  assert_scores_shaped_and_finite, finite_loss_and_gradients,
+                                  preset_model, strip)
+from tests.models._checks import read_batch as _batch
 
 
 def _model(data_dir, *overrides, seed=1):
-    keras.utils.set_random_seed(seed)
-    config = preset("unisar").override(["model.num_qi_negatives=8", *overrides])
-    return build_model(config, load_vocab(data_dir))
-
-
-def _batch(data_dir, split="valid", task=F.Task.FEED, size=4):
-    ds = reader.make_dataset(data_dir, split, task, batch_size=size, shuffle_buffer=0)
-    return next(iter(ds))
+    return preset_model("unisar", load_vocab(data_dir), "model.num_qi_negatives=8", *overrides,
+                        seed=seed)
 
 
 def test_scores_have_candidate_shape_and_are_finite(data_dir):
     model = _model(data_dir)
     for task in F.Task:
-        batch = _batch(data_dir, task=task)
-        logits = model.score(batch, task)
-        assert logits.shape == batch[reader.CANDIDATES].shape
-        assert np.isfinite(logits.numpy()).all()
+        assert_scores_shaped_and_finite(model, _batch(data_dir, task=task), task)
     both = model(_batch(data_dir))
     assert set(both) == {Outputs.FEED_LOGITS, Outputs.SEARCH_LOGITS}
-
-
-def _strip(batch, prefix):
-    out = dict(batch)
-    for name in batch:
-        if name.startswith(prefix):
-            out[name] = tf.zeros_like(batch[name])
-    return out
 
 
 @pytest.mark.parametrize("missing", ["feed_", "search_", ""])
@@ -54,15 +40,9 @@ def test_rows_without_a_history_type_are_finite_in_outputs_and_gradients(data_di
     model = _model(data_dir)
     batch = _batch(data_dir, "train", F.Task.FEED)
     if missing:
-        batch = _strip(batch, missing)
+        batch = strip(batch, missing)
     search = _batch(data_dir, "train", F.Task.SEARCH, size=1)
-    with tf.GradientTape() as tape:
-        loss = model.compute_loss({Inputs.FEED: batch, Inputs.SEARCH: search}, training=True)
-    grads = tape.gradient(loss, model.trainable_variables)
-    assert np.isfinite(loss.numpy())
-    for g in grads:
-        if g is not None:
-            assert np.isfinite(tf.convert_to_tensor(g).numpy()).all()
+    finite_loss_and_gradients(model, {Inputs.FEED: batch, Inputs.SEARCH: search})
     assert np.isfinite(model.score(batch, F.Task.FEED).numpy()).all()
 
 
@@ -71,16 +51,8 @@ def test_candidates_are_scored_independently_like_the_tiled_reference(data_dir):
     model = _model(data_dir)
     batch = _batch(data_dir, task=F.Task.SEARCH)
     together = model.score(batch, F.Task.SEARCH).numpy()
-    for c in range(batch[reader.CANDIDATES].shape[1]):
-        alone = dict(batch)
-        alone[reader.CANDIDATES] = batch[reader.CANDIDATES][:, c:c + 1]
-        np.testing.assert_allclose(model.score(alone, F.Task.SEARCH).numpy()[:, 0],
-                                   together[:, c], rtol=1e-5, atol=1e-6)
-    perm = [3, 1, 0, 2]
-    permuted = dict(batch)
-    permuted[reader.CANDIDATES] = tf.gather(batch[reader.CANDIDATES], perm, axis=1)
-    np.testing.assert_allclose(model.score(permuted, F.Task.SEARCH).numpy(), together[:, perm],
-                               rtol=1e-5, atol=1e-6)
+    assert_candidates_scored_independently(lambda b: model.score(b, F.Task.SEARCH), batch,
+                                           together, atol=1e-6, perm=[3, 1, 0, 2])
 
 
 def test_dynamic_shape_shortcuts_match_the_fixed_shape_path(data_dir):
@@ -89,25 +61,16 @@ def test_dynamic_shape_shortcuts_match_the_fixed_shape_path(data_dir):
     batch = _batch(data_dir)
     inputs = {Inputs.FEED: _batch(data_dir, "train", F.Task.FEED),
               Inputs.SEARCH: _batch(data_dir, "train", F.Task.SEARCH, size=1)}
-    results = []
-    for dynamic in (True, False):
-        model.dynamic_shapes = dynamic
-        loss = model.compute_loss(inputs, training=False).numpy()
-        results.append((model.score(batch, F.Task.FEED).numpy(), loss))
-    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+    assert_dynamic_shapes_match_fixed(model, lambda: {  # the loss first, then the scores
+        "loss": model.compute_loss(inputs, training=False).numpy(),
+        "logits": model.score(batch, F.Task.FEED).numpy()})
 
 
 def test_eager_graph_and_xla_agree(data_dir):
     model = _model(data_dir, "train.jit_compile=true")
     assert not model.dynamic_shapes
     batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
-    eager = model(batch)
-    graph = tf.function(model.call)(batch)
-    xla = tf.function(model.call, jit_compile=True)(batch)
-    for key in eager:
-        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(xla[key].numpy(), eager[key].numpy(), rtol=1e-4, atol=1e-5)
+    assert_eager_graph_xla_agree(model, batch, atol=1e-6, xla_rtol=1e-4, xla_atol=1e-5)
 
 
 def test_unknown_and_negative_ids_are_oov_not_errors(data_dir):

@@ -13,6 +13,8 @@ PYTEST_FLAGS ?=
 DEMO_EPOCHS ?= 3
 DEMO_STEPS ?= 100
 DEMO_BATCH ?= 512
+DEMO_MODELS ?= unisar,sasrec,search_baseline,sesrec,popularity
+UNISAR_RUN = $(DEMO_DIR)/compare/runs/unisar/seed_$(SEED)
 
 .PHONY: demo test test-fast install clean bench
 
@@ -27,21 +29,24 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jsr-simulate --preset $(PRESET) --seed $(SEED) --output_dir $(DEMO_DIR)/raw
 	$(BIN)/jsr-preprocess --input_dir $(DEMO_DIR)/raw --output_dir $(DEMO_DIR)/data
-	rm -rf $(DEMO_DIR)/unisar
-	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/unisar \
+	rm -rf $(DEMO_DIR)/compare $(DEMO_DIR)/two_tower $(DEMO_DIR)/serving
+	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(UNISAR_RUN) \
 	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) \
-	    --override train.batch_size=$(DEMO_BATCH) --verbose 2
-	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/unisar --split test
-	rm -rf $(DEMO_DIR)/two_tower $(DEMO_DIR)/serving
+	    --override train.batch_size=$(DEMO_BATCH) --override train.seed=$(SEED) --verbose 2
+	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(UNISAR_RUN) --split test
 	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/two_tower --model two_tower \
 	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) --verbose 2
-	$(BIN)/jsr-export --model_dir $(DEMO_DIR)/unisar --retrieval_dir $(DEMO_DIR)/two_tower \
+	$(BIN)/jsr-export --model_dir $(UNISAR_RUN) --retrieval_dir $(DEMO_DIR)/two_tower \
 	    --export_base $(DEMO_DIR)/serving --model_name jsr --version 1
-	@echo "Scoring a REST request through the SavedModel in a fresh TensorFlow-only process:"
+	@echo "Scoring REST requests through the SavedModel in a fresh TensorFlow-only process:"
 	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
 	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_search.json
 	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
 	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_retrieve.json
+	@echo "Quick comparison, 1 seed (the UniSAR run above is reused):"
+	$(BIN)/jsr-compare --data_dir $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/compare \
+	    --models $(DEMO_MODELS) --seeds 1 --first_seed $(SEED) --epochs $(DEMO_EPOCHS) \
+	    --override train.steps_per_epoch=$(DEMO_STEPS) --override train.batch_size=$(DEMO_BATCH)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)

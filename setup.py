@@ -39,6 +39,7 @@ setuptools.setup(
             "jsr-evaluate=jsr_tf.cli.evaluate:run",
             "jsr-export=export.cli:run",
             "jsr-compare=jsr_tf.cli.compare:run",
+            "jsr-neighbours=pipelines.neighbours:main",
         ],
     },
 )

@@ -1,0 +1,811 @@
+"""``python -m pipelines.neighbours``: KuaiSAR CSVs → per-snapshot similar-user neighbour table.
+
+Offline neighbour retrieval of ``spec/similar_users.md`` §2a with the leakage rules of §3::
+
+    python -m pipelines.neighbours --input_dir raw/ --output_dir neighbours/          # in-memory
+    python -m pipelines.neighbours --input_dir raw/ --output_dir nb/ --mode exact --k_feed 10
+    python -m pipelines.neighbours ... --runner=DataflowRunner --setup_file ./setup.py
+
+Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
+
+**Input** is read with the importer of ``pipelines/preprocess.py``: the same up-front file checks
+(``resolve_inputs``: missing file, empty file, missing column → ``InputError``, exit code 2 from the
+CLI), the same row parsers and dead-letter output, the same per-user timelines
+(``build_timeline``) and therefore the same targets and splits. Pass the preprocess config
+(``--preprocess_config``, ``--reference``) so that the held-out targets excluded below are the
+examples' held-out targets.
+
+**Steps**, per visibility (``train``: no valid/test target of anyone; ``test``: no test target;
+``all``), snapshot ``T_k`` and side:
+
+1. Token sets from the visible events: search side = query words (``w:``) and items actually
+   clicked in search (``i:``; the no-click fallback item is not a click); feed side = feed-positive
+   items (``i:``) and their second-level categories (``c2:``, joined from ``item_features.csv``;
+   first row of an item wins, category 0 = absent is skipped).
+2. Per (user, interval between snapshots) partial token sets and MinHash signatures; per user the
+   cumulative union / elementwise min gives the snapshot-``k`` set and signature from events with
+   ``ts < T_k`` only. Users with an empty set on a side get no signature there (counted).
+3. ``lsh`` mode: band keys → buckets (buckets above ``max_bucket`` users skipped, counted) →
+   per user at most ``max_candidates`` candidates, most colliding bands first → exact Jaccard
+   re-rank. No all-pairs step. Two layouts with the same result (``--lsh_layout``):
+   ``grouped`` (default) does this in memory per (visibility, snapshot, side) population, one
+   worker each; ``keyed`` makes every (band, key) bucket a Beam key and joins token sets to
+   candidate pairs (spreads one population over many workers, but shuffles one element per
+   user and band and several per candidate pair: far slower on one machine).
+   ``exact`` mode: brute-force Jaccard of all pairs of a (visibility, snapshot, side) group on
+   one worker (small data and tests only).
+4. Both modes: drop self and ``J < min_jaccard``, keep the top ``k_search`` / ``k_feed``, ties to
+   the smaller user id.
+
+**Outputs** under ``--output_dir``:
+
+- ``neighbours-SSSSS-of-NNNNN.jsonl``: the table, one JSON object per line and per (visibility,
+  snapshot, side, user) with a non-empty token set (``jsr_tf.neighbours.NeighbourRow``)::
+
+      {"visibility": "train", "snapshot": 0, "snapshot_ts": 1684857600000, "side": "feed",
+       "user": 11, "num_tokens": 4, "neighbours": [15, 12], "jaccards": [0.8, 0.2]}
+
+  Keys are sorted; ``jaccards`` are exact float64 values; empty lists when a user has none.
+- ``neighbour_stats.json``: snapshots, per-file row counts, per (visibility, side) totals and
+  per-snapshot counters (users known / indexed / with an empty set, rows, pairs emitted, users
+  with fewer than k neighbours, candidates below ``min_jaccard``; LSH: buckets skipped, candidate
+  pairs, users whose candidates were cut at ``M``), and reconciliation checks. A failed check
+  raises ``ReconciliationError`` after the file is written.
+- ``neighbour_config.json`` (the resolved ``NeighbourConfig`` + ``PreprocessConfig``),
+  ``dead_letter/rejected-*.jsonl`` (rejected rows with their reasons).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import sys
+import time
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+import jsr_tf
+from jsr_tf import features as F
+from jsr_tf.data import kuaisar
+from jsr_tf.data.config import PreprocessConfig
+from jsr_tf.data.timeline import UserTimeline
+from jsr_tf.features import EventKind
+from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, NeighbourConfig,
+                               NeighbourRow, default_snapshots, first_snapshot_seeing,
+                               parse_snapshot, snapshot_time_string, visible_events)
+from jsr_tf.neighbours import minhash as mh
+from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
+from pipelines.preprocess import DEFAULT_RUNNER, resolve_inputs
+from pipelines.stats import ReconciliationError
+from pipelines.transforms import (ITEMS, REC, SRC, STATS, BuildTimelines, Counters, ParseFile,
+                                  _dedupe_counts, merge_counters)
+
+TABLE_PREFIX = "neighbours"
+TABLE_SUFFIX = ".jsonl"
+STATS_FILE = "neighbour_stats.json"
+CONFIG_FILE = "neighbour_config.json"
+_RAW = "_raw_neighbour_counters.json"
+_SNAPSHOTS = "_snapshots.json"
+_PROGRESS = 20_000
+_EXACT_WARN_USERS = 20_000
+ITEM_REFS = "item_refs"
+
+Key = Tuple[str, str, int, int]  # (visibility, side, snapshot, user)
+
+
+class Indexed(NamedTuple):
+    """A user's token set and MinHash signature on one side at one snapshot."""
+
+    visibility: str
+    side: str
+    snapshot: int
+    user: int
+    tokens: Tuple[str, ...]
+    signature: np.ndarray
+
+    @property
+    def key(self) -> Key:
+        return (self.visibility, self.side, self.snapshot, self.user)
+
+
+def counter_name(visibility: str, snapshot: int, side: Optional[str], name: str) -> str:
+    """Flat counter key, e.g. ``train/0/search/users_indexed`` (``train/0/users_known``)."""
+    return f"{visibility}/{snapshot}/{side}/{name}" if side else f"{visibility}/{snapshot}/{name}"
+
+
+class _Progress:
+    """Logs every ``_PROGRESS`` elements of one DoFn instance."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.count = 0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % _PROGRESS == 0:
+            logging.info("neighbours/%s: %d done", self.label, self.count)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+def event_span(timeline: UserTimeline) -> Iterable[Tuple[int, int]]:
+    """``(min ts, max ts)`` of the user's canonical events (none if it has none)."""
+    if timeline.events:
+        yield (min(e.ts for e in timeline.events), max(e.ts for e in timeline.events))
+
+
+def merge_spans(spans: Iterable[Optional[Tuple[int, int]]]) -> Optional[Tuple[int, int]]:
+    """Associative merge of spans for ``CombineGlobally`` (None = no events)."""
+    spans = [s for s in spans if s is not None]
+    if not spans:
+        return None
+    return (min(s[0] for s in spans), max(s[1] for s in spans))
+
+
+def choose_snapshots(span: Optional[Tuple[int, int]], config: NeighbourConfig) -> List[int]:
+    """The configured boundaries, or every ``snapshot_hours`` from Beijing midnight (data span)."""
+    if config.snapshots:
+        snapshots = list(config.snapshots)
+    elif span is None:
+        snapshots = []
+    else:
+        snapshots = default_snapshots(span[0], span[1], config.snapshot_hours * HOUR_MS)
+    logging.info("neighbours: %d snapshots %s", len(snapshots),
+                 [snapshot_time_string(t) for t in snapshots])
+    return snapshots
+
+
+# --------------------------------------------------------------------------- token sets
+
+
+class UserTokens(beam.DoFn):
+    """``UserTimeline`` → partial token sets per (visibility, side, user, interval).
+
+    The interval of an event is ``first_snapshot_seeing(ts)``: the first snapshot ``k`` with
+    ``ts < T_k``; events at or after the last boundary are unused.
+
+    Main output: ``((visibility, side, user), (interval, tokens))``. Tagged outputs:
+    ``item_refs`` ``(item, (visibility, user, interval))`` for the category join (earliest
+    interval per item), and ``stats`` (users known / with an empty side, per snapshot).
+    """
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+        self._progress = _Progress("tokens")
+
+    def process(self, timeline: UserTimeline, snapshots: List[int]):
+        n_snap = len(snapshots)
+        counts: Counters = {}
+        user = timeline.user_id
+        for visibility in self._config.visibilities:
+            search: Dict[int, set] = collections.defaultdict(set)
+            feed_first: Dict[int, int] = {}  # item -> earliest interval
+            for event in visible_events(timeline, visibility):
+                interval = first_snapshot_seeing(event.ts, snapshots)
+                if interval >= n_snap:
+                    continue
+                if event.kind == EventKind.SEARCH:
+                    search[interval].update(mh.search_tokens(event.words, event.all_clicked))
+                else:
+                    feed_first[event.item] = min(interval, feed_first.get(event.item, n_snap))
+            feed: Dict[int, set] = collections.defaultdict(set)
+            for item, interval in feed_first.items():
+                feed[interval].update(mh.feed_tokens([item]))
+                yield beam.pvalue.TaggedOutput(ITEM_REFS, (item, (visibility, user, interval)))
+            for side, parts in ((SEARCH, search), (FEED, feed)):
+                for interval, tokens in parts.items():
+                    yield (visibility, side, user), (interval, tuple(sorted(tokens)))
+            first = {SEARCH: min(search, default=n_snap), FEED: min(feed, default=n_snap)}
+            known_from = min(first.values())
+            for k in range(known_from, n_snap):
+                name = counter_name(visibility, k, None, "users_known")
+                counts[name] = counts.get(name, 0) + 1
+                for side in SIDES:
+                    if first[side] > k:
+                        name = counter_name(visibility, k, side, "users_empty")
+                        counts[name] = counts.get(name, 0) + 1
+        self._progress.tick()
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def join_categories(element) -> Iterable:
+    """``(item, {"refs": ..., "features": [(row, ItemRecord)]})`` → ``c2:`` tokens + item counters.
+
+    The first row of an item wins (as in the preprocess vocabulary); duplicates are counted the
+    preprocess way, so ``item_features.csv`` rows reconcile.
+
+    Yields:
+        ``((visibility, "feed", user), (interval, ("c2:<cat>",)))`` per reference, and a
+        ``stats`` counter dict.
+    """
+    item, grouped = element
+    records = sorted(grouped["features"], key=lambda x: x[0])
+    refs = list(grouped["refs"])
+    counts: Counters = {}
+    category = 0
+    if records:
+        exact, conflicting = _dedupe_counts(records)
+        counts = {f"{ITEMS}/canonical": 1, f"{ITEMS}/dropped_duplicate": exact,
+                  f"{ITEMS}/dropped_conflicting_id": conflicting}
+        category = records[0][1].categories[1]
+    if refs:
+        tokens = tuple(sorted(mh.feed_tokens((), [category])))
+        if not records:
+            counts["feed/positive_items_without_features"] = 1
+        elif not tokens:
+            counts["feed/positive_items_without_category"] = 1
+        if tokens:
+            for visibility, user, interval in refs:
+                yield (visibility, FEED, user), (interval, tokens)
+    if counts:
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+class CumulativeSignatures(beam.DoFn):
+    """``((visibility, side, user), [(interval, tokens), ...])`` → ``Indexed`` per snapshot.
+
+    Snapshot ``k``'s set is the union of intervals ``≤ k`` and its signature the elementwise min
+    of the partial signatures (MinHash is mergeable), from the user's first non-empty interval
+    to the last snapshot.
+    """
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+        self._hasher: Optional[mh.MinHasher] = None
+        self._progress = _Progress("signatures")
+
+    def setup(self):
+        self._hasher = mh.MinHasher(self._config.num_perm, self._config.hash_seed)
+
+    def process(self, element, snapshots: List[int]):
+        (visibility, side, user), parts = element
+        by_interval: Dict[int, set] = collections.defaultdict(set)
+        for interval, part in parts:
+            by_interval[interval].update(part)
+        counts: Counters = {}
+        tokens: set = set()
+        signature = self._hasher.empty()
+        for k in range(min(by_interval), len(snapshots)):
+            new = by_interval.get(k)
+            if new:
+                tokens |= new
+                signature = mh.merge_signatures(
+                    signature, self._hasher.signature_of_tokens(new, side))
+            counts[counter_name(visibility, k, side, "users_indexed")] = 1
+            yield Indexed(visibility, side, k, user, tuple(sorted(tokens)), signature)
+        self._progress.tick()
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+def _row(key: Key, num_tokens: int, neighbours: Sequence[Tuple[int, float]],
+         snapshots: List[int]) -> NeighbourRow:
+    visibility, side, k, user = key
+    return NeighbourRow(visibility, k, snapshots[k], side, user, num_tokens,
+                        tuple(v for v, _ in neighbours), tuple(j for _, j in neighbours))
+
+
+def _row_counts(key: Key, neighbours: Sequence, dropped: int, k_side: int) -> Counters:
+    visibility, side, k, _ = key
+    counts = {counter_name(visibility, k, side, "rows_written"): 1,
+              counter_name(visibility, k, side, "pairs_emitted"): len(neighbours),
+              counter_name(visibility, k, side, "below_min_jaccard"): dropped}
+    if len(neighbours) < k_side:
+        counts[counter_name(visibility, k, side, "users_below_k")] = 1
+    if not neighbours:
+        counts[counter_name(visibility, k, side, "users_without_neighbours")] = 1
+    return counts
+
+
+class ExactNeighbours(beam.DoFn):
+    """``((visibility, side, k), [(user, tokens), ...])`` → ``NeighbourRow`` per user (+ stats).
+
+    Brute force over all pairs of the group (``minhash.pairwise_jaccard``): one worker holds
+    the whole group, so this is for small data and tests.
+    """
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+
+    def process(self, element, snapshots: List[int]):
+        (visibility, side, k), members = element
+        members = sorted(members)
+        if len(members) > _EXACT_WARN_USERS:
+            logging.warning("neighbours: exact mode on %d users (%s, %s, snapshot %d): "
+                            "quadratic, use --mode lsh", len(members), visibility, side, k)
+        users = [u for u, _ in members]
+        matrix = mh.pairwise_jaccard([tokens for _, tokens in members])
+        counts: Counters = collections.Counter()
+        k_side = self._config.k(side)
+        for i, (user, tokens) in enumerate(members):
+            scored = [(users[j], matrix[i, j]) for j in np.flatnonzero(matrix[i] > 0.0)]
+            neighbours, dropped = mh.rank_neighbours(user, scored, k_side,
+                                                     self._config.min_jaccard)
+            key = (visibility, side, k, user)
+            counts.update(_row_counts(key, neighbours, dropped, k_side))
+            yield _row(key, len(tokens), neighbours, snapshots)
+        logging.info("neighbours/exact: %s %s snapshot %d: %d users", visibility, side, k,
+                     len(members))
+        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+
+
+def band_entries(record: Indexed, config: NeighbourConfig) -> Iterable:
+    """``Indexed`` → ``((visibility, side, k, band, key), user)`` for each of the ``b`` bands."""
+    keys = mh.band_keys(record.signature, config.bands, config.rows)
+    for band, key in enumerate(keys.tolist()):
+        yield (record.visibility, record.side, record.snapshot, band, key), record.user
+
+
+def bucket_members(element, max_bucket: int) -> Iterable:
+    """One LSH bucket → ``((visibility, side, k, user), other members)`` for each member.
+
+    A bucket of more than ``max_bucket`` users is skipped and counted
+    (``buckets_skipped``, ``bucket_users_skipped``); a singleton yields nothing.
+    """
+    (visibility, side, k, _, _), users = element
+    members = sorted(set(users))
+    if len(members) > max_bucket:
+        yield beam.pvalue.TaggedOutput(STATS, {
+            counter_name(visibility, k, side, "buckets_skipped"): 1,
+            counter_name(visibility, k, side, "bucket_users_skipped"): len(members)})
+        return
+    if len(members) < 2:
+        return
+    for i, user in enumerate(members):
+        yield (visibility, side, k, user), tuple(members[:i] + members[i + 1:])
+
+
+class TopCandidates(beam.DoFn):
+    """``(key, [bucket co-members, ...])`` → ``(key, candidates)``: at most ``M``, ranked by the
+    number of bands the pair collides in, ties to the smaller id (+ stats)."""
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+        self._progress = _Progress("candidates")
+
+    def process(self, element):
+        key, lists = element
+        visibility, side, k, _ = key
+        collisions: Dict[int, int] = collections.Counter()
+        for others in lists:
+            collisions.update(others)
+        candidates = mh.top_candidates(collisions, self._config.max_candidates)
+        counts = {counter_name(visibility, k, side, "candidate_pairs"): len(candidates)}
+        if len(collisions) > len(candidates):
+            counts[counter_name(visibility, k, side, "users_candidates_truncated")] = 1
+        self._progress.tick()
+        yield key, tuple(candidates)
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def serve_tokens(element) -> Iterable:
+    """``(candidate key, {"tokens": [tokens], "requests": [user, ...]})`` →
+    ``((visibility, side, k, user), (candidate, tokens))`` for each requesting user."""
+    (visibility, side, k, candidate), grouped = element
+    tokens = list(grouped["tokens"])
+    if not tokens:
+        return
+    for user in grouped["requests"]:
+        yield (visibility, side, k, user), (candidate, tokens[0])
+
+
+class ReRank(beam.DoFn):
+    """``(key, {"self": [tokens], "candidates": [(v, tokens_v), ...]})`` → ``NeighbourRow``.
+
+    Exact Jaccard of every candidate, then ``rank_neighbours`` (+ stats).
+    """
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+        self._progress = _Progress("rerank")
+
+    def process(self, element, snapshots: List[int]):
+        key, grouped = element
+        own = list(grouped["self"])
+        if not own:
+            return
+        tokens = set(own[0])
+        visibility, side, k, user = key
+        scored = [(v, mh.jaccard(tokens, other)) for v, other in grouped["candidates"]]
+        k_side = self._config.k(side)
+        neighbours, dropped = mh.rank_neighbours(user, scored, k_side, self._config.min_jaccard)
+        counts = _row_counts(key, neighbours, dropped, k_side)
+        counts[counter_name(visibility, k, side, "candidates_scored")] = len(scored)
+        self._progress.tick()
+        yield _row(key, len(tokens), neighbours, snapshots)
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+class LshGroupNeighbours(beam.DoFn):
+    """``((visibility, side, k), [(user, tokens, signature), ...])`` → ``NeighbourRow`` per user.
+
+    The ``grouped`` LSH layout: band keys, buckets (``max_bucket`` skip), the ``M`` most
+    colliding candidates and the exact re-rank, all in memory for one population
+    (``minhash.lsh_candidates``: bucket by bucket, never all pairs) (+ stats).
+    """
+
+    def __init__(self, config: NeighbourConfig) -> None:
+        self._config = config
+
+    def process(self, element, snapshots: List[int]):
+        (visibility, side, k), members = element
+        config = self._config
+        members = sorted(members, key=lambda m: m[0])
+        users = [user for user, _, _ in members]
+        sets = [frozenset(tokens) for _, tokens, _ in members]
+        keys = mh.band_keys(np.stack([sig for _, _, sig in members]), config.bands, config.rows)
+        found = mh.lsh_candidates(keys, config.max_bucket, config.max_candidates)
+        bounds = np.searchsorted(found.left, np.arange(len(users) + 1)).tolist()
+        right = found.right.tolist()
+        k_side = config.k(side)
+        counts: Counters = collections.Counter({
+            counter_name(visibility, k, side, "buckets_skipped"): found.buckets_skipped,
+            counter_name(visibility, k, side, "bucket_users_skipped"):
+                found.bucket_users_skipped,
+            counter_name(visibility, k, side, "candidate_pairs"): len(right),
+            counter_name(visibility, k, side, "candidates_scored"): len(right),
+            counter_name(visibility, k, side, "users_candidates_truncated"):
+                found.users_truncated})
+        for i, user in enumerate(users):
+            own = sets[i]
+            scored = [(users[j], mh.jaccard(own, sets[j])) for j in right[bounds[i]:bounds[i + 1]]]
+            neighbours, dropped = mh.rank_neighbours(user, scored, k_side, config.min_jaccard)
+            key = (visibility, side, k, user)
+            counts.update(_row_counts(key, neighbours, dropped, k_side))
+            yield _row(key, len(own), neighbours, snapshots)
+        logging.info("neighbours/lsh: %s %s snapshot %d: %d users, %d candidate pairs, "
+                     "%d buckets skipped", visibility, side, k, len(users), len(right),
+                     found.buckets_skipped)
+        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+
+
+class RetrieveNeighbours(beam.PTransform):
+    """``Indexed`` records → ``NeighbourRow`` per record, and stats, in ``lsh`` or ``exact`` mode.
+
+    Args:
+        config: Retrieval settings.
+        snapshots: Singleton PCollection of the boundary list (a side input).
+
+    Returns (from ``expand``):
+        ``{"rows": NeighbourRow, "stats": counter dicts}``.
+    """
+
+    def __init__(self, config: NeighbourConfig, snapshots) -> None:
+        super().__init__()
+        self._config = config
+        self._snapshots = snapshots
+
+    def expand(self, indexed):
+        config = self._config
+        snaps = beam.pvalue.AsSingleton(self._snapshots)
+        if config.mode == MODE_EXACT:
+            out = (indexed
+                   | "KeyByGroup" >> beam.Map(
+                       lambda r: ((r.visibility, r.side, r.snapshot), (r.user, r.tokens)))
+                   | "GroupUsers" >> beam.GroupByKey()
+                   | "AllPairs" >> beam.ParDo(ExactNeighbours(config), snaps).with_outputs(
+                       STATS, main="rows"))
+            return {"rows": out.rows, "stats": [out.stats]}
+        if config.lsh_layout == LAYOUT_GROUPED:
+            out = (indexed
+                   | "KeyByGroup" >> beam.Map(
+                       lambda r: ((r.visibility, r.side, r.snapshot),
+                                  (r.user, r.tokens, r.signature)))
+                   | "GroupUsers" >> beam.GroupByKey()
+                   | "LshInMemory" >> beam.ParDo(LshGroupNeighbours(config), snaps).with_outputs(
+                       STATS, main="rows"))
+            return {"rows": out.rows, "stats": [out.stats]}
+
+        buckets = (indexed
+                   | "BandKeys" >> beam.FlatMap(band_entries, config)
+                   | "GroupBuckets" >> beam.GroupByKey()
+                   | "BucketMembers" >> beam.FlatMap(bucket_members, config.max_bucket)
+                   .with_outputs(STATS, main="members"))
+        candidates = (buckets.members
+                      | "GroupCandidates" >> beam.GroupByKey()
+                      | "TopCandidates" >> beam.ParDo(TopCandidates(config)).with_outputs(
+                          STATS, main="cands"))
+        tokens = indexed | "KeyTokens" >> beam.Map(lambda r: (r.key, r.tokens))
+        requests = candidates.cands | "Requests" >> beam.FlatMap(
+            lambda kv: (((kv[0][0], kv[0][1], kv[0][2], v), kv[0][3]) for v in kv[1]))
+        served = ({"tokens": tokens, "requests": requests}
+                  | "JoinCandidateTokens" >> beam.CoGroupByKey()
+                  | "ServeTokens" >> beam.FlatMap(serve_tokens))
+        reranked = ({"self": tokens, "candidates": served}
+                    | "JoinOwnTokens" >> beam.CoGroupByKey()
+                    | "ReRank" >> beam.ParDo(ReRank(config), snaps).with_outputs(
+                        STATS, main="rows"))
+        return {"rows": reranked.rows,
+                "stats": [buckets.stats, candidates.stats, reranked.stats]}
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def _write_json(obj, path: str) -> None:
+    with FileSystems.create(path) as out:
+        out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def _read_json(path: str):
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def clear_previous_outputs(output_dir: str) -> None:
+    """Deletes the table shards and dead letters of an earlier run in ``output_dir``."""
+    patterns = [FileSystems.join(output_dir, f"{TABLE_PREFIX}-*{TABLE_SUFFIX}"),
+                FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "*")]
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        logging.warning("Deleting %d files of an earlier run in %s.", len(stale), output_dir)
+        FileSystems.delete(stale)
+
+
+def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
+                   config: NeighbourConfig, preprocess_config: PreprocessConfig,
+                   num_shards: int = 0) -> None:
+    """Adds the whole neighbour graph to ``pipeline``."""
+    parsed = {name: pipeline | f"Parse {name}" >> ParseFile(name, paths[name], preprocess_config)
+              for name in (REC, SRC, ITEMS)}
+    feed = parsed[REC].records | "KeyFeed" >> beam.Map(lambda e: (e.user_id, e))
+    search = parsed[SRC].records | "KeySearch" >> beam.Map(lambda r: (r.user_id, r))
+    timelines = ({"feed": feed, "search": search}
+                 | "GroupByUser" >> beam.CoGroupByKey()
+                 | "Timelines" >> beam.ParDo(BuildTimelines(preprocess_config)).with_outputs(
+                     STATS, main="tl"))
+
+    snapshots = (timelines.tl
+                 | "EventSpan" >> beam.FlatMap(event_span)
+                 | "DataSpan" >> beam.CombineGlobally(merge_spans)
+                 | "Snapshots" >> beam.Map(choose_snapshots, config))
+    snaps = beam.pvalue.AsSingleton(snapshots)
+    tokens = timelines.tl | "Tokens" >> beam.ParDo(UserTokens(config), snaps).with_outputs(
+        ITEM_REFS, STATS, main="partials")
+    item_features = parsed[ITEMS].records | "KeyItems" >> beam.Map(lambda rr: (rr[1].item_id, rr))
+    categories = ({"refs": tokens[ITEM_REFS], "features": item_features}
+                  | "JoinItems" >> beam.CoGroupByKey()
+                  | "Categories" >> beam.FlatMap(join_categories).with_outputs(
+                      STATS, main="partials"))
+    indexed = ((tokens.partials, categories.partials)
+               | "AllPartials" >> beam.Flatten()
+               | "GroupPartials" >> beam.GroupByKey()
+               | "Signatures" >> beam.ParDo(CumulativeSignatures(config), snaps).with_outputs(
+                   STATS, main="indexed"))
+    retrieved = indexed.indexed | "Retrieve" >> RetrieveNeighbours(config, snapshots)
+
+    (retrieved["rows"]
+     | "RowJson" >> beam.Map(NeighbourRow.to_json)
+     | "WriteTable" >> beam.io.WriteToText(
+         FileSystems.join(output_dir, TABLE_PREFIX), file_name_suffix=TABLE_SUFFIX,
+         num_shards=num_shards, shard_name_template="-SSSSS-of-NNNNN"))
+    dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
+    (dead
+     | "DeadJson" >> beam.Map(lambda r: json.dumps(r._asdict(), sort_keys=True))
+     | "WriteDead" >> beam.io.WriteToText(
+         FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
+         num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
+    stats_parts = [p.stats for p in parsed.values()]
+    stats_parts += [timelines.stats, tokens.stats, categories.stats, indexed.stats]
+    stats_parts += retrieved["stats"]
+    (stats_parts
+     | "AllStats" >> beam.Flatten()
+     | "MergeStats" >> beam.CombineGlobally(merge_counters)
+     | "WriteRawStats" >> beam.Map(_write_json, FileSystems.join(output_dir, _RAW)))
+    (snapshots | "WriteSnapshots" >> beam.Map(
+        _write_json, FileSystems.join(output_dir, _SNAPSHOTS)))
+
+
+# --------------------------------------------------------------------------- stats
+
+_SNAPSHOT_COUNTERS = ("users_indexed", "users_empty", "rows_written", "pairs_emitted",
+                      "users_below_k", "users_without_neighbours", "below_min_jaccard")
+_LSH_COUNTERS = ("buckets_skipped", "bucket_users_skipped", "candidate_pairs",
+                 "users_candidates_truncated", "candidates_scored")
+
+
+def summarise(counters: Dict[str, int], snapshots: List[int], config: NeighbourConfig) -> Dict:
+    """Structured stats and reconciliation checks from the flat counters."""
+    c = counters.get
+    checks: List[Dict] = []
+
+    def check(label: str, left: int, right: int) -> None:
+        checks.append({"check": label, "left": left, "right": right, "ok": left == right})
+
+    files = {}
+    for name in (REC, SRC, ITEMS):
+        prefix = f"{name}/rejected/"
+        rejected = {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)}
+        files[name] = {"rows_read": c(f"{name}/rows_read", 0),
+                       "canonical": c(f"{name}/canonical", 0),
+                       "dropped_duplicate": c(f"{name}/dropped_duplicate", 0),
+                       "dropped_conflicting_id": c(f"{name}/dropped_conflicting_id", 0),
+                       "rejected": rejected, "rejected_total": sum(rejected.values())}
+        f = files[name]
+        check(f"{name}: rows_read = canonical + dropped_duplicate + dropped_conflicting_id"
+              " + rejected", f["rows_read"], f["canonical"] + f["dropped_duplicate"]
+              + f["dropped_conflicting_id"] + f["rejected_total"])
+
+    names = _SNAPSHOT_COUNTERS + (_LSH_COUNTERS if config.mode == MODE_LSH else ())
+    tables: Dict = {}
+    for visibility in config.visibilities:
+        tables[visibility] = {}
+        for side in SIDES:
+            per_snapshot = []
+            for k, ts_ in enumerate(snapshots):
+                row = {"snapshot": k, "snapshot_ts": ts_, "time": snapshot_time_string(ts_),
+                       "users_known": c(counter_name(visibility, k, None, "users_known"), 0)}
+                row.update({n: c(counter_name(visibility, k, side, n), 0) for n in names})
+                per_snapshot.append(row)
+                where = f"{visibility}/{side}/snapshot {k}"
+                check(f"{where}: users_indexed + users_empty = users_known",
+                      row["users_indexed"] + row["users_empty"], row["users_known"])
+                check(f"{where}: rows_written = users_indexed", row["rows_written"],
+                      row["users_indexed"])
+                if config.mode == MODE_LSH:
+                    check(f"{where}: candidates_scored = candidate_pairs",
+                          row["candidates_scored"], row["candidate_pairs"])
+            totals = {n: sum(r[n] for r in per_snapshot) for n in names}
+            tables[visibility][side] = {"k": config.k(side), "totals": totals,
+                                        "per_snapshot": per_snapshot}
+    return {
+        "snapshots": [{"snapshot": k, "snapshot_ts": t, "time": snapshot_time_string(t)}
+                      for k, t in enumerate(snapshots)],
+        "files": files,
+        "items": {"positive_items_without_features":
+                  c("feed/positive_items_without_features", 0),
+                  "positive_items_without_category":
+                  c("feed/positive_items_without_category", 0)},
+        "tables": tables,
+        "checks": checks,
+        "reconciled": all(x["ok"] for x in checks),
+        "counters": counters,
+    }
+
+
+def finalize(output_dir: str, config: NeighbourConfig, preprocess_config: PreprocessConfig,
+             elapsed_s: float, input_dir: str = "") -> Dict:
+    """Writes ``neighbour_stats.json`` and ``neighbour_config.json``; returns the stats.
+
+    Raises:
+        ReconciliationError: If a count check fails (after the stats are written).
+    """
+    counters = _read_json(FileSystems.join(output_dir, _RAW))
+    snapshots = _read_json(FileSystems.join(output_dir, _SNAPSHOTS))
+    stats = summarise(counters, snapshots, config)
+    stats.update(elapsed_s=round(elapsed_s, 2), input_dir=input_dir, mode=config.mode,
+                 jsr_tf_version=jsr_tf.__version__)
+    _write_json(stats, FileSystems.join(output_dir, STATS_FILE))
+    _write_json({"neighbours": config.to_dict(), "preprocess": preprocess_config.to_dict()},
+                FileSystems.join(output_dir, CONFIG_FILE))
+    FileSystems.delete([FileSystems.join(output_dir, _RAW),
+                        FileSystems.join(output_dir, _SNAPSHOTS)])
+    if not stats["reconciled"]:
+        bad = [x for x in stats["checks"] if not x["ok"]]
+        raise ReconciliationError(f"Neighbour counts do not reconcile: {bad}")
+    return stats
+
+
+def format_table(stats: Dict) -> str:
+    """A plain-text summary: per visibility and side, totals over snapshots."""
+    lines = ["", f"{len(stats['snapshots'])} snapshots, mode {stats['mode']}",
+             f"{'table':<16}{'indexed':>10}{'empty':>10}{'pairs':>10}{'< k':>10}{'skipped':>10}"]
+    for visibility, sides in stats["tables"].items():
+        for side, table in sides.items():
+            t = table["totals"]
+            lines.append(f"{visibility + '/' + side:<16}{t['users_indexed']:>10,}"
+                         f"{t['users_empty']:>10,}{t['pairs_emitted']:>10,}"
+                         f"{t['users_below_k']:>10,}{t.get('buckets_skipped', 0):>10,}")
+    lines.append(f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
+                 f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- entry points
+
+_OVERRIDES = (("mode", str), ("lsh_layout", str), ("num_perm", int), ("bands", int),
+              ("rows", int), ("hash_seed", int), ("k_search", int), ("k_feed", int),
+              ("min_jaccard", float), ("max_bucket", int), ("max_candidates", int),
+              ("snapshot_hours", int))
+
+
+def parse_config(args: argparse.Namespace) -> Tuple[NeighbourConfig, PreprocessConfig]:
+    """``--config`` file, then flag overrides → validated configs."""
+    values = {}
+    if args.config:
+        with FileSystems.open(args.config) as f:
+            values = json.loads(f.read().decode("utf-8"))
+    for name, _ in _OVERRIDES:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.snapshots:
+        values["snapshots"] = [parse_snapshot(t) for t in args.snapshots.split(",") if t.strip()]
+    if args.visibility:
+        values["visibilities"] = [v.strip() for v in args.visibility.split(",") if v.strip()]
+    config = NeighbourConfig.from_dict(values)
+
+    pre_values = {}
+    if args.preprocess_config:
+        with FileSystems.open(args.preprocess_config) as f:
+            pre_values = json.loads(f.read().decode("utf-8"))
+    preprocess_config = (PreprocessConfig.reference(**pre_values) if args.reference
+                         else PreprocessConfig.from_dict(pre_values))
+    return config, preprocess_config
+
+
+def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -> Dict:
+    """Parses arguments, runs the pipeline, then writes and returns the stats.
+
+    Args:
+        argv: Command-line arguments (pipeline options included).
+        save_main_session: Passed to ``SetupOptions``.
+
+    Returns:
+        The stats dict (also written to ``neighbour_stats.json``).
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input_dir", required=True, help="Directory with the KuaiSAR CSVs.")
+    parser.add_argument("--output_dir", required=True, help="Where to write the table.")
+    parser.add_argument("--config", default=None, help="JSON file of NeighbourConfig fields.")
+    parser.add_argument("--preprocess_config", default=None,
+                        help="JSON file of PreprocessConfig fields (as given to preprocess): "
+                             "decides targets and splits, hence what each visibility excludes.")
+    parser.add_argument("--reference", action="store_true",
+                        help="Targets of the UniSAR reference recipe (PreprocessConfig.reference).")
+    for name, kind in _OVERRIDES:
+        parser.add_argument(f"--{name}", type=kind, default=None,
+                            help=f"Overrides NeighbourConfig.{name}.")
+    parser.add_argument("--snapshots", default=None,
+                        help="Comma-separated boundaries: unix ms or Beijing 'YYYY-MM-DD[ HH:MM]'.")
+    parser.add_argument("--visibility", default=None,
+                        help="Comma-separated tables to build: train, test, all.")
+    parser.add_argument("--num_shards", type=int, default=0,
+                        help="Table shards (0 = chosen by the runner).")
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        config, preprocess_config = parse_config(args)
+    except ValueError as err:
+        parser.error(str(err))  # exits with status 2, like any bad flag
+
+    options = PipelineOptions(beam_args, save_main_session=save_main_session)
+    if not options.view_as(StandardOptions).runner:
+        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+
+    start = time.time()
+    paths = resolve_inputs(args.input_dir)
+    clear_previous_outputs(args.output_dir)
+    logging.info("neighbours: %s -> %s, mode %s, visibilities %s", args.input_dir,
+                 args.output_dir, config.mode, list(config.visibilities))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, paths, args.output_dir, config, preprocess_config,
+                       args.num_shards)
+    stats = finalize(args.output_dir, config, preprocess_config, time.time() - start,
+                     input_dir=args.input_dir)
+    logging.info("neighbours: done in %.1f s", stats["elapsed_s"])
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console entry point: runs and prints the summary table."""
+    # force: importing Beam may already have configured the root logger at WARNING.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        force=True)
+    try:
+        stats = run(sys.argv[1:] if argv is None else argv)
+    except kuaisar.InputError as err:
+        logging.error("%s", err)
+        sys.exit(2)
+    print(format_table(stats))
+
+
+if __name__ == "__main__":
+    main()

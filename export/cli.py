@@ -8,7 +8,7 @@ Usage::
 
 ``--retrieval_dir`` (a ``jsr-train --model two_tower`` run on the same data) adds the
 ``retrieve`` signature. ``--data_dir`` defaults to the data dir recorded in the run's
-``metrics.json``. See ``export/serving.py`` for the signatures and README "Serving".
+``metrics.json``. See ``export/serving.py`` for the signatures and README "Serve with TF Serving".
 """
 
 from __future__ import annotations

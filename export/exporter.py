@@ -6,14 +6,16 @@ needs no vocabulary files), ``assets.extra/tf_serving_warmup_requests`` (one req
 signature) and ``assets.extra/export_info.json`` (source run, signatures, TF version).
 
 It is written under a hidden temporary name and renamed into place at the end, so a TF Serving
-instance that polls ``<export_base>/<model_name>`` never loads a half-written version.
+instance that polls ``<export_base>/<model_name>`` on a local (POSIX) file system never loads a
+half-written version (a directory rename on GCS is not atomic: export elsewhere and copy there).
+TF Serving does not reload a version number it has already loaded, so publish a new version
+rather than ``--overwrite`` a live one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from typing import Any, Dict, Optional
 
@@ -115,8 +117,12 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         "jit_compile": jit_compile}
     with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR, INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=2))
-    if tf.io.gfile.exists(target):
-        shutil.rmtree(target)
-    tf.io.gfile.rename(tmp, target)
+    if tf.io.gfile.exists(target):  # checked again: another export may have taken the number
+        if not overwrite:
+            tf.io.gfile.rmtree(tmp)
+            raise FileExistsError(f"{target!r} appeared while exporting (another export?): "
+                                  "pick another --version or pass --overwrite.")
+        tf.io.gfile.rmtree(target)
+    tf.io.gfile.rename(tmp, target, overwrite=False)
     logging.info("Exported %s in %.1f s", target, time.time() - start)
     return target

@@ -34,15 +34,27 @@ def fit_history(valid: tf.Tensor, fields: Sequence[tf.Tensor], cap: int) -> list
     """Keeps each row's most recent ``cap`` valid entries of parallel history fields.
 
     Args:
-        valid: ``[B, L]`` bool, which slots hold an event (valid slots first, then padding).
+        valid: ``[B, L]`` bool, which slots hold an event (oldest first, then padding; a
+            padding slot in the middle stays a masked slot, as in the model).
         fields: Tensors ``[B, L, ...]`` sharing the first two axes.
         cap: Slots the model reads.
 
     Returns:
-        The fields as ``[B, cap, ...]``: entries ``max(n - cap, 0) .. n - 1`` of a row with ``n``
-        valid slots, oldest first, then 0-padding.
+        The fields as ``[B, cap, ...]``: slots ``max(n - cap, 0) .. n - 1`` of a row whose last
+        valid slot is ``n - 1``, oldest first, then 0-padding.
+
+    Raises:
+        tf.errors.InvalidArgumentError: Parallel fields disagree on ``[B, L]``.
     """
-    count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # [B]
+    checks = [tf.debugging.assert_equal(
+        tf.shape(values)[:2], tf.shape(valid)[:2],
+        message="parallel history inputs (e.g. feed_items and feed_ts, or search_ts, "
+                "search_words and search_clicks) should have the same batch and history sizes")
+        for values in fields]
+    with tf.control_dependencies(checks):
+        slots = tf.range(1, tf.shape(valid)[1] + 1)[None, :]
+        # [B]; max over an empty axis is the lowest int32, hence the clamp.
+        count = tf.maximum(tf.reduce_max(tf.where(valid, slots, tf.zeros_like(slots)), axis=1), 0)
     start = tf.maximum(count - cap, 0)
     positions = start[:, None] + tf.range(cap)[None, :]  # [B, cap]
     keep = positions < count[:, None]

@@ -73,10 +73,13 @@ def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> 
     if ("instances" in body) == ("inputs" in body):
         raise ValueError('A predict body has exactly one of "instances" (row format) or '
                          '"inputs" (columnar format).')
+    single = next(iter(input_dtypes)) if len(input_dtypes) == 1 else None
     if "instances" in body:
         rows = body["instances"]
         if not rows:
             raise ValueError('"instances" is empty.')
+        if single is not None and not all(isinstance(r, dict) and single in r for r in rows):
+            rows = [{single: row} for row in rows]  # a one-input signature takes bare values
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         for i, row in enumerate(rows):
             if set(row) != set(columns):
@@ -88,14 +91,26 @@ def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> 
             raise ValueError(f"Row-format inputs must have one shape across instances; pad "
                              f"them. Ragged: {ragged}")
     else:
-        columns = dict(body["inputs"])
+        inputs = body["inputs"]
+        if single is not None and not (isinstance(inputs, dict) and single in inputs):
+            inputs = {single: inputs}
+        columns = dict(inputs)
     missing = sorted(set(input_dtypes) - set(columns))
     unknown = sorted(set(columns) - set(input_dtypes))
     if missing or unknown:
         raise ValueError(f"Inputs do not match the signature: missing {missing}, unknown "
                          f"{unknown}.")
-    return {name: np.asarray(_decode(columns[name]), dtype=input_dtypes[name])
-            for name in columns}
+    out = {}
+    for name in columns:
+        values = np.asarray(_decode(columns[name]))
+        dtype = np.dtype(input_dtypes[name])
+        if dtype.kind in "iub" and values.size and values.dtype.kind not in "iub":
+            raise ValueError(f"Input `{name}` takes {dtype.name} values. Received "
+                             f"{values.dtype.kind == 'f' and 'floats' or values.dtype.name}.")
+        if dtype.kind == "b" and values.dtype.kind in "iu" and not np.isin(values, (0, 1)).all():
+            raise ValueError(f"Input `{name}` takes booleans. Received other integers.")
+        out[name] = values.astype(dtype) if dtype.kind != "O" else values
+    return out
 
 
 def outputs_to_response(body: Mapping[str, Any], outputs: Mapping[str, np.ndarray]) -> Dict[str, Any]:

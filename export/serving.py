@@ -5,13 +5,15 @@ unknown and negative ids map to the OOV bucket; B and N are free):
 
 ``feed``
     ``user_id [B]``, ``feed_items [B, Lr]``, ``feed_ts [B, Lr]`` (ms), ``search_ts [B, Ls]``,
-    ``search_words [B, Ls, W]``, ``search_clicks [B, Ls, K]``, ``candidates [B, N]``
+    ``search_words [B, Ls, W]``, ``search_clicks [B, Ls, K]`` (the items clicked in each
+    session; 0 = none), ``candidates [B, N]``
     → ``scores [B, N]`` float32 (feed-head logits).
 ``search``
     the same plus ``query_words [B, Wq]`` → ``scores [B, N]`` (search-head logits).
 ``serving_default``
     ``examples [B]`` serialized ``tf.train.Example`` in the training schema (labels, if present,
-    are ignored) with the candidates in an int64 list feature ``candidates``
+    are ignored) with the candidates in an int64 list feature ``candidates`` (required: a batch
+    where no Example has it is an error)
     → ``feed_scores [B, N]``, ``search_scores [B, N]`` (N = the longest candidate list; the
     columns past a shorter list score padding and should be ignored).
 ``retrieve`` (when a two-tower head is exported)
@@ -77,9 +79,15 @@ def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     out[F.FEED_TS] = tf.ensure_shape(feed_ts, [None, F.MAX_FEED_HISTORY])
     words = request.fit_width(inputs[F.SEARCH_WORDS], F.MAX_QUERY_WORDS)
     clicks = request.fit_width(inputs[F.SEARCH_CLICKS], F.MAX_SESSION_CLICKS)
-    search_ts, words, clicks = request.fit_history(
-        tf.not_equal(inputs[F.SEARCH_TS], 0), [inputs[F.SEARCH_TS], words, clicks],
+    # Sessions of a request list the items actually clicked (none: all 0). An Example in the
+    # training schema carries ``search_has_click`` (its no-click sessions hold a fallback item).
+    has_click = inputs.get(F.SEARCH_HAS_CLICK)
+    if has_click is None:
+        has_click = tf.cast(tf.reduce_any(tf.not_equal(clicks, 0), axis=-1), _I64)
+    search_ts, words, clicks, has_click = request.fit_history(
+        tf.not_equal(inputs[F.SEARCH_TS], 0), [inputs[F.SEARCH_TS], words, clicks, has_click],
         F.MAX_SEARCH_HISTORY)
+    out[F.SEARCH_HAS_CLICK] = tf.ensure_shape(has_click, [None, F.MAX_SEARCH_HISTORY])
     out[F.SEARCH_TS] = tf.ensure_shape(search_ts, [None, F.MAX_SEARCH_HISTORY])
     out[F.SEARCH_WORDS] = tf.ensure_shape(words, [None, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS])
     out[F.SEARCH_CLICKS] = tf.ensure_shape(
@@ -96,7 +104,8 @@ def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
 def _serving_spec() -> Dict[str, tf.io.RaggedFeature]:
     spec = {F.USER_ID: tf.io.RaggedFeature(_I64), CANDIDATES: tf.io.RaggedFeature(_I64),
             F.QUERY_WORDS: tf.io.RaggedFeature(_I64), F.FEED_ITEMS: tf.io.RaggedFeature(_I64),
-            F.FEED_TS: tf.io.RaggedFeature(_I64), F.SEARCH_TS: tf.io.RaggedFeature(_I64)}
+            F.FEED_TS: tf.io.RaggedFeature(_I64), F.SEARCH_TS: tf.io.RaggedFeature(_I64),
+            F.SEARCH_HAS_CLICK: tf.io.RaggedFeature(_I64)}
     for values, (lengths, _) in F.SESSION_LIST_CAPS.items():
         spec[values] = tf.io.RaggedFeature(
             _I64, value_key=values, partitions=[tf.io.RaggedFeature.RowLengths(lengths)])
@@ -108,6 +117,17 @@ def parse_examples(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
     parsed = tf.io.parse_example(serialized, _serving_spec())
     out = {name: value.to_tensor(default_value=0) for name, value in parsed.items()}
     out[F.USER_ID] = pad_first(out[F.USER_ID])
+    # Examples without the flag (older writers): derive it from the clicks, as for requests.
+    has_click = tf.cast(tf.reduce_any(tf.not_equal(
+        request.pad_axis(out[F.SEARCH_CLICKS], 2, 1), 0), axis=-1), _I64)
+    flag = request.pad_axis(out[F.SEARCH_HAS_CLICK], 1, tf.shape(has_click)[1])
+    out[F.SEARCH_HAS_CLICK] = tf.where(tf.shape(out[F.SEARCH_HAS_CLICK])[1] > 0,
+                                       flag[:, :tf.shape(has_click)[1]], has_click)
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            tf.shape(out[CANDIDATES])[1],
+            message=f"serving_default Examples need an int64 list feature `{CANDIDATES}` "
+                    "(the items to score); none of the Examples has one")]):
+        out[CANDIDATES] = tf.identity(out[CANDIDATES])
     return out
 
 

@@ -74,7 +74,7 @@ def predict_request(model_name: str, signature: str, inputs: Dict[str, np.ndarra
 
 def write_warmup(version_dir: str, model_name: str,
                  requests: Dict[str, Dict[str, np.ndarray]], signatures: Iterable[str]) -> str:
-    """Writes one ``PredictionLog`` per signature; returns the file path."""
+    """Writes two ``PredictionLog`` s per signature (the sample batch, one row); returns the path."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     directory = os.path.join(version_dir, EXTRA_DIR)
@@ -82,10 +82,15 @@ def write_warmup(version_dir: str, model_name: str,
     path = os.path.join(directory, WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
         for signature in signatures:
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=predict_request(model_name, signature, requests[signature])))
-            writer.write(log.SerializeToString())
+            # The batch of the sample and a single row: the usual shapes (and, with
+            # jit_compile, the XLA buckets B = 1 and B = 2) are ready before traffic.
+            for rows in (None, 1):
+                inputs = {k: v if rows is None else v[:rows]
+                          for k, v in requests[signature].items()}
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(
+                        request=predict_request(model_name, signature, inputs)))
+                writer.write(log.SerializeToString())
     return path
 
 

@@ -281,7 +281,8 @@ def test_the_readme_rest_examples_are_answered(loaded):
 def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
     path = os.path.join(run["path"], warmup.EXTRA_DIR, warmup.WARMUP_FILE)
     records = warmup.read_warmup(path)
-    assert sorted(sig for sig, _ in records) == sorted(loaded.signatures)
+    assert sorted(sig for sig, _ in records) == sorted(list(loaded.signatures) * 2)
+    assert sorted(len(next(iter(i.values()))) for _, i in records)[:4] == [1, 1, 1, 1]
     for sig, inputs in records:
         assert set(inputs) == set(_signature_dtypes(loaded, sig))
         outputs = loaded.signatures[sig](**{k: tf.constant(v) for k, v in inputs.items()})
@@ -356,6 +357,76 @@ def test_a_history_longer_than_the_cap_keeps_the_most_recent_entries(run, loaded
     assert not np.allclose(got, _call(loaded, "feed", oldest), atol=TOL)
 
 
+def test_a_search_history_longer_than_the_cap_keeps_the_most_recent_sessions(run, loaded):
+    inputs = _requests(run["data_dir"], 1, 4)[F.Task.SEARCH]
+    rng = np.random.default_rng(4)
+    vocab = load_vocab(run["data_dir"])
+    n = 40
+    long = dict(inputs)
+    long[F.SEARCH_TS] = np.arange(1, n + 1, dtype=np.int64)[None] * 1000
+    long[F.SEARCH_WORDS] = rng.choice(vocab.word_ids, size=[1, n, 3]).astype(np.int64)
+    long[F.SEARCH_CLICKS] = rng.choice(vocab.item_ids, size=[1, n, 2]).astype(np.int64)
+    recent = {k: (v[:, -30:] if k in (F.SEARCH_TS, F.SEARCH_WORDS, F.SEARCH_CLICKS) else v)
+              for k, v in long.items()}
+    oldest = {k: (v[:, :30] if k in (F.SEARCH_TS, F.SEARCH_WORDS, F.SEARCH_CLICKS) else v)
+              for k, v in long.items()}
+    got = _call(loaded, "search", long)
+    # The same capped batch reaches the model: identical scores (the short-trained fixture
+    # model reacts to old sessions only in the 6th digit, so the check is exact).
+    np.testing.assert_array_equal(got, _call(loaded, "search", recent))
+    assert not np.array_equal(got, _call(loaded, "search", oldest))
+
+
+def test_bad_retrieve_and_serving_default_requests(run, loaded):
+    inputs = _requests(run["data_dir"], 2, 1)[F.Task.SEARCH]
+    request = {k: inputs[k] for k in (*S.HISTORY_SPECS, F.QUERY_WORDS)}
+    request[F.FEED_ITEMS] = request[F.FEED_ITEMS].copy()
+    request[F.FEED_ITEMS][:, 0] = -5  # negative, and unknown below
+    request[F.USER_ID] = np.array([987654321, -1], np.int64)
+    out = loaded.signatures["retrieve"](**{k: tf.constant(v) for k, v in request.items()},
+                                        exclude_history=tf.constant([True, False]))
+    assert np.isfinite(out["scores"].numpy()).all()
+    empty = dict(request)
+    empty[F.FEED_ITEMS] = empty[F.FEED_TS] = np.zeros([2, 0], np.int64)
+    empty[F.SEARCH_TS] = np.zeros([2, 0], np.int64)
+    empty[F.SEARCH_WORDS] = empty[F.SEARCH_CLICKS] = np.zeros([2, 0, 0], np.int64)
+    out = loaded.signatures["retrieve"](**{k: tf.constant(v) for k, v in empty.items()},
+                                        exclude_history=tf.constant([True, True]))
+    assert np.isfinite(out["scores"].numpy()).all() and (out["item_ids"].numpy() > 0).all()
+    # serving_default: Examples without their label fields score the same; without any
+    # `candidates` feature the request fails with a message naming it.
+    fn = loaded.signatures[S.DEFAULT_SIGNATURE]
+    examples = warmup.serving_examples(run["data_dir"], rows=2)
+    stripped, bare = [], []
+    for raw in examples:
+        example = tf.train.Example.FromString(raw)
+        for name in F.LABEL_FEATURES:
+            del example.features.feature[name]
+        stripped.append(example.SerializeToString())
+        del example.features.feature[S.CANDIDATES]
+        bare.append(example.SerializeToString())
+    want = fn(examples=tf.constant(examples))
+    got = fn(examples=tf.constant(stripped))
+    for key in want:
+        np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=TOL)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="need an int64 list feature"):
+        fn(examples=tf.constant(bare))
+
+
+def test_sasrec_exports_too(run):
+    """A feed-only baseline reads ``search_has_click``: requests derive it from the clicks."""
+    config = C.preset("sasrec")
+    model = factory.build_model(config, load_vocab(run["data_dir"]))
+    signatures = S.ServingModule(model).signatures()
+    inputs = _requests(run["data_dir"], 2, 5)[F.Task.FEED]
+    got = signatures[S.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in inputs.items()})
+    want = model.score({**{k: tf.constant(v) for k, v in inputs.items()},
+                        F.SEARCH_HAS_CLICK: tf.cast(tf.reduce_any(
+                            tf.constant(inputs[F.SEARCH_CLICKS]) != 0, -1), tf.int64)},
+                       F.Task.FEED)
+    np.testing.assert_allclose(got["scores"].numpy(), want.numpy(), atol=TOL)
+
+
 def test_one_and_ten_thousand_candidates(run, loaded):
     inputs = _requests(run["data_dir"], 1, 10_000, seed=5)[F.Task.SEARCH]
     many = _call(loaded, "search", inputs)
@@ -380,7 +451,24 @@ def test_retrieve_excludes_history_on_request(run, loaded):
     seen.discard(0)
     assert seen, "the fixture row should have a history"
     assert not (set(ids(True)) & seen)
-    assert set(ids(False)) & seen or len(seen) == 0
+    # The whole request is excluded, also entries past the caps: put the unexcluded top item
+    # 40 entries back in a 45-entry feed history.
+    top = ids(False)[0]
+    vocab = load_vocab(run["data_dir"])
+    others = [i for i in vocab.item_ids if i != top][:3]
+    long_items = np.array([[top] + list(np.resize(others, 44))], np.int64)
+    request[F.FEED_ITEMS] = long_items
+    request[F.FEED_TS] = np.arange(1, 46, dtype=np.int64)[None] * 1000
+    excluded = set(long_items.ravel()) | set(request[F.SEARCH_CLICKS].ravel())
+    got = ids(True)
+    assert top not in got
+    # The 12-item fixture catalogue minus the excluded items leaves empty slots: id 0, -1e9.
+    out = fn(**{k: tf.constant(v) for k, v in request.items()},
+             exclude_history=tf.constant([True]))
+    empty = out["item_ids"].numpy()[0] == 0
+    assert empty.sum() == TOP_K - len(set(vocab.item_ids) - excluded)
+    np.testing.assert_array_equal(out["scores"].numpy()[0][empty], S.EMPTY_SCORE)
+    assert not (set(got) - {0}) & excluded
 
 
 def test_xla_serving_functions_match_the_plain_ones(run):

@@ -110,3 +110,42 @@ def test_strings_travel_as_b64_objects():
         got = rest.body_to_inputs(body, {"examples": object})
         assert got["examples"].tolist() == [b"\x00\xffab", b"cd"]
     assert rest.row_body("s", inputs)["instances"][0] == {"examples": {"b64": "AP9hYg=="}}
+
+
+def test_one_input_signatures_take_bare_values_as_tf_serving_does():
+    dtypes = {"examples": object}
+    # TF Serving documents bare values for a single-input signature, in both formats.
+    for body in ({"instances": [{"b64": "AP9hYg=="}, {"b64": "Y2Q="}]},
+                 {"inputs": [{"b64": "AP9hYg=="}, {"b64": "Y2Q="}]}):
+        got = rest.body_to_inputs(body, dtypes)
+        assert got["examples"].tolist() == [b"\x00\xffab", b"cd"]
+
+
+def test_hand_written_columnar_body_with_bool_and_ints():
+    body = {"signature_name": "retrieve",
+            "inputs": {"user_id": [3, 4], "candidates": [[1, 2, 3], [4, 5, 6]],
+                       "exclude_history": [True, False]}}
+    got = rest.body_to_inputs(body, DTYPES)
+    assert got["exclude_history"].tolist() == [True, False]
+    assert got["candidates"].dtype == np.int64
+
+
+def test_floats_for_integer_inputs_are_refused():
+    body = {"inputs": {"user_id": [3.5], "candidates": [[1]], "exclude_history": [True]}}
+    with pytest.raises(ValueError, match="`user_id` takes int64 values. Received floats"):
+        rest.body_to_inputs(body, DTYPES)
+    body = {"inputs": {"user_id": [3], "candidates": [[1]], "exclude_history": [2]}}
+    with pytest.raises(ValueError, match="takes booleans"):
+        rest.body_to_inputs(body, DTYPES)
+
+
+def test_fit_history_keeps_the_newest_entry_past_a_hole():
+    items = tf.constant([[11, 0, 13, 0]], tf.int64)
+    (kept,) = request.fit_history(tf.not_equal(items, 0), [items], cap=2)
+    np.testing.assert_array_equal(kept, [[0, 13]])  # the hole stays a masked slot
+
+
+def test_parallel_fields_of_different_lengths_are_refused():
+    items = tf.constant([[11, 12, 13]], tf.int64)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="parallel history inputs"):
+        request.fit_history(tf.not_equal(items, 0), [items, items[:, :2]], cap=2)

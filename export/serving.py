@@ -173,10 +173,11 @@ class ServingModule(tf.Module):
                 raise ValueError("`jit_compile=True` needs `cache_items=True` (or a ranker "
                                  "built with fixed shapes).")
         self.jit_compile = bool(jit_compile)
-        self._compiled = {
-            "score": [tf.function(functools.partial(self._plain_score, task=t), jit_compile=True)
-                      for t in F.Task],
-            "both": tf.function(self._plain_both, jit_compile=True)}
+        if self.jit_compile:
+            self._compiled = {
+                "score": [tf.function(functools.partial(self._plain_score, task=t),
+                                      jit_compile=True) for t in F.Task],
+                "both": tf.function(self._plain_both, jit_compile=True)}
         self.ranker = ranker
         self.retriever = retriever
         self.index = None
@@ -195,7 +196,8 @@ class ServingModule(tf.Module):
         return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
 
     def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
-        """``plain(batch)``, or ``compiled`` on the batch padded to bucket sizes, cut back."""
+        """``plain(batch)``, or ``compiled()`` (the XLA function) on the batch padded to bucket
+        sizes, cut back."""
         batch = fit_request(inputs)
         if not self.jit_compile:
             return plain(batch)
@@ -204,23 +206,19 @@ class ServingModule(tf.Module):
         padded = {name: request.pad_axis(value, 0, bucket(rows))
                   for name, value in batch.items()}
         padded[CANDIDATES] = request.pad_axis(padded[CANDIDATES], 1, bucket(cols))
-        out = compiled(padded)
+        out = compiled()(padded)
         return tf.nest.map_structure(lambda x: x[:rows, :cols], out)
 
     def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
         return self._run(inputs, functools.partial(self._plain_score, task=task),
-                         self._compiled["score"][int(task)])
+                         lambda: self._compiled["score"][int(task)])
 
     def _both(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        return self._run(inputs, self._plain_both, self._compiled["both"])
+        return self._run(inputs, self._plain_both, lambda: self._compiled["both"])
 
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
-        batch = fit_request(inputs)
-        has_query = tf.reduce_any(tf.not_equal(batch[F.QUERY_WORDS], 0), axis=1)
-        users = tf.where(has_query[:, None],
-                         self.retriever.user_vectors(batch, F.Task.SEARCH),
-                         self.retriever.user_vectors(batch, F.Task.FEED))
+        users = self.retriever.request_vectors(fit_request(inputs))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
                                 tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)

@@ -82,12 +82,15 @@ def score_baseline(model: str, seed: int, data_dir: str, path: str) -> Dict[str,
     """Evaluates a scorer baseline (popularity / random) on test and writes its record."""
     start = time.time()
     vocab = load_vocab(data_dir)
-    scorer = (scorers.PopularityScorer(vocab) if model == "popularity"
-              else scorers.RandomScorer(seed))
-    metrics = evaluator.evaluate_model(scorer, data_dir, TEST)
     popularity = evaluator.evaluate_model(scorers.PopularityScorer(vocab), data_dir, TEST)
     random = evaluator.evaluate_model(scorers.RandomScorer(evaluator.RANDOM_FLOOR_SEED),
                                       data_dir, TEST)
+    if model == "popularity":
+        metrics = popularity
+    elif seed == evaluator.RANDOM_FLOOR_SEED:
+        metrics = random
+    else:
+        metrics = evaluator.evaluate_model(scorers.RandomScorer(seed), data_dir, TEST)
     oracle = evaluator.oracle_reports(evaluator.resolve_raw_dir(data_dir), data_dir, TEST)
     entry = report.split_record(TEST, metrics, popularity=popularity, random=random,
                                 oracle=oracle, wall_time_s=time.time() - start)

@@ -15,15 +15,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
+from jsr_tf.layers.pooling import masked_mean
 
 MASK_FILL = -1e9
-
-
-def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean of `values (B, L, D)` over the slots where `mask (B, L)` is True; 0 if none."""
-    weights = tf.cast(mask, values.dtype)[..., tf.newaxis]
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights, axis=1),
-                                 tf.reduce_sum(weights, axis=1))
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")

@@ -27,16 +27,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
+from jsr_tf.layers.pooling import masked_mean
 
 DISTANCE_EPSILON = 1e-6  # PyTorch pairwise_distance
-
-
-def masked_mean(sequence: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean of the masked slots, `(B, L, D), (B, L) -> (B, D)`; 0 for an empty mask."""
-    weights = tf.cast(mask, sequence.dtype)
-    total = tf.einsum("bl,bld->bd", weights, sequence)
-    count = tf.maximum(tf.reduce_sum(weights, axis=-1, keepdims=True), 1.0)
-    return total / count
 
 
 def pairwise_distance(x: tf.Tensor, y: tf.Tensor,

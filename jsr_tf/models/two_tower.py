@@ -34,19 +34,12 @@ from jsr_tf.data.vocab import NUM_RESERVED, Vocab
 from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.mlp import MLP
+from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import ItemTables
 
 TEMPERATURE = 0.05
-
-
-def masked_mean(vectors: tf.Tensor, valid: tf.Tensor, axis: int) -> tf.Tensor:
-    """Mean of ``vectors [..., L, D]`` over the valid slots ``valid [..., L]`` (0 if none)."""
-    weights = tf.cast(valid, vectors.dtype)[..., None]
-    total = tf.reduce_sum(vectors * weights, axis=axis)
-    count = tf.reduce_sum(weights, axis=axis)
-    return total / tf.maximum(count, 1.0)
 
 
 class TwoTower(JsrModel):
@@ -100,27 +93,50 @@ class TwoTower(JsrModel):
             table(categories[..., k]) for k, table in enumerate(self.categories)]
         return tf.math.l2_normalize(self.item_projection(tf.concat(parts, axis=-1)), axis=-1)
 
-    def user_vectors(self, batch: Dict[str, tf.Tensor], task: int,
-                     training: bool = False) -> tf.Tensor:
-        """L2-normalised user-tower vectors ``[B, D]`` of a (raw or prepared) batch."""
-        batch = self.prepare(batch)
+    def _user_features(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """The task-independent tower input ``[B, 3E + E_user]`` of a prepared batch."""
         feed = batch[F.FEED_ITEMS]
         clicks = batch[F.SEARCH_CLICKS]
         words = batch[F.SEARCH_WORDS]
         session_valid = tf.not_equal(batch[F.SEARCH_TS], 0)
         query_means = masked_mean(self.words(words), tf.not_equal(words, 0), axis=-2)
-        parts = [masked_mean(self.history_items(feed), tf.not_equal(feed, 0), axis=1),
-                 masked_mean(self.history_items(clicks),
-                             tf.not_equal(clicks, 0) & session_valid[..., None], axis=[1, 2]),
-                 masked_mean(query_means, session_valid, axis=1),
-                 self.users(batch[F.USER_ID])]
-        if task == F.Task.SEARCH:
-            query = batch[F.QUERY_WORDS]
-            parts.append(masked_mean(self.words(query), tf.not_equal(query, 0), axis=1))
-        else:
-            parts.append(tf.zeros_like(parts[-1]))
-        tower = self.towers[int(task)](tf.concat(parts, axis=-1), training=training)
+        return tf.concat([
+            masked_mean(self.history_items(feed), tf.not_equal(feed, 0), axis=1),
+            masked_mean(self.history_items(clicks),
+                        tf.not_equal(clicks, 0) & session_valid[..., None], axis=[1, 2]),
+            masked_mean(query_means, session_valid, axis=1),
+            self.users(batch[F.USER_ID])], axis=-1)
+
+    def _tower(self, features: tf.Tensor, query: tf.Tensor, task: int,
+               training: bool) -> tf.Tensor:
+        tower = self.towers[int(task)](tf.concat([features, query], axis=-1), training=training)
         return tf.math.l2_normalize(tower, axis=-1)
+
+    def _query(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        query = batch[F.QUERY_WORDS]
+        return masked_mean(self.words(query), tf.not_equal(query, 0), axis=1)
+
+    def user_vectors(self, batch: Dict[str, tf.Tensor], task: int,
+                     training: bool = False) -> tf.Tensor:
+        """L2-normalised user-tower vectors ``[B, D]`` of a (raw or prepared) batch."""
+        batch = self.prepare(batch)
+        features = self._user_features(batch)
+        query = (self._query(batch) if task == F.Task.SEARCH
+                 else tf.zeros_like(features[:, :self.config.embedding_dim]))
+        return self._tower(features, query, task, training)
+
+    def request_vectors(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """Per row: the search tower if the row has query words, else the feed tower ``[B, D]``.
+
+        The history pooling is shared; only the two small tower MLPs run for every row.
+        """
+        batch = self.prepare(batch)
+        features = self._user_features(batch)
+        query = self._query(batch)
+        has_query = tf.reduce_any(tf.not_equal(batch[F.QUERY_WORDS], 0), axis=1)
+        return tf.where(has_query[:, None],
+                        self._tower(features, query, F.Task.SEARCH, False),
+                        self._tower(features, tf.zeros_like(query), F.Task.FEED, False))
 
     def catalogue(self) -> Tuple[tf.Tensor, tf.Tensor]:
         """Every vocabulary item: raw ids ``[N]`` and item vectors ``[N, D]`` (no pad/OOV)."""

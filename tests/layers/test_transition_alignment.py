@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss, masked_mean
+from jsr_tf.layers.pooling import masked_mean
+from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 
 from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jsr_tf.layers.triplet_loss import (InterestTripletLoss, masked_mean, pairwise_distance,
-                                        triplet_margin_loss)
+from jsr_tf.layers.pooling import masked_mean
+from jsr_tf.layers.triplet_loss import InterestTripletLoss, pairwise_distance, triplet_margin_loss
 
 from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
 

@@ -40,6 +40,9 @@ setuptools.setup(
             "jsr-export=export.cli:run",
             "jsr-compare=jsr_tf.cli.compare:run",
             "jsr-neighbours=pipelines.neighbours:main",
+            "jsr-neighbour-features=pipelines.neighbour_features:main",
+            "jsr-dense-neighbours=pipelines.dense_neighbours:main",
+            "jsr-neighbour-serving-table=pipelines.neighbour_serving_table:main",
         ],
     },
 )

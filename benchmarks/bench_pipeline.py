@@ -43,6 +43,25 @@ def _run_child(args) -> tuple:
     return time.perf_counter() - start, peak / 2**20
 
 
+def simulate_if_missing(bin_dir: str, raw: str, preset: str, seed: int) -> int:
+    """Runs ``jsr-simulate`` into ``raw`` unless its CSVs are there; returns the event count
+    (rows of rec_inter + src_inter)."""
+    if not os.path.exists(os.path.join(raw, "rec_inter.csv")):
+        subprocess.run([os.path.join(bin_dir, "jsr-simulate"), "--preset", preset, "--seed",
+                        str(seed), "--output_dir", raw], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _rows(os.path.join(raw, "rec_inter.csv")) + _rows(os.path.join(raw, "src_inter.csv"))
+
+
+def write_results(results: list, output) -> None:
+    """Prints the machine description; writes ``{"results", "machine"}`` to ``output`` if set."""
+    machine = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    print(json.dumps(machine))
+    if output:
+        with open(output, "w") as f:
+            json.dump({"results": results, "machine": machine}, f, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default="small,medium")
@@ -55,11 +74,7 @@ def main() -> None:
     for preset in args.presets.split(","):
         raw = os.path.join(args.work_dir, preset, "raw")
         out = os.path.join(args.work_dir, preset, "data")
-        if not os.path.exists(os.path.join(raw, "rec_inter.csv")):
-            subprocess.run([os.path.join(bin_dir, "jsr-simulate"), "--preset", preset, "--seed",
-                            str(args.seed), "--output_dir", raw], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        events = _rows(os.path.join(raw, "rec_inter.csv")) + _rows(os.path.join(raw, "src_inter.csv"))
+        events = simulate_if_missing(bin_dir, raw, preset, args.seed)
         seconds, peak_mib = _run_child([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
                                         "--output_dir", out])
         with open(os.path.join(out, "stats.json")) as f:
@@ -76,11 +91,7 @@ def main() -> None:
                   "time_ratio": round(b["seconds"] / a["seconds"], 2)}
         print(json.dumps(growth))
         results.append(growth)
-    machine = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    print(json.dumps(machine))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump({"results": results, "machine": machine}, f, indent=2)
+    write_results(results, args.output)
 
 
 if __name__ == "__main__":

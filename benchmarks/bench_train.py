@@ -10,6 +10,16 @@ Variants are measured in the same process, one after another, and reported as ex
 ratios to the first (the faithful default):
 
     .venv/bin/python benchmarks/bench_train.py --steps 10 --variants default,jit,no_l2,no_qi
+
+The neighbour cost (issue 6) compares ``default`` with ``nbr`` (``unisar_nbr``: 10 full neighbour
+slots per row, 15 items and 10 sessions each), ``sasrec`` with ``sasrec_nbr``, and ``eval`` with
+``nbr_eval`` (scoring 512 × 100):
+
+    .venv/bin/python benchmarks/bench_train.py --variants default,nbr,sasrec,sasrec_nbr,eval,nbr_eval
+
+``--data_dir`` uses the first real batches (and neighbour payload) of a pipeline output and its
+vocabulary instead: the synthetic payload's ids are all distinct, the worst case for the
+per-unique-id item encoding; real payloads repeat popular items.
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ from jsr_tf.config import preset
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs
+from jsr_tf.models import factory
 from jsr_tf.models.unisar import UniSAR
+from jsr_tf.training.trainer import model_tasks
 
 ITEMS, WORDS, USERS = 673_414, 394_910, 22_698
 
@@ -90,6 +102,55 @@ def synthetic_batch(rng: np.random.Generator, rows: int, candidates: int,
     return out
 
 
+def synthetic_neighbours(rng: np.random.Generator, rows: int) -> Dict[str, tf.Tensor]:
+    """Every slot filled: 5 feed-side + 5 search-side neighbours, 15 items and 10 sessions
+    (4 words, 2 clicks) each, the worst case for the neighbour encoder."""
+    k, lf, lq = F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
+    words = rng.integers(1, WORDS + 1, size=(rows, k, lq, F.NBR_QUERY_WORDS), dtype=np.int64)
+    words[..., 4:] = 0
+    side = np.tile(np.repeat([F.NeighbourSide.FEED, F.NeighbourSide.SEARCH], k // 2), (rows, 1))
+    return {
+        F.NBR_SIDE: tf.constant(side, tf.int64),
+        F.NBR_SIM: tf.constant(rng.uniform(0.02, 0.5, (rows, k)), tf.float32),
+        F.NBR_REC_ITEMS: tf.constant(rng.integers(1, ITEMS + 1, (rows, k, lf)), tf.int64),
+        F.NBR_SRC_WORDS: tf.constant(words, tf.int64),
+        F.NBR_SRC_CLICKS: tf.constant(
+            rng.integers(1, ITEMS + 1, (rows, k, lq, F.NBR_SESSION_CLICKS)), tf.int64),
+    }
+
+
+def real_batches(args):
+    """Vocabulary, (feed, search, eval) batches without neighbour keys, and their neighbour
+    tensors, from the first rows of ``args.data_dir`` (train feed/search, valid feed)."""
+    from jsr_tf.data.vocab import load_vocab
+
+    def first(split, task, rows):
+        batch = next(iter(reader.make_dataset(args.data_dir, split, task, rows,
+                                              shuffle_buffer=0, neighbours=True)))
+        base = {k: v for k, v in batch.items() if k not in F.NEIGHBOUR_INPUTS}
+        return base, {k: batch[k] for k in F.NEIGHBOUR_INPUTS}
+
+    parts = [first("train", F.Task.FEED, args.batch_size),
+             first("train", F.Task.SEARCH, args.search_batch_size),
+             first("valid", F.Task.FEED, 512)]
+    neighbours = dict(zip(("feed", "search", "eval"), (nbr for _, nbr in parts)))
+    return load_vocab(args.data_dir), [base for base, _ in parts], neighbours
+
+
+# variant -> (preset, overrides, uses neighbour inputs)
+VARIANTS = {
+    "default": ("unisar", [], False),
+    "jit": ("unisar", ["train.jit_compile=true"], False),
+    "no_l2": ("unisar", [], False),
+    "no_qi": ("unisar", ["model.use_query_item_alignment=false"], False),
+    "eval": ("unisar", [], False),
+    "nbr": ("unisar_nbr", [], True),
+    "nbr_eval": ("unisar_nbr", [], True),
+    "sasrec": ("sasrec", [], False),
+    "sasrec_nbr": ("sasrec_nbr", [], True),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -97,27 +158,45 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--search_batch_size", type=int, default=88)
     parser.add_argument("--variants", default="default,jit,no_l2,no_qi,eval")
+    parser.add_argument("--data_dir", default=None,
+                        help="Use the first batches of this pipeline output (with its neighbour "
+                             "payload, if any) and its vocabulary instead of synthetic ones.")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    vocab = synthetic_vocab(rng)
-    feed = synthetic_batch(rng, args.batch_size, 5, F.Task.FEED)
-    search = synthetic_batch(rng, args.search_batch_size, 5, F.Task.SEARCH)
-    eval_batch = synthetic_batch(rng, 512, 100, F.Task.FEED)
+    if args.data_dir:
+        vocab, (feed, search, eval_batch), neighbours = real_batches(args)
+    else:
+        vocab = synthetic_vocab(rng)
+        feed = synthetic_batch(rng, args.batch_size, 5, F.Task.FEED)
+        search = synthetic_batch(rng, args.search_batch_size, 5, F.Task.SEARCH)
+        eval_batch = synthetic_batch(rng, 512, 100, F.Task.FEED)
+        neighbours = {"feed": synthetic_neighbours(rng, args.batch_size),
+                      "search": synthetic_neighbours(rng, args.search_batch_size),
+                      "eval": synthetic_neighbours(rng, 512)}
     results = []
     for variant in args.variants.split(","):
-        overrides = {"jit": ["train.jit_compile=true"], "no_qi": [
-            "model.use_query_item_alignment=false"]}.get(variant, [])
-        config = preset("unisar").override(overrides)
+        name, overrides, with_nbr = VARIANTS[variant]
+        config = preset(name).override(overrides)
         keras.utils.set_random_seed(1)
-        model = UniSAR(config.model, vocab, l2=0.0 if variant == "no_l2" else config.train.l2,
-                       dynamic_shapes=not config.train.jit_compile)
-        inputs = {Inputs.FEED.value: model.prepare(feed),
-                  Inputs.SEARCH.value: model.prepare(search)}
-        if variant == "eval":
+        if name == "unisar" or name == "unisar_nbr":
+            model = UniSAR(config.model, vocab,
+                           l2=0.0 if variant == "no_l2" else config.train.l2,
+                           dynamic_shapes=not config.train.jit_compile)
+        else:
+            model = factory.build_model(config, vocab)
+
+        def extra(key):
+            return neighbours[key] if with_nbr else {}
+
+        inputs = {Inputs.FEED.value: model.prepare({**feed, **extra("feed")}),
+                  Inputs.SEARCH.value: model.prepare({**search, **extra("search")})}
+        if F.Task.SEARCH not in model_tasks(model):
+            inputs.pop(Inputs.SEARCH.value)  # feed-only baselines train on feed rows
+        if variant.endswith("eval"):
             fn = tf.function(lambda b: model.score(b, F.Task.FEED))
-            prepared = model.prepare(eval_batch)
+            prepared = model.prepare({**eval_batch, **extra("eval")})
             step, rows = (lambda: fn(prepared)), 512
         else:
             model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),

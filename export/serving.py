@@ -16,6 +16,15 @@ unknown and negative ids map to the OOV bucket; B and N are free):
     where no Example has it is an error)
     → ``feed_scores [B, N]``, ``search_scores [B, N]`` (N = the longest candidate list; the
     columns past a shorter list score padding and should be ignored).
+``feed_nbr``, ``search_nbr`` (only for rankers built with neighbours, e.g. ``unisar_nbr``)
+    the ``feed`` / ``search`` inputs plus the user's similar-user payload, as the neighbour
+    table's serving export holds it (``features.py``, ``spec/similar_users.md`` §5):
+    ``nbr_side [B, K]`` (0 empty, 1 feed-similar, 2 search-similar), ``nbr_sim [B, K]`` float32,
+    ``nbr_rec_items [B, K, Lf]``, ``nbr_src_words [B, K, Lq, Wn]``,
+    ``nbr_src_clicks [B, K, Lq, Kn]`` (any sizes: cut or 0-padded to K = 10 slots, the most
+    recent Lf = 15 items and Lq = 10 sessions, the first Wn = 8 words and Kn = 2 clicks)
+    → ``scores [B, N]``. All-zero neighbour inputs (a user without a table row) give exactly
+    the ``feed`` / ``search`` scores; those base signatures run such a ranker with no neighbours.
 ``retrieve`` (when a two-tower head is exported)
     the ``feed`` inputs without ``candidates``, plus ``query_words [B, Wq]`` and
     ``exclude_history [B]`` bool → ``item_ids [B, k]`` int64, ``scores [B, k]`` float32.
@@ -52,6 +61,8 @@ EMPTY_SCORE = -1.0e9
 
 FEED_SIGNATURE = "feed"
 SEARCH_SIGNATURE = "search"
+FEED_NBR_SIGNATURE = "feed_nbr"
+SEARCH_NBR_SIGNATURE = "search_nbr"
 DEFAULT_SIGNATURE = "serving_default"
 RETRIEVE_SIGNATURE = "retrieve"
 
@@ -67,6 +78,53 @@ HISTORY_SPECS = {
 CANDIDATES_SPEC = tf.TensorSpec([None, None], _I64, name=CANDIDATES)
 QUERY_SPEC = tf.TensorSpec([None, None], _I64, name=F.QUERY_WORDS)
 EXCLUDE_SPEC = tf.TensorSpec([None], tf.bool, name=EXCLUDE_HISTORY)
+NEIGHBOUR_SPECS = {
+    F.NBR_SIDE: tf.TensorSpec([None, None], _I64, name=F.NBR_SIDE),
+    F.NBR_SIM: tf.TensorSpec([None, None], tf.float32, name=F.NBR_SIM),
+    F.NBR_REC_ITEMS: tf.TensorSpec([None, None, None], _I64, name=F.NBR_REC_ITEMS),
+    F.NBR_SRC_WORDS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_WORDS),
+    F.NBR_SRC_CLICKS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_CLICKS),
+}
+
+
+def uses_neighbours(model) -> bool:
+    """Whether a ranker was built with a neighbour encoder (``ModelConfig.neighbours``)."""
+    return getattr(getattr(model, "config", None), "neighbours", "none") != "none"
+
+
+def fit_neighbours(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """A request's neighbour tensors (any sizes) → the reader's ``[B, K, ...]`` layout.
+
+    Slots beyond ``K`` are dropped (the table lists the best first); each slot keeps its most
+    recent ``Lf`` items and ``Lq`` sessions, and the first ``Wn`` words and ``Kn`` clicks of a
+    session, as the pipeline does.
+    """
+    k = F.MAX_NEIGHBOURS
+    side = request.fit_width(tf.cast(inputs[F.NBR_SIDE], _I64), k)
+    sim = request.fit_width(tf.cast(inputs[F.NBR_SIM], tf.float32), k)
+    rows = tf.shape(side)[0]
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            tf.shape(inputs[F.NBR_SIDE]), tf.shape(inputs[F.NBR_SIM]),
+            message="nbr_side and nbr_sim should have the same shape [B, K]")]):
+        items = tf.identity(inputs[F.NBR_REC_ITEMS])
+
+    def slots(values: tf.Tensor) -> tf.Tensor:  # [B, any, ...] -> [B * K, ...]
+        values = request.pad_axis(values, 1, k)[:, :k]
+        return tf.reshape(values, tf.concat([[rows * k], tf.shape(values)[2:]], 0))
+
+    items = slots(items)
+    (items,) = request.fit_history(tf.not_equal(items, 0), [items], F.NBR_FEED_ITEMS)
+    words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], F.NBR_QUERY_WORDS))
+    clicks = slots(request.fit_width(inputs[F.NBR_SRC_CLICKS], F.NBR_SESSION_CLICKS))
+    valid = (tf.reduce_any(tf.not_equal(words, 0), axis=-1)
+             | tf.reduce_any(tf.not_equal(clicks, 0), axis=-1))
+    words, clicks = request.fit_history(valid, [words, clicks], F.NBR_SEARCH_SESSIONS)
+    lq = F.NBR_SEARCH_SESSIONS
+    return {F.NBR_SIDE: tf.ensure_shape(side, [None, k]),
+            F.NBR_SIM: tf.ensure_shape(sim, [None, k]),
+            F.NBR_REC_ITEMS: tf.reshape(items, [-1, k, F.NBR_FEED_ITEMS]),
+            F.NBR_SRC_WORDS: tf.reshape(words, [-1, k, lq, F.NBR_QUERY_WORDS]),
+            F.NBR_SRC_CLICKS: tf.reshape(clicks, [-1, k, lq, F.NBR_SESSION_CLICKS])}
 
 
 def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -98,6 +156,8 @@ def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
             [None, F.MAX_QUERY_WORDS])
     if CANDIDATES in inputs:
         out[CANDIDATES] = inputs[CANDIDATES]
+    if F.NBR_SIDE in inputs:
+        out.update(fit_neighbours(inputs))
     return out
 
 
@@ -112,10 +172,21 @@ def _serving_spec() -> Dict[str, tf.io.RaggedFeature]:
     return spec
 
 
-def parse_examples(serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """Serialized serving Examples → dense request tensors (uncapped; ``fit_request`` caps)."""
-    parsed = tf.io.parse_example(serialized, _serving_spec())
-    out = {name: value.to_tensor(default_value=0) for name, value in parsed.items()}
+def parse_examples(serialized: tf.Tensor, neighbours: bool = False) -> Dict[str, tf.Tensor]:
+    """Serialized serving Examples → dense request tensors (uncapped; ``fit_request`` caps).
+
+    With ``neighbours`` the Examples' ``nbr_*`` fields (the training layout; absent = none) are
+    parsed too.
+    """
+    spec = _serving_spec()
+    if neighbours:
+        spec.update({name: tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else _I64)
+                     for name in F.NEIGHBOUR_INPUTS})
+    parsed = tf.io.parse_example(serialized, spec)
+    nbr = reader.neighbour_tensors(parsed) if neighbours else {}
+    out = {name: value.to_tensor(default_value=0) for name, value in parsed.items()
+           if name not in F.NEIGHBOUR_INPUTS}
+    out.update(nbr)
     out[F.USER_ID] = pad_first(out[F.USER_ID])
     # Examples without the flag (older writers): derive it from the clicks, as for requests.
     has_click = tf.cast(tf.reduce_any(tf.not_equal(
@@ -169,9 +240,13 @@ class ServingModule(tf.Module):
         if cache_items and hasattr(ranker, "cache_item_vectors"):
             ranker.cache_item_vectors()
         if jit_compile and getattr(ranker, "dynamic_shapes", False):
-            if getattr(ranker, "item_cache", None) is None:
+            if getattr(ranker, "item_cache", None) is not None:
+                pass  # the cached table replaces the per-unique-id encoding
+            elif hasattr(ranker, "cache_item_vectors"):
                 raise ValueError("`jit_compile=True` needs `cache_items=True` (or a ranker "
                                  "built with fixed shapes).")
+            else:  # e.g. SASRec: its fixed-shape path gives the same values
+                ranker.dynamic_shapes = False
         self.jit_compile = bool(jit_compile)
         if self.jit_compile:
             self._compiled = {
@@ -203,7 +278,9 @@ class ServingModule(tf.Module):
             return plain(batch)
         batch = self.ranker.prepare(batch)
         rows, cols = tf.shape(batch[CANDIDATES])[0], tf.shape(batch[CANDIDATES])[1]
-        padded = {name: request.pad_axis(value, 0, bucket(rows))
+        # Padding B keeps the inner static shapes (the models read e.g. the clicks per session).
+        padded = {name: tf.ensure_shape(request.pad_axis(value, 0, bucket(rows)),
+                                        [None, *value.shape[1:]])
                   for name, value in batch.items()}
         padded[CANDIDATES] = request.pad_axis(padded[CANDIDATES], 1, bucket(cols))
         out = compiled()(padded)
@@ -251,13 +328,32 @@ class ServingModule(tf.Module):
             inputs = dict(zip(names + [F.QUERY_WORDS, CANDIDATES], args))
             return {SCORES: self._score(inputs, F.Task.SEARCH)}
 
+        neighbours = uses_neighbours(self.ranker)
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
         def serving_default(examples):
-            return self._both(parse_examples(examples))
+            return self._both(parse_examples(examples, neighbours=neighbours))
 
         out = {FEED_SIGNATURE: feed.get_concrete_function(),
                SEARCH_SIGNATURE: search.get_concrete_function(),
                DEFAULT_SIGNATURE: serving_default.get_concrete_function()}
+        if neighbours:
+            nbr_names = list(NEIGHBOUR_SPECS)
+
+            @tf.function(input_signature=[*HISTORY_SPECS.values(), *NEIGHBOUR_SPECS.values(),
+                                          CANDIDATES_SPEC])
+            def feed_nbr(*args):
+                inputs = dict(zip(names + nbr_names + [CANDIDATES], args))
+                return {SCORES: self._score(inputs, F.Task.FEED)}
+
+            @tf.function(input_signature=[*HISTORY_SPECS.values(), *NEIGHBOUR_SPECS.values(),
+                                          QUERY_SPEC, CANDIDATES_SPEC])
+            def search_nbr(*args):
+                inputs = dict(zip(names + nbr_names + [F.QUERY_WORDS, CANDIDATES], args))
+                return {SCORES: self._score(inputs, F.Task.SEARCH)}
+
+            out[FEED_NBR_SIGNATURE] = feed_nbr.get_concrete_function()
+            out[SEARCH_NBR_SIGNATURE] = search_nbr.get_concrete_function()
         if self.index is not None:
             @tf.function(input_signature=[*HISTORY_SPECS.values(), QUERY_SPEC, EXCLUDE_SPEC])
             def retrieve(*args):

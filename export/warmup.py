@@ -25,18 +25,25 @@ EXTRA_DIR = "assets.extra"
 HISTORY_INPUTS = tuple(S.HISTORY_SPECS)
 
 
-def sample_requests(data_dir: str, rows: int = 2,
-                    candidates: int = F.NUM_EVAL_CANDIDATES) -> Dict[str, Dict[str, np.ndarray]]:
-    """One request per signature from the first valid rows: signature → input name → array."""
+def sample_requests(data_dir: str, rows: int = 2, candidates: int = F.NUM_EVAL_CANDIDATES,
+                    neighbours: bool = False) -> Dict[str, Dict[str, np.ndarray]]:
+    """One request per signature from the first valid rows: signature → input name → array.
+
+    With ``neighbours`` the ``feed_nbr`` / ``search_nbr`` requests carry the rows' stored
+    neighbour payload (all zeros if the data dir has none).
+    """
     out: Dict[str, Dict[str, np.ndarray]] = {}
-    for task, name in ((F.Task.FEED, S.FEED_SIGNATURE), (F.Task.SEARCH, S.SEARCH_SIGNATURE)):
+    for task, name, nbr_name in ((F.Task.FEED, S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE),
+                                 (F.Task.SEARCH, S.SEARCH_SIGNATURE, S.SEARCH_NBR_SIGNATURE)):
         batch = next(iter(reader.make_dataset(data_dir, F.Split.VALID.value, task, rows,
-                                              shuffle_buffer=0)))
+                                              shuffle_buffer=0, neighbours=neighbours)))
         inputs = {key: batch[key].numpy() for key in HISTORY_INPUTS}
         if task == F.Task.SEARCH:
             inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()
         inputs[S.CANDIDATES] = batch[reader.CANDIDATES].numpy()[:, :candidates]
         out[name] = inputs
+        if neighbours:
+            out[nbr_name] = {**inputs, **{key: batch[key].numpy() for key in S.NEIGHBOUR_SPECS}}
     retrieve = {key: out[S.SEARCH_SIGNATURE][key] for key in HISTORY_INPUTS + (F.QUERY_WORDS,)}
     retrieve[S.EXCLUDE_HISTORY] = np.ones(len(retrieve[F.USER_ID]), bool)
     out[S.RETRIEVE_SIGNATURE] = retrieve

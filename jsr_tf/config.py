@@ -14,6 +14,9 @@ from typing import Any, Callable, Dict, Iterable, Tuple
 from jsr_tf import features as F
 
 
+NEIGHBOUR_ENCODERS = ("none", "pooled", "shared")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Model hyper-parameters; defaults are the UniSAR KuaiSAR reference (spec/unisar.md §11).
@@ -40,6 +43,19 @@ class ModelConfig:
         use_transition_alignment: Ablation switch.
         use_query_item_alignment: Ablation switch.
         use_fusion: Ablation switch (decoders on/off).
+        neighbours: Similar-user augmentation (spec/similar_users.md §4): ``"none"`` (the
+            base model), ``"pooled"`` (recency-pooled neighbour vectors into a
+            ``NeighbourFusion``; UniSAR and SASRec) or ``"shared"`` (the neighbour sequences go
+            through the model's own feed/search encoders first; UniSAR only).
+        neighbour_heads: Attention heads of the fusion.
+        neighbour_head_dim: Size of each fusion head.
+        neighbour_dropout: Probability of dropping a neighbour slot per training step.
+        neighbour_attention_dropout: Dropout on the fusion's attention weights.
+        neighbour_decay: Recency decay γ of the pooled neighbour encoder, in (0, 1].
+        neighbour_candidate_aware: The fusion's query is ``[interest; candidate]`` per candidate
+            (False: the interest averaged over all candidate columns, padding included, so a
+            candidate's score then depends on the rest of the list; SASRec's
+            candidate-independent user vector always queries alone).
     """
 
     name: str = "unisar"
@@ -63,6 +79,18 @@ class ModelConfig:
     use_transition_alignment: bool = True
     use_query_item_alignment: bool = True
     use_fusion: bool = True
+    neighbours: str = "none"
+    neighbour_heads: int = 2
+    neighbour_head_dim: int = 32
+    neighbour_dropout: float = 0.1
+    neighbour_attention_dropout: float = 0.1
+    neighbour_decay: float = 0.9
+    neighbour_candidate_aware: bool = True
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether the model reads the neighbour payload (``neighbours != "none"``)."""
+        return self.neighbours != "none"
 
     def validate(self) -> "ModelConfig":
         for name in ("embedding_dim", "hidden_dim", "num_heads", "num_layers", "ffn_dim",
@@ -78,7 +106,29 @@ class ModelConfig:
         for name in ("his_cl_temp", "q_i_cl_temp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` should be positive. Received: `{getattr(self, name)}`")
+        self._validate_neighbours()
         return self
+
+    def _validate_neighbours(self) -> None:
+        if self.neighbours not in NEIGHBOUR_ENCODERS:
+            raise ValueError(f"`neighbours` should be one of {NEIGHBOUR_ENCODERS}. "
+                             f"Received: `neighbours={self.neighbours!r}`")
+        for name in ("neighbour_heads", "neighbour_head_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` should be a positive integer. "
+                                 f"Received: `{name}={value!r}`")
+        for name in ("neighbour_dropout", "neighbour_attention_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f"`{name}` should be in [0, 1). Received: `{name}={value!r}`")
+        decay = self.neighbour_decay
+        if not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
+            raise ValueError("`neighbour_decay` should be in (0, 1]. "
+                             f"Received: `neighbour_decay={self.neighbour_decay!r}`")
+        if not isinstance(self.neighbour_candidate_aware, bool):
+            raise ValueError("`neighbour_candidate_aware` should be a bool. Received: "
+                             f"`neighbour_candidate_aware={self.neighbour_candidate_aware!r}`")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,6 +342,23 @@ def unisar_no_fusion() -> ExperimentConfig:
 def unisar_causal() -> ExperimentConfig:
     """UniSAR with ``causal_transitions`` on: transitions read only earlier behaviours."""
     return _unisar_ablation("unisar_causal", causal_transitions=True)
+
+
+@register_preset
+def unisar_nbr() -> ExperimentConfig:
+    """UniSAR + similar-user neighbours (spec/similar_users.md §4): pooled neighbour encoder and
+    two ``NeighbourFusion`` instances (on ``rec_interest`` and ``src_interest``). Needs data
+    with the neighbour payload (``jsr-neighbour-features``); without it every slot is empty and
+    the model scores exactly like ``unisar``."""
+    return _unisar_ablation("unisar_nbr", neighbours="pooled")
+
+
+@register_preset
+def sasrec_nbr() -> ExperimentConfig:
+    """SASRec + similar-user neighbours: one ``NeighbourFusion`` on the user vector ``H_last``."""
+    base = sasrec()
+    return dataclasses.replace(base, preset="sasrec_nbr",
+                               model=dataclasses.replace(base.model, neighbours="pooled"))
 
 
 @register_preset

@@ -151,6 +151,72 @@ SEARCH_PARALLEL = (SEARCH_TS, SEARCH_ROWS, SEARCH_HAS_CLICK, SEARCH_WORD_LENGTHS
                    SEARCH_CLICK_LENGTHS)
 
 
+# ---------------------------------------------------------------------------------------------
+# Neighbour payload (spec/similar_users.md §4): optional fields written by
+# ``pipelines/neighbour_features.py`` (``jsr-neighbour-features``) onto a copy of the examples.
+# Absent fields mean "no neighbours"; the reader parses them only when asked (``neighbours=True``)
+# and gives all-zero tensors for examples without them.
+#
+# One *slot* per neighbour of the example's user at list snapshot ``k(target_ts)``: the feed-side
+# neighbours first (best first), then the search-side ones. Per slot, the neighbour's most recent
+# events with ``ts < target_ts - payload_lag`` from the events the example's split may see, each
+# block oldest first and right-padded with 0 to its fixed size, so a slot's values have a fixed
+# length and the lists below are ``slots x size`` long, row-major.
+MAX_NEIGHBOURS = 10            # K = k_feed + k_search slots in the reader (default 5 + 5)
+NBR_FEED_ITEMS = 15            # Lf: feed positives per neighbour
+NBR_SEARCH_SESSIONS = 10       # Lq: search sessions per neighbour
+NBR_QUERY_WORDS = 8            # Wn: words kept per session (the first ones)
+NBR_SESSION_CLICKS = 2         # Kn: items kept per session (as in the user's own history)
+
+
+class NeighbourSide(enum.IntEnum):
+    """Why a slot's user is a neighbour; ``EMPTY`` marks padding slots (reader only)."""
+
+    EMPTY = 0
+    FEED = 1
+    SEARCH = 2
+
+
+NBR_SIDE = "nbr_side"                # int64 [n]: NeighbourSide (1 or 2)
+NBR_SIM = "nbr_sim"                  # float [n]: exact Jaccard of the two users' token sets
+NBR_REC_ITEMS = "nbr_rec_items"      # int64 [n * Lf]
+NBR_SRC_WORDS = "nbr_src_words"      # int64 [n * Lq * Wn]
+NBR_SRC_CLICKS = "nbr_src_clicks"    # int64 [n * Lq * Kn]
+NBR_USERS = "nbr_users"              # int64 [n]: audit only, never a model input
+NBR_LAST_TS = "nbr_last_ts"          # int64 [n]: audit only, newest payload event (0 if none)
+
+NEIGHBOUR_FEATURES = (NBR_SIDE, NBR_SIM, NBR_REC_ITEMS, NBR_SRC_WORDS, NBR_SRC_CLICKS,
+                      NBR_USERS, NBR_LAST_TS)
+# Per-slot block sizes of the flattened lists (values per slot).
+NEIGHBOUR_SLOT_SIZES: Mapping[str, int] = {
+    NBR_SIDE: 1, NBR_SIM: 1, NBR_USERS: 1, NBR_LAST_TS: 1,
+    NBR_REC_ITEMS: NBR_FEED_ITEMS,
+    NBR_SRC_WORDS: NBR_SEARCH_SESSIONS * NBR_QUERY_WORDS,
+    NBR_SRC_CLICKS: NBR_SEARCH_SESSIONS * NBR_SESSION_CLICKS,
+}
+# The model inputs among them (a serving request's ``*_nbr`` signatures take exactly these).
+NEIGHBOUR_INPUTS = (NBR_SIDE, NBR_SIM, NBR_REC_ITEMS, NBR_SRC_WORDS, NBR_SRC_CLICKS)
+
+
+def neighbour_feature_description() -> Dict[str, str]:
+    """Human-readable schema of the neighbour fields (added to ``schema.json`` by the job)."""
+    lf, lq = NBR_FEED_ITEMS, NBR_SEARCH_SESSIONS
+    desc = {
+        NBR_SIDE: "int64 [n slots], 1 = feed-similar, 2 = search-similar; feed side first",
+        NBR_SIM: "float [n], exact Jaccard of the user and the slot's neighbour",
+        NBR_REC_ITEMS: f"int64 [n * {lf}], per slot the neighbour's last {lf} feed positives "
+                       "before target_ts - payload_lag, oldest first, 0-padded",
+        NBR_SRC_WORDS: f"int64 [n * {lq} * {NBR_QUERY_WORDS}], per slot the last {lq} search "
+                       f"sessions' first {NBR_QUERY_WORDS} query words, 0-padded",
+        NBR_SRC_CLICKS: f"int64 [n * {lq} * {NBR_SESSION_CLICKS}], the same sessions' first "
+                        f"{NBR_SESSION_CLICKS} items (as in search_clicks), 0-padded",
+        NBR_USERS: "int64 [n], the neighbours' raw user ids (audit only, not a model input)",
+        NBR_LAST_TS: "int64 [n], ts of the slot's newest payload event, 0 if none (audit only)",
+    }
+    assert set(desc) == set(NEIGHBOUR_FEATURES)
+    return desc
+
+
 def feature_description() -> Dict[str, str]:
     """Human-readable schema: name -> description. Written to ``schema.json`` by the pipeline."""
     desc = {

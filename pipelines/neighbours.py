@@ -61,18 +61,15 @@ import argparse
 import collections
 import json
 import logging
-import sys
 import time
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 import jsr_tf
 from jsr_tf import features as F
-from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
 from jsr_tf.features import EventKind
@@ -81,10 +78,12 @@ from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, Ne
                                parse_snapshot, snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
-from pipelines.preprocess import DEFAULT_RUNNER, resolve_inputs
-from pipelines.stats import ReconciliationError
-from pipelines.transforms import (ITEMS, REC, SRC, STATS, BuildTimelines, Counters, ParseFile,
-                                  _dedupe_counts, merge_counters)
+from pipelines.preprocess import resolve_inputs
+from pipelines.cli import console_main, pipeline_options
+from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
+                             write_json)
+from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _dedupe_counts,
+                                  merge_counters, parse_timelines)
 
 TABLE_PREFIX = "neighbours"
 TABLE_SUFFIX = ".jsonl"
@@ -92,7 +91,6 @@ STATS_FILE = "neighbour_stats.json"
 CONFIG_FILE = "neighbour_config.json"
 _RAW = "_raw_neighbour_counters.json"
 _SNAPSHOTS = "_snapshots.json"
-_PROGRESS = 20_000
 _EXACT_WARN_USERS = 20_000
 ITEM_REFS = "item_refs"
 
@@ -117,19 +115,6 @@ class Indexed(NamedTuple):
 def counter_name(visibility: str, snapshot: int, side: Optional[str], name: str) -> str:
     """Flat counter key, e.g. ``train/0/search/users_indexed`` (``train/0/users_known``)."""
     return f"{visibility}/{snapshot}/{side}/{name}" if side else f"{visibility}/{snapshot}/{name}"
-
-
-class _Progress:
-    """Logs every ``_PROGRESS`` elements of one DoFn instance."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.count = 0
-
-    def tick(self) -> None:
-        self.count += 1
-        if self.count % _PROGRESS == 0:
-            logging.info("neighbours/%s: %d done", self.label, self.count)
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -178,7 +163,7 @@ class UserTokens(beam.DoFn):
 
     def __init__(self, config: NeighbourConfig) -> None:
         self._config = config
-        self._progress = _Progress("tokens")
+        self._progress = Progress("neighbours", "tokens")
 
     def process(self, timeline: UserTimeline, snapshots: List[int]):
         n_snap = len(snapshots)
@@ -259,7 +244,7 @@ class CumulativeSignatures(beam.DoFn):
     def __init__(self, config: NeighbourConfig) -> None:
         self._config = config
         self._hasher: Optional[mh.MinHasher] = None
-        self._progress = _Progress("signatures")
+        self._progress = Progress("neighbours", "signatures")
 
     def setup(self):
         self._hasher = mh.MinHasher(self._config.num_perm, self._config.hash_seed)
@@ -370,7 +355,7 @@ class TopCandidates(beam.DoFn):
 
     def __init__(self, config: NeighbourConfig) -> None:
         self._config = config
-        self._progress = _Progress("candidates")
+        self._progress = Progress("neighbours", "candidates")
 
     def process(self, element):
         key, lists = element
@@ -406,7 +391,7 @@ class ReRank(beam.DoFn):
 
     def __init__(self, config: NeighbourConfig) -> None:
         self._config = config
-        self._progress = _Progress("rerank")
+        self._progress = Progress("neighbours", "rerank")
 
     def process(self, element, snapshots: List[int]):
         key, grouped = element
@@ -531,16 +516,6 @@ class RetrieveNeighbours(beam.PTransform):
 # --------------------------------------------------------------------------- pipeline
 
 
-def _write_json(obj, path: str) -> None:
-    with FileSystems.create(path) as out:
-        out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
-
-
-def _read_json(path: str):
-    with FileSystems.open(path) as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
 def clear_previous_outputs(output_dir: str) -> None:
     """Deletes the table shards and dead letters of an earlier run in ``output_dir``."""
     patterns = [FileSystems.join(output_dir, f"{TABLE_PREFIX}-*{TABLE_SUFFIX}"),
@@ -555,14 +530,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
                    config: NeighbourConfig, preprocess_config: PreprocessConfig,
                    num_shards: int = 0) -> None:
     """Adds the whole neighbour graph to ``pipeline``."""
-    parsed = {name: pipeline | f"Parse {name}" >> ParseFile(name, paths[name], preprocess_config)
-              for name in (REC, SRC, ITEMS)}
-    feed = parsed[REC].records | "KeyFeed" >> beam.Map(lambda e: (e.user_id, e))
-    search = parsed[SRC].records | "KeySearch" >> beam.Map(lambda r: (r.user_id, r))
-    timelines = ({"feed": feed, "search": search}
-                 | "GroupByUser" >> beam.CoGroupByKey()
-                 | "Timelines" >> beam.ParDo(BuildTimelines(preprocess_config)).with_outputs(
-                     STATS, main="tl"))
+    parsed, timelines = parse_timelines(pipeline, paths, preprocess_config, (REC, SRC, ITEMS))
 
     snapshots = (timelines.tl
                  | "EventSpan" >> beam.FlatMap(event_span)
@@ -600,9 +568,9 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     (stats_parts
      | "AllStats" >> beam.Flatten()
      | "MergeStats" >> beam.CombineGlobally(merge_counters)
-     | "WriteRawStats" >> beam.Map(_write_json, FileSystems.join(output_dir, _RAW)))
+     | "WriteRawStats" >> beam.Map(write_json, FileSystems.join(output_dir, _RAW)))
     (snapshots | "WriteSnapshots" >> beam.Map(
-        _write_json, FileSystems.join(output_dir, _SNAPSHOTS)))
+        write_json, FileSystems.join(output_dir, _SNAPSHOTS)))
 
 
 # --------------------------------------------------------------------------- stats
@@ -613,61 +581,85 @@ _LSH_COUNTERS = ("buckets_skipped", "bucket_users_skipped", "candidate_pairs",
                  "users_candidates_truncated", "candidates_scored")
 
 
-def summarise(counters: Dict[str, int], snapshots: List[int], config: NeighbourConfig) -> Dict:
-    """Structured stats and reconciliation checks from the flat counters."""
-    c = counters.get
-    checks: List[Dict] = []
-
-    def check(label: str, left: int, right: int) -> None:
-        checks.append({"check": label, "left": left, "right": right, "ok": left == right})
-
+def file_counts(counters: Dict[str, int], names: Sequence[str], check: Checks,
+                conflicting_id: bool = True, by_reason: bool = True) -> Dict:
+    """Per input file: rows read, canonical, dropped (duplicates; conflicting ids if
+    ``conflicting_id``) and rejected (``rejected`` per reason and ``rejected_total`` if
+    ``by_reason``, else ``rejected`` = the total); checks that ``rows_read`` adds up."""
+    parts = ["canonical", "dropped_duplicate"] + (["dropped_conflicting_id"] if conflicting_id
+                                                  else [])
     files = {}
-    for name in (REC, SRC, ITEMS):
+    for name in names:
         prefix = f"{name}/rejected/"
         rejected = {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)}
-        files[name] = {"rows_read": c(f"{name}/rows_read", 0),
-                       "canonical": c(f"{name}/canonical", 0),
-                       "dropped_duplicate": c(f"{name}/dropped_duplicate", 0),
-                       "dropped_conflicting_id": c(f"{name}/dropped_conflicting_id", 0),
-                       "rejected": rejected, "rejected_total": sum(rejected.values())}
-        f = files[name]
-        check(f"{name}: rows_read = canonical + dropped_duplicate + dropped_conflicting_id"
-              " + rejected", f["rows_read"], f["canonical"] + f["dropped_duplicate"]
-              + f["dropped_conflicting_id"] + f["rejected_total"])
+        total = sum(rejected.values())
+        f = {"rows_read": counters.get(f"{name}/rows_read", 0)}
+        f.update({part: counters.get(f"{name}/{part}", 0) for part in parts})
+        if by_reason:
+            f.update(rejected=rejected, rejected_total=total)
+        else:
+            f["rejected"] = total
+        files[name] = f
+        check(f"{name}: rows_read = {' + '.join(parts + ['rejected'])}", f["rows_read"],
+              sum(f[part] for part in parts) + total)
+    return files
 
-    names = _SNAPSHOT_COUNTERS + (_LSH_COUNTERS if config.mode == MODE_LSH else ())
+
+def snapshot_entries(snapshots: Sequence[int]) -> List[Dict]:
+    """``[{"snapshot": k, "snapshot_ts": T_k, "time": Beijing time}]``."""
+    return [{"snapshot": k, "snapshot_ts": t, "time": snapshot_time_string(t)}
+            for k, t in enumerate(snapshots)]
+
+
+def snapshot_tables(snapshots: Sequence[int], config: NeighbourConfig, names: Sequence[str],
+                    fill: Callable[[Dict, str, str, int], None]) -> Dict:
+    """``tables[visibility][side]`` = ``{"k", "totals" (sums of ``names``), "per_snapshot"}``
+    with one row per snapshot: the ``snapshot_entries`` fields, then ``fill(row, visibility,
+    side, k)`` adds the counters (and runs the checks)."""
     tables: Dict = {}
     for visibility in config.visibilities:
         tables[visibility] = {}
         for side in SIDES:
-            per_snapshot = []
-            for k, ts_ in enumerate(snapshots):
-                row = {"snapshot": k, "snapshot_ts": ts_, "time": snapshot_time_string(ts_),
-                       "users_known": c(counter_name(visibility, k, None, "users_known"), 0)}
-                row.update({n: c(counter_name(visibility, k, side, n), 0) for n in names})
-                per_snapshot.append(row)
-                where = f"{visibility}/{side}/snapshot {k}"
-                check(f"{where}: users_indexed + users_empty = users_known",
-                      row["users_indexed"] + row["users_empty"], row["users_known"])
-                check(f"{where}: rows_written = users_indexed", row["rows_written"],
-                      row["users_indexed"])
-                if config.mode == MODE_LSH:
-                    check(f"{where}: candidates_scored = candidate_pairs",
-                          row["candidates_scored"], row["candidate_pairs"])
+            per_snapshot = snapshot_entries(snapshots)
+            for k, row in enumerate(per_snapshot):
+                fill(row, visibility, side, k)
             totals = {n: sum(r[n] for r in per_snapshot) for n in names}
             tables[visibility][side] = {"k": config.k(side), "totals": totals,
                                         "per_snapshot": per_snapshot}
+    return tables
+
+
+def summarise(counters: Dict[str, int], snapshots: List[int], config: NeighbourConfig) -> Dict:
+    """Structured stats and reconciliation checks from the flat counters."""
+    c = counters.get
+    check = Checks()
+
+    files = file_counts(counters, (REC, SRC, ITEMS), check)
+    names = _SNAPSHOT_COUNTERS + (_LSH_COUNTERS if config.mode == MODE_LSH else ())
+
+    def fill(row: Dict, visibility: str, side: str, k: int) -> None:
+        row["users_known"] = c(counter_name(visibility, k, None, "users_known"), 0)
+        row.update({n: c(counter_name(visibility, k, side, n), 0) for n in names})
+        where = f"{visibility}/{side}/snapshot {k}"
+        check(f"{where}: users_indexed + users_empty = users_known",
+              row["users_indexed"] + row["users_empty"], row["users_known"])
+        check(f"{where}: rows_written = users_indexed", row["rows_written"],
+              row["users_indexed"])
+        if config.mode == MODE_LSH:
+            check(f"{where}: candidates_scored = candidate_pairs",
+                  row["candidates_scored"], row["candidate_pairs"])
+
+    tables = snapshot_tables(snapshots, config, names, fill)
     return {
-        "snapshots": [{"snapshot": k, "snapshot_ts": t, "time": snapshot_time_string(t)}
-                      for k, t in enumerate(snapshots)],
+        "snapshots": snapshot_entries(snapshots),
         "files": files,
         "items": {"positive_items_without_features":
                   c("feed/positive_items_without_features", 0),
                   "positive_items_without_category":
                   c("feed/positive_items_without_category", 0)},
         "tables": tables,
-        "checks": checks,
-        "reconciled": all(x["ok"] for x in checks),
+        "checks": list(check),
+        "reconciled": check.reconciled,
         "counters": counters,
     }
 
@@ -679,19 +671,17 @@ def finalize(output_dir: str, config: NeighbourConfig, preprocess_config: Prepro
     Raises:
         ReconciliationError: If a count check fails (after the stats are written).
     """
-    counters = _read_json(FileSystems.join(output_dir, _RAW))
-    snapshots = _read_json(FileSystems.join(output_dir, _SNAPSHOTS))
+    counters = read_json(FileSystems.join(output_dir, _RAW))
+    snapshots = read_json(FileSystems.join(output_dir, _SNAPSHOTS))
     stats = summarise(counters, snapshots, config)
     stats.update(elapsed_s=round(elapsed_s, 2), input_dir=input_dir, mode=config.mode,
                  jsr_tf_version=jsr_tf.__version__)
-    _write_json(stats, FileSystems.join(output_dir, STATS_FILE))
-    _write_json({"neighbours": config.to_dict(), "preprocess": preprocess_config.to_dict()},
+    write_json(stats, FileSystems.join(output_dir, STATS_FILE))
+    write_json({"neighbours": config.to_dict(), "preprocess": preprocess_config.to_dict()},
                 FileSystems.join(output_dir, CONFIG_FILE))
     FileSystems.delete([FileSystems.join(output_dir, _RAW),
                         FileSystems.join(output_dir, _SNAPSHOTS)])
-    if not stats["reconciled"]:
-        bad = [x for x in stats["checks"] if not x["ok"]]
-        raise ReconciliationError(f"Neighbour counts do not reconcile: {bad}")
+    raise_unless_reconciled(stats, "Neighbour counts")
     return stats
 
 
@@ -705,8 +695,7 @@ def format_table(stats: Dict) -> str:
             lines.append(f"{visibility + '/' + side:<16}{t['users_indexed']:>10,}"
                          f"{t['users_empty']:>10,}{t['pairs_emitted']:>10,}"
                          f"{t['users_below_k']:>10,}{t.get('buckets_skipped', 0):>10,}")
-    lines.append(f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
-                 f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
+    lines.append(reconcile_line(stats))
     return "\n".join(lines)
 
 
@@ -776,9 +765,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     except ValueError as err:
         parser.error(str(err))  # exits with status 2, like any bad flag
 
-    options = PipelineOptions(beam_args, save_main_session=save_main_session)
-    if not options.view_as(StandardOptions).runner:
-        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    options = pipeline_options(beam_args, save_main_session)
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
@@ -795,16 +782,8 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console entry point: runs and prints the summary table."""
-    # force: importing Beam may already have configured the root logger at WARNING.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        force=True)
-    try:
-        stats = run(sys.argv[1:] if argv is None else argv)
-    except kuaisar.InputError as err:
-        logging.error("%s", err)
-        sys.exit(2)
-    print(format_table(stats))
+    """``jsr-neighbours`` entry point: runs and prints the summary table."""
+    console_main(run, format_table, argv)
 
 
 if __name__ == "__main__":

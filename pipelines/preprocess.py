@@ -19,23 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
+from pipelines.cli import DEFAULT_RUNNER, console_main, pipeline_options  # noqa: F401 (re-exported)
 from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
                                   SerializeExamples)
 
-DEFAULT_RUNNER = "FnApiRunner"
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
 
 
@@ -117,11 +115,6 @@ def _item_tsv(row) -> List[str]:
     return [str(v) for v in scalars] + [" ".join(str(w) for w in caption)]
 
 
-def _write_json(obj, path: str) -> None:
-    with FileSystems.create(path) as out:
-        out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
-
-
 def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
                    config: PreprocessConfig, num_shards: Dict[str, int]) -> None:
     """Adds the whole preprocessing graph to ``pipeline``."""
@@ -137,7 +130,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
                | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards)))
     (written | "ShardCounts" >> beam.combiners.ToList()
      | "WriteShardCounts" >> beam.Map(
-         lambda pairs: _write_json(dict(sorted(pairs)),
+         lambda pairs: stats_lib.write_json(dict(sorted(pairs)),
                                    FileSystems.join(output_dir, "_shard_counts.json"))))
 
     (out["items"] | "ItemsList" >> beam.combiners.ToList()
@@ -163,7 +156,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
          FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
          num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
     (out["stats"] | "WriteRawStats" >> beam.Map(
-        _write_json, FileSystems.join(output_dir, "_raw_counters.json")))
+        stats_lib.write_json, FileSystems.join(output_dir, "_raw_counters.json")))
 
 
 def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -> Dict:
@@ -198,9 +191,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     config = (PreprocessConfig.reference(**values) if args.reference
               else PreprocessConfig.from_dict(values))
 
-    options = PipelineOptions(beam_args, save_main_session=save_main_session)
-    if not options.view_as(StandardOptions).runner:
-        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    options = pipeline_options(beam_args, save_main_session)
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
@@ -215,13 +206,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console entry point: runs and prints the stats table."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        stats = run(sys.argv[1:] if argv is None else argv)
-    except kuaisar.InputError as err:
-        logging.error("%s", err)
-        sys.exit(2)
-    print(stats_lib.format_table(stats))
+    console_main(run, stats_lib.format_table, argv, force_logging=False)
 
 
 if __name__ == "__main__":

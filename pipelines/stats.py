@@ -1,5 +1,6 @@
 """After the pipeline: reconcile the counters and write ``stats.json``, ``schema.json`` and
-``manifest.json``.
+``manifest.json``. Also the JSON file helpers and the reconciliation checks (``Checks``,
+``raise_unless_reconciled``) that the neighbour jobs use for their own stats.
 
 Every row read is accounted for: ``rows_read = canonical + dropped_duplicate +
 dropped_conflicting_id + rejected`` per file, and every target ends up in exactly one bucket (ineligible, user dropped, an example, or
@@ -9,7 +10,7 @@ dropped for lack of negatives). A mismatch raises: a pipeline that loses rows mu
 from __future__ import annotations
 
 import json
-from typing import Dict, List
+from typing import Dict
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -27,14 +28,42 @@ class ReconciliationError(RuntimeError):
     """Counts in and out do not add up."""
 
 
-def _read_json(path: str):
+def read_json(path: str):
+    """The JSON value in ``path`` (any ``FileSystems`` path)."""
     with FileSystems.open(path) as f:
         return json.loads(f.read().decode("utf-8"))
 
 
-def _write_json(obj, path: str) -> None:
+def write_json(obj, path: str) -> None:
+    """Writes ``obj`` to ``path`` as indented JSON with sorted keys."""
     with FileSystems.create(path) as out:
         out.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+class Checks(list):
+    """Reconciliation checks in call order: ``checks(label, left, right)`` appends
+    ``{"check": label, "left": left, "right": right, "ok": left == right}``."""
+
+    def __call__(self, label: str, left: int, right: int) -> None:
+        self.append({"check": label, "left": left, "right": right, "ok": left == right})
+
+    @property
+    def reconciled(self) -> bool:
+        return all(x["ok"] for x in self)
+
+
+def raise_unless_reconciled(stats: Dict, what: str) -> None:
+    """Raises ``ReconciliationError("<what> do not reconcile: [failed checks]")`` unless
+    ``stats["reconciled"]``."""
+    if not stats["reconciled"]:
+        bad = [x for x in stats["checks"] if not x["ok"]]
+        raise ReconciliationError(f"{what} do not reconcile: {bad}")
+
+
+def reconcile_line(stats: Dict) -> str:
+    """The last line of every job's summary table: reconciled or not, checks, elapsed time."""
+    return (f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
+            f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
 
 
 def summarise(counters: Dict[str, int]) -> Dict:
@@ -72,11 +101,7 @@ def summarise(counters: Dict[str, int]) -> Dict:
             "rows_without_feed_history": c(f"{name}/rows_without_feed_history", 0),
             "rows_without_search_history": c(f"{name}/rows_without_search_history", 0),
         }
-    checks: List[Dict] = []
-
-    def check(label: str, left: int, right: int) -> None:
-        checks.append({"check": label, "left": left, "right": right, "ok": left == right})
-
+    check = Checks()
     for name, f in files.items():
         check(f"{name}: rows_read = canonical + dropped_duplicate + dropped_conflicting_id"
               " + rejected", f["rows_read"],
@@ -109,8 +134,8 @@ def summarise(counters: Dict[str, int]) -> Dict:
                             "rows_repaired": c("sessions/rows_repaired", 0)},
         "negatives": {"fallback_exhaustive": c("negatives/fallback_exhaustive", 0),
                       "fallback_uniform": c("negatives/fallback_uniform", 0)},
-        "checks": checks,
-        "reconciled": all(x["ok"] for x in checks),
+        "checks": list(check),
+        "reconciled": check.reconciled,
         "counters": counters,
     }
 
@@ -122,8 +147,8 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     Raises:
         ReconciliationError: If any count check fails (after ``stats.json`` is written).
     """
-    counters = _read_json(FileSystems.join(output_dir, _RAW))
-    shard_counts = _read_json(FileSystems.join(output_dir, _SHARDS))
+    counters = read_json(FileSystems.join(output_dir, _RAW))
+    shard_counts = read_json(FileSystems.join(output_dir, _SHARDS))
     stats = summarise(counters)
     stats["elapsed_s"] = round(elapsed_s, 2)
     stats["input_dir"] = input_dir
@@ -155,14 +180,12 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
                        "session_clicks": config.max_session_clicks},
               "file_pattern": {f"{s.value}/{F.task_name(t)}": F.file_pattern(s.value, t)
                                for s in F.Split for t in F.Task}}
-    _write_json(stats, FileSystems.join(output_dir, F.STATS_FILE))
-    _write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
-    _write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
-    _write_json(config.to_dict(), FileSystems.join(output_dir, "preprocess_config.json"))
+    write_json(stats, FileSystems.join(output_dir, F.STATS_FILE))
+    write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
+    write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
+    write_json(config.to_dict(), FileSystems.join(output_dir, "preprocess_config.json"))
     FileSystems.delete([FileSystems.join(output_dir, _RAW), FileSystems.join(output_dir, _SHARDS)])
-    if not stats["reconciled"]:
-        bad = [x for x in stats["checks"] if not x["ok"]]
-        raise ReconciliationError(f"Counts do not reconcile: {bad}")
+    raise_unless_reconciled(stats, "Counts")
     return stats
 
 
@@ -183,6 +206,5 @@ def format_table(stats: Dict) -> str:
     lines.append("")
     lines.append(f"vocab: {stats['users']['vocab']:,} users, {stats['items']['vocab']:,} items, "
                  f"{stats['words']['vocab']:,} words")
-    lines.append(f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
-                 f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
+    lines.append(reconcile_line(stats))
     return "\n".join(lines)

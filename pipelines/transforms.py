@@ -46,6 +46,26 @@ def merge_counters(dicts: Iterable[Mapping[str, int]]) -> Counters:
     return dict(sorted(total.items()))
 
 
+def bump(counts: Counters, name: str, n: int = 1) -> None:
+    """Adds ``n`` to the counter ``name``."""
+    counts[name] = counts.get(name, 0) + n
+
+
+class Progress:
+    """Logs ``<job>/<label>: N done`` every ``every`` elements of one DoFn instance."""
+
+    def __init__(self, job: str, label: str, every: int = 20_000) -> None:
+        self.job = job
+        self.label = label
+        self.every = every
+        self.count = 0
+
+    def tick(self) -> None:
+        self.count += 1
+        if self.count % self.every == 0:
+            logging.info("%s/%s: %d done", self.job, self.label, self.count)
+
+
 class ReadKuaisarFile(beam.DoFn):
     """Reads one KuaiSAR CSV sequentially, so every row keeps its 0-based data-line index.
 
@@ -120,6 +140,26 @@ class BuildTimelines(beam.DoFn):
             logging.info("timelines: %d users merged", self._users)
         yield timeline
         yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def parse_timelines(pipeline: beam.Pipeline, paths: Dict[str, str], config: PreprocessConfig,
+                    names: Tuple[str, ...] = (REC, SRC)):
+    """Parses the ``names`` files (feed and search logs at least) and builds the per-user
+    timelines, as ``KuaisarToExamples`` does (used by the neighbour jobs).
+
+    Returns:
+        ``(parsed, timelines)``: ``ParseFile`` outputs per file name (``records``, ``stats``),
+        and ``BuildTimelines`` outputs (``tl``: ``UserTimeline``, ``stats``).
+    """
+    parsed = {name: pipeline | f"Parse {name}" >> ParseFile(name, paths[name], config)
+              for name in names}
+    feed = parsed[REC].records | "KeyFeed" >> beam.Map(lambda e: (e.user_id, e))
+    search = parsed[SRC].records | "KeySearch" >> beam.Map(lambda r: (r.user_id, r))
+    timelines = ({"feed": feed, "search": search}
+                 | "GroupByUser" >> beam.CoGroupByKey()
+                 | "Timelines" >> beam.ParDo(BuildTimelines(config)).with_outputs(
+                     STATS, main="tl"))
+    return parsed, timelines
 
 
 def train_target_items(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, int], int]]:

@@ -146,6 +146,26 @@ FRESH_SCRIPT = textwrap.dedent("""
 """)
 
 
+def call_in_fresh_process(saved_model, requests, tmp_path):
+    """Runs ``FRESH_SCRIPT`` on ``requests`` in a process that imports only TensorFlow.
+
+    ``requests``: ``<prefix>__sig`` → signature name and ``<prefix>__<input>`` → array. Returns
+    ``<prefix>__<output>`` (and ``v1_<prefix>__<output>``, through TF Serving's TF1 loader) →
+    array, after asserting that no jsr_tf or TFRS module was loaded.
+    """
+    requests_file, out_file = str(tmp_path / "requests.npz"), str(tmp_path / "out.npz")
+    np.savez(requests_file, **requests)
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
+    done = subprocess.run([sys.executable, str(script), saved_model, requests_file, out_file],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = dict(np.load(out_file, allow_pickle=True))
+    assert list(got.pop("modules")) == []  # only TensorFlow was imported
+    return got
+
+
 def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
     ranker, retriever = run["ranker"], run["retriever"]
     expected, requests = {}, {}
@@ -176,16 +196,7 @@ def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
         expected[f"{prefix}__feed_scores"] = logits["feed_logits"].numpy()
         expected[f"{prefix}__search_scores"] = logits["search_logits"].numpy()
 
-    requests_file, out_file = str(tmp_path / "requests.npz"), str(tmp_path / "out.npz")
-    np.savez(requests_file, **requests)
-    script = tmp_path / "fresh.py"
-    script.write_text(FRESH_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_USE_LEGACY_KERAS", "PYTHONPATH")}
-    done = subprocess.run([sys.executable, str(script), run["path"], requests_file, out_file],
-                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    got = dict(np.load(out_file, allow_pickle=True))
-    assert list(got.pop("modules")) == []  # only TensorFlow was imported
+    got = call_in_fresh_process(run["path"], requests, tmp_path)
     assert len(expected) == 2 * 3 * 2 + 2 * 2 + 2 * 2
     for key, want in expected.items():
         for prefix in ("", "v1_"):

@@ -506,6 +506,14 @@ def test_cli_writes_files(tmp_path):
         assert os.path.getsize(os.path.join(out, name)) > 0
     params = json.load(open(os.path.join(out, "oracle", "params.json")))
     assert params["preset"] == "tiny" and params["seed"] == 5 and params["dirty"] is False
+    assert params["community_sync"] is True
+    control = str(tmp_path / "control")
+    result = subprocess.run([sys.executable, "-m", "jsr_tf.cli.simulate", "--preset", "tiny",
+                             "--seed", "5", "--nocommunity_sync", "--output_dir", control],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    params = json.load(open(os.path.join(control, "oracle", "params.json")))
+    assert params["community_sync"] is False
     bad = subprocess.run([sys.executable, "-m", "jsr_tf.cli.simulate", "--preset", "huge",
                           "--output_dir", out], capture_output=True, text=True, check=False,
                          timeout=120)

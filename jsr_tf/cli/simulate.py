@@ -3,6 +3,7 @@
 Usage::
 
     jsr-simulate --preset small --seed 1 --output_dir demo_output/raw [--dirty]
+    jsr-simulate --preset medium --nocommunity_sync --output_dir control/raw   # control world
 
 Writes the five KuaiSAR CSVs to ``--output_dir`` and the ground truth to ``<output_dir>/oracle/``
 (see ``jsr_tf.data.simulator.groundtruth``). The same preset, seed and ``--dirty`` give
@@ -24,6 +25,10 @@ flags.DEFINE_integer("seed", 1, "Random seed; same seed and preset give identica
 flags.DEFINE_string("output_dir", None, "Directory for the five CSVs and oracle/.")
 flags.DEFINE_bool("dirty", False, "Inject malformed, duplicate and non-UTF-8 lines (counted in "
                   "oracle/dirty_faults.json).")
+flags.DEFINE_bool("community_sync", True, "Community members enter their community's demand "
+                  "episodes together (the structure similar-user neighbours can use). "
+                  "--nocommunity_sync writes the control world of spec/similar_users.md §6: each "
+                  "member's episodes drawn independently, same topic and timing marginals.")
 flags.mark_flag_as_required("output_dir")
 
 
@@ -32,6 +37,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = simulator.get_preset(FLAGS.preset)
+    if not FLAGS.community_sync:
+        config = config.replace(community_sync=False)
     logging.info("simulating preset %s (seed %d) into %s", config.name, FLAGS.seed,
                  FLAGS.output_dir)
     summary = simulator.generate(config, FLAGS.seed, FLAGS.output_dir, dirty=FLAGS.dirty,

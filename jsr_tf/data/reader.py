@@ -20,6 +20,18 @@ candidates                [B, C]       raw item ids; column 0 is the positive
 label                     [B, C]       float32, 1.0 in column 0
 ========================  ===========  =====================================================
 
+With ``neighbours=True`` (data written by ``jsr-neighbour-features``; K = 10 slots, Lf = 15,
+Lq = 10, Wn = 8, Kn = 2, see ``features.py``) five more keys, all 0 where a row has fewer slots
+or no neighbour fields at all:
+
+========================  ================  ================================================
+nbr_side                  [B, K]            int64, 0 empty, 1 feed-similar, 2 search-similar
+nbr_sim                   [B, K]            float32 Jaccard
+nbr_rec_items             [B, K, Lf]        raw ids, oldest first, right-padded
+nbr_src_words             [B, K, Lq, Wn]    raw word ids per session
+nbr_src_clicks            [B, K, Lq, Kn]    raw item ids per session
+========================  ================  ================================================
+
 Training negatives: the stored ones by default (spec/evaluation.md §3); ``NegativeResampler``
 draws fresh ones per batch (and so per epoch) from the same popularity pool, seeded.
 """
@@ -40,7 +52,7 @@ CANDIDATES = "candidates"
 LABEL = "label"
 
 
-def _ragged_spec(with_labels: bool = True) -> Dict[str, object]:
+def _ragged_spec(with_labels: bool = True, neighbours: bool = False) -> Dict[str, object]:
     spec: Dict[str, object] = {name: tf.io.FixedLenFeature([], tf.int64)
                                for name in F.SCALAR_FEATURES}
     for name in (F.QUERY_WORDS, F.NEGATIVES, F.FEED_ITEMS, F.FEED_TS, F.SEARCH_TS,
@@ -50,23 +62,47 @@ def _ragged_spec(with_labels: bool = True) -> Dict[str, object]:
         spec[values] = tf.io.RaggedFeature(
             tf.int64, value_key=values,
             partitions=[tf.io.RaggedFeature.RowLengths(lengths)])
+    if neighbours:
+        for name in F.NEIGHBOUR_INPUTS:
+            spec[name] = tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else tf.int64)
     if not with_labels:
         for name in F.LABEL_FEATURES:
             spec.pop(name, None)
     return spec
 
 
-def parse_batch(serialized: tf.Tensor, with_labels: bool = True) -> Dict[str, tf.Tensor]:
+def neighbour_tensors(parsed: Dict[str, tf.RaggedTensor],
+                      num_slots: int = F.MAX_NEIGHBOURS) -> Dict[str, tf.Tensor]:
+    """Flattened per-row neighbour lists (ragged ``[B, None]``) → dense ``[B, K, ...]`` blocks.
+
+    Each stored slot occupies a fixed number of values (``features.NEIGHBOUR_SLOT_SIZES``), so
+    padding or truncating a row to ``K * size`` values and reshaping gives the slots; rows with
+    more than ``K`` slots keep their first ``K`` (feed side first, best first).
+    """
+    shapes = {F.NBR_SIDE: (), F.NBR_SIM: (), F.NBR_REC_ITEMS: (F.NBR_FEED_ITEMS,),
+              F.NBR_SRC_WORDS: (F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS),
+              F.NBR_SRC_CLICKS: (F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS)}
+    out = {}
+    for name, inner in shapes.items():
+        size = F.NEIGHBOUR_SLOT_SIZES[name]
+        dense = parsed[name].to_tensor(default_value=0, shape=[None, num_slots * size])
+        out[name] = tf.reshape(dense, [-1, num_slots, *inner])
+    return out
+
+
+def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
+                neighbours: bool = False) -> Dict[str, tf.Tensor]:
     """Parses a batch of serialized examples into padded dense tensors (see module table).
 
     Args:
         serialized: ``[B]`` tf.string.
         with_labels: If False, skip the label fields and ``candidates``/``label``.
+        neighbours: Also parse the neighbour payload (``nbr_*``, see the module docstring).
 
     Returns:
-        Dict of dense int64 tensors (plus float32 ``label``).
+        Dict of dense int64 tensors (plus float32 ``label`` and ``nbr_sim``).
     """
-    parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels))
+    parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels, neighbours))
     out = {name: parsed[name] for name in F.SCALAR_FEATURES if name in parsed}
 
     def pad(name: str, *caps: int) -> tf.Tensor:
@@ -84,6 +120,8 @@ def parse_batch(serialized: tf.Tensor, with_labels: bool = True) -> Dict[str, tf
         out[CANDIDATES] = tf.concat([parsed[F.TARGET_ITEM][:, None], negatives], axis=1)
         out[LABEL] = tf.one_hot(tf.zeros_like(parsed[F.TARGET_ITEM], tf.int32),
                                 tf.shape(out[CANDIDATES])[1], dtype=tf.float32)
+    if neighbours:
+        out.update(neighbour_tensors(parsed))
     return out
 
 
@@ -169,7 +207,8 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
                  shuffle_buffer: Optional[int] = None, seed: int = 0,
                  repeat: bool = False, drop_remainder: bool = False,
                  resample_negatives: bool = False, num_negatives: Optional[int] = None,
-                 num_parallel_reads: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+                 num_parallel_reads: int = tf.data.AUTOTUNE,
+                 neighbours: bool = False) -> tf.data.Dataset:
     """Batched, parsed, padded dataset of one (split, task).
 
     Args:
@@ -185,6 +224,7 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         resample_negatives: Draw fresh training negatives per batch (``NegativeResampler``).
         num_negatives: Negatives per row when resampling (default: as stored).
         num_parallel_reads: Files read in parallel.
+        neighbours: Parse the neighbour payload too (models with ``neighbours != "none"``).
 
     Returns:
         A ``tf.data.Dataset`` of dicts as in the module table.
@@ -211,7 +251,8 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda serialized: parse_batch(serialized, neighbours=neighbours),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if resample_negatives:
         if not is_train:
             raise ValueError("`resample_negatives` is for the train split only: valid and test "

@@ -178,8 +178,19 @@ def _check_candidates(candidates: np.ndarray, user_ids: np.ndarray, expected: in
                          "files are corrupt or were written with another sampler setting.")
 
 
+def uses_neighbours(scorer: Any) -> bool:
+    """Whether a scorer reads the neighbour payload: its ``config.uses_neighbours`` (a model's
+    ``ModelConfig``), also through a wrapper's ``model`` (e.g. ``QueryBlindScorer``)."""
+    for obj in (scorer, getattr(scorer, "model", None)):
+        config = getattr(obj, "config", None)
+        if bool(getattr(config, "uses_neighbours", False)):
+            return True
+    return False
+
+
 def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
-                batch_size: int = 512, permutation_seed: Optional[int] = 0) -> ScoredSplit:
+                batch_size: int = 512, permutation_seed: Optional[int] = 0,
+                neighbours: Optional[bool] = None) -> ScoredSplit:
     """Scores every row of one (split, task) with the column permutation of the evaluator.
 
     Args:
@@ -190,6 +201,7 @@ def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
         batch_size: Rows per batch.
         permutation_seed: Seed of the column permutation. None scores the file's column order
             (positive first); only tests should need that.
+        neighbours: Parse the neighbour payload (``nbr_*``); None = ``uses_neighbours(scorer)``.
 
     Returns:
         A ``ScoredSplit`` (scores un-permuted: the positive is column 0).
@@ -201,7 +213,10 @@ def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` should be a positive integer. Received: "
                          f"`batch_size={batch_size!r}`")
-    ds = reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0)
+    if neighbours is None:
+        neighbours = uses_neighbours(scorer)
+    ds = reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0,
+                             neighbours=neighbours)
     where = os.path.join(data_dir, F.file_pattern(split, task))
     expected = expected_num_candidates(data_dir, split)
     fn = None

@@ -9,6 +9,8 @@ from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey, stable_rank
 from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.item_encoder import ItemEncoder
 from jsr_tf.layers.mlp import MLP
+from jsr_tf.layers.neighbour_encoder import NeighbourEncoder
+from jsr_tf.layers.neighbour_fusion import NeighbourFusion
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.query_encoder import QueryEncoder
 from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
@@ -25,6 +27,8 @@ __all__ = [
     "ItemEncoder",
     "LayoutKey",
     "MLP",
+    "NeighbourEncoder",
+    "NeighbourFusion",
     "PositionalEmbedding",
     "QueryEncoder",
     "QueryItemInfoNCE",

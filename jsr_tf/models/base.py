@@ -23,8 +23,9 @@ from jsr_tf.data import reader
 
 _NOT_DECAYED = ("/bias:", "/beta:")
 PREPARED = "_prepared"  # marker key: the batch's ids are already dense indices
-ITEM_FIELDS = (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES)
-WORD_FIELDS = (F.SEARCH_WORDS, F.QUERY_WORDS)
+ITEM_FIELDS = (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES, F.NBR_REC_ITEMS,
+               F.NBR_SRC_CLICKS)
+WORD_FIELDS = (F.SEARCH_WORDS, F.QUERY_WORDS, F.NBR_SRC_WORDS)
 
 
 def lookup_ids(batch: Dict[str, tf.Tensor], items, words=None,

@@ -59,7 +59,13 @@ def build_model(config: ExperimentConfig, vocab: Vocab) -> JsrModel:
     name = config.model.name
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model `{name}`. Known: {sorted(_BUILDERS)}")
-    return _BUILDERS[name](config.validate(), vocab)
+    model = _BUILDERS[name](config.validate(), vocab)
+    if config.model.uses_neighbours and not getattr(model, "supports_neighbours", False):
+        raise ValueError(f"Model `{name}` does not read the neighbour payload: `model.neighbours` "
+                         "should be 'none' for it (neighbours are implemented for "
+                         "unisar and sasrec). Received: "
+                         f"`neighbours={config.model.neighbours!r}`")
+    return model
 
 
 def save_config(config: ExperimentConfig, model_dir: str) -> None:

@@ -27,6 +27,13 @@ batch is scored with the query-blind feed score, as a floor.
 
 Raw ids are mapped inside the model (``IdLookup``); ``prepare`` runs the hash lookups outside
 an XLA-compiled step. Every shape is static, so the whole model compiles with XLA.
+
+With ``config.neighbours != "none"`` (spec/similar_users.md §4) a ``NeighbourFusion`` (not
+candidate-aware: ``H_last`` does not depend on the candidate) mixes the neighbour vectors into
+``H_last`` before scoring. Neighbour vectors: ``NeighbourEncoder`` over the neighbours' feed items
+``E[nbr_rec_items]`` and their sessions, each session being the mean of its clicked items
+``E[nbr_src_clicks]`` (SASRec has no query side, so ``nbr_src_words`` is not read). Keys absent
+from a batch are zeros: every slot empty, and ``H_last`` is unchanged.
 """
 
 from __future__ import annotations
@@ -43,14 +50,16 @@ from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.sasrec_block import SASRecBlock
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
-from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, check_item_features,
-                                  coupled_l2, id_lookups, item_vectors, mean_bce,
-                                  single_task_batch)
+from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_neighbour_encoder,
+                                  build_neighbour_fusion, check_item_features, coupled_l2,
+                                  encode_unique, id_lookups, item_vectors, mean_bce,
+                                  neighbour_inputs, single_task_batch)
 
 MAX_LENGTH = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY  # L = 60
 SOURCES = ("merged", "feed_only")
@@ -123,13 +132,17 @@ class SASRec(JsrModel):
             ``"feed_only"``.
         item_features: ``"unisar"`` (UniSAR's ``ItemEncoder``, the default) or ``"id_only"``.
         max_length: Sequence length ``L``.
+        dynamic_shapes: Encode the neighbour payload's items once per distinct id (each row
+            brings up to 10 × 35 neighbour items, which repeat a lot); XLA needs ``False``.
+            The user's own sequence and the candidates are encoded as before either way.
     """
 
     train_tasks = (F.Task.FEED,)
+    supports_neighbours = True
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  source: str = "merged", item_features: str = "unisar",
-                 max_length: int = MAX_LENGTH, **kwargs) -> None:
+                 max_length: int = MAX_LENGTH, dynamic_shapes: bool = True, **kwargs) -> None:
         super().__init__(l2=l2, **kwargs)
         if source not in SOURCES:
             raise ValueError(f"`source` should be one of {SOURCES}. Received: `source={source!r}`")
@@ -141,6 +154,7 @@ class SASRec(JsrModel):
         self.source = source
         self.item_features = item_features
         self.max_length = max_length
+        self.dynamic_shapes = dynamic_shapes
         c = config
         self.item_lookup = id_lookups(vocab, "item")[0]
         self.num_items = vocab.num_items
@@ -155,6 +169,14 @@ class SASRec(JsrModel):
         self.final_norm = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON,
                                                           name="final_norm")
         self.task = bce_ranking_task()  # per-entry BCE, see ``mean_bce``
+        if c.neighbours == "shared":
+            raise ValueError("SASRec supports `neighbours='pooled'` only (it has no separate "
+                             "feed and search encoders to share). Received: "
+                             f"`neighbours={c.neighbours!r}`")
+        if c.uses_neighbours:  # created last: a base model keeps its variables and their order
+            self.neighbour_encoder = build_neighbour_encoder(c)
+            self.neighbour_fusion = build_neighbour_fusion(c, "neighbour_fusion",
+                                                           candidate_aware=False)
 
     # -----------------------------------------------------------------------------------------
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -182,7 +204,8 @@ class SASRec(JsrModel):
                                     batch[F.SEARCH_HAS_CLICK], length=self.max_length)
 
     def encode_user(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """``H_last``: float ``(B, d)``, the final-LN output at the newest slot."""
+        """``H_last``: float ``(B, d)``, the final-LN output at the newest slot (with neighbours:
+        after the ``NeighbourFusion``)."""
         batch = self.prepare(batch)
         ids = self.sequence(batch)
         valid = tf.not_equal(ids, F.PAD_ID)
@@ -191,7 +214,31 @@ class SASRec(JsrModel):
         x = self.embedding_dropout(self.positions(x), training=training) * mask
         for block in self.blocks:
             x = block(x, valid, training=training)
-        return self.final_norm(x)[:, -1]
+        user = self.final_norm(x)[:, -1]
+        if self.config.uses_neighbours:
+            nbr = neighbour_inputs(batch)
+            user = self.neighbour_fusion(user, self.encode_neighbours(nbr), nbr[F.NBR_SIM],
+                                         nbr[F.NBR_SIDE], training=training)
+        return user
+
+    def encode_neighbours(self, nbr: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """``n (B, K, d)`` of the neighbour payload (``neighbour_inputs``, dense ids).
+
+        Feed items ``E[nbr_rec_items]``; a session is the mean of its items as they enter
+        histories (the clicked items, or the fallback item of a no-click session, as UniSAR
+        reads them; the payload has no click flag) with no query side, and is real if it has
+        an item.
+        """
+        items, clicks = nbr[F.NBR_REC_ITEMS], nbr[F.NBR_SRC_CLICKS]
+        if self.dynamic_shapes:
+            item_vecs, click_vecs = encode_unique(self.encode_items, [items, clicks],
+                                                  self.config.hidden_dim)
+        else:
+            item_vecs, click_vecs = self.encode_items(items), self.encode_items(clicks)
+        click_mask = tf.not_equal(clicks, F.PAD_ID)  # (B, K, Lq, Kn)
+        sessions = masked_mean(click_vecs, click_mask, axis=-2)
+        return self.neighbour_encoder(item_vecs, tf.not_equal(items, F.PAD_ID),
+                                      sessions, tf.reduce_any(click_mask, axis=-1))
 
     def score_encoded(self, user: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
         """Logits ``(B, C)`` = ``user (B, d) · candidates (B, C, d)``."""
@@ -224,4 +271,5 @@ class SASRec(JsrModel):
 
 @register_model("sasrec")
 def build_sasrec(config: ExperimentConfig, vocab: Vocab) -> SASRec:
-    return SASRec(config.model, vocab, l2=coupled_l2(config))
+    return SASRec(config.model, vocab, l2=coupled_l2(config),
+                  dynamic_shapes=not config.train.jit_compile)

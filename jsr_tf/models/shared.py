@@ -15,6 +15,9 @@ candidates; d = ``hidden_dim``.
   ``encode_unique`` (one encoder pass per distinct id), ``user_rows``, ``request_vector``, and
   ``EncodedSideMixin`` (``score``, ``call`` and ``L_qi`` of the models that encode the user
   side once).
+- **Neighbours** (spec/similar_users.md §4): ``neighbour_inputs`` (the ``nbr_*`` tensors of a
+  batch, zeros where absent), ``neighbour_session_mask``, ``build_neighbour_encoder`` and
+  ``build_neighbour_fusion``.
 - **Losses**: ``mean_bce`` of a task batch, the stateless InfoNCE negative draw
   ``infonce_negatives`` (keyed by ``(seed, optimizer step)``), ``query_item_pairs`` and the joint
   ``joint_loss`` (``L_feed + src_loss_weight · L_search``, weight 1 for a search-only step) with
@@ -38,6 +41,8 @@ from jsr_tf.data.vocab import NUM_RESERVED, Vocab
 from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.item_encoder import ItemEncoder
+from jsr_tf.layers.neighbour_encoder import NeighbourEncoder
+from jsr_tf.layers.neighbour_fusion import NeighbourFusion
 from jsr_tf.layers.query_encoder import QueryEncoder
 from jsr_tf.layers.transformer import TransformerEncoderBlock
 
@@ -371,6 +376,69 @@ class EncodedSideMixin:
             total += c.q_i_cl_weight * qi
         out["total"] = total
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Neighbours (spec/similar_users.md §4).
+# Per-slot trailing shape and dtype of each model input of the neighbour payload.
+NEIGHBOUR_SLOT_SHAPES: Mapping[str, Tuple[Tuple[int, ...], tf.DType]] = {
+    F.NBR_SIDE: ((), tf.int64),
+    F.NBR_SIM: ((), tf.float32),
+    F.NBR_REC_ITEMS: ((F.NBR_FEED_ITEMS,), tf.int64),
+    F.NBR_SRC_WORDS: ((F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS), tf.int64),
+    F.NBR_SRC_CLICKS: ((F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS), tf.int64),
+}
+
+
+def neighbour_inputs(batch: Batch) -> Batch:
+    """The five neighbour inputs (``features.NEIGHBOUR_INPUTS``) of a batch.
+
+    A key the batch lacks is all zeros (``[B, K, ...]``, K = ``features.MAX_NEIGHBOURS`` unless
+    ``nbr_side`` says otherwise): every slot empty, so the fusion is an exact identity and the
+    model scores like its base. Present keys are returned as they are (dense ids if prepared).
+    """
+    out = {}
+    rows = tf.shape(batch[F.FEED_ITEMS])[0]
+    slots = batch[F.NBR_SIDE].shape[1] if F.NBR_SIDE in batch else F.MAX_NEIGHBOURS
+    if slots is None:
+        slots = tf.shape(batch[F.NBR_SIDE])[1]
+    for name, (inner, dtype) in NEIGHBOUR_SLOT_SHAPES.items():
+        out[name] = batch[name] if name in batch else tf.zeros([rows, slots, *inner], dtype)
+    return out
+
+
+def neighbour_session_mask(words: tf.Tensor, clicks: tf.Tensor) -> tf.Tensor:
+    """``(B, K, Lq)`` bool: a neighbour session is real if it has a word or a click.
+
+    Args:
+        words: int ``(B, K, Lq, Wn)`` word ids, 0 = padding.
+        clicks: int ``(B, K, Lq, Kn)`` item ids, 0 = padding.
+    """
+    return tf.logical_or(tf.reduce_any(tf.not_equal(words, F.PAD_ID), axis=-1),
+                         tf.reduce_any(tf.not_equal(clicks, F.PAD_ID), axis=-1))
+
+
+def build_neighbour_encoder(config: ModelConfig) -> NeighbourEncoder:
+    """The pooled ``NeighbourEncoder`` (``Dense(2d → d)``, γ = ``neighbour_decay``)."""
+    return NeighbourEncoder(config.hidden_dim, decay=config.neighbour_decay,
+                            encoder=config.neighbours, name="neighbour_encoder")
+
+
+def build_neighbour_fusion(config: ModelConfig, name: str,
+                           candidate_aware: Optional[bool] = None) -> NeighbourFusion:
+    """A ``NeighbourFusion`` with the config's heads and dropouts.
+
+    Args:
+        config: Model hyper-parameters (``neighbour_*``).
+        name: Layer name.
+        candidate_aware: Overrides ``neighbour_candidate_aware`` (a candidate-independent user
+            vector queries alone).
+    """
+    aware = config.neighbour_candidate_aware if candidate_aware is None else candidate_aware
+    return NeighbourFusion(config.neighbour_heads, config.neighbour_head_dim,
+                           dropout=config.neighbour_attention_dropout,
+                           slot_dropout=config.neighbour_dropout, candidate_aware=aware,
+                           name=name)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,18 @@ are computed once per *unique* item id of a batch (history, session clicks, cand
 InfoNCE negatives share items heavily, and padding collapses to one id), and the query–item
 InfoNCE runs over the valid (session, click) pairs only instead of every slot with 0/1 weights.
 Both give the same values as the fixed-shape path; XLA needs ``dynamic_shapes=False``.
+
+With ``config.neighbours != "none"`` (spec/similar_users.md §4) the batch's neighbour payload
+(``nbr_side, nbr_sim [B,K]``, ``nbr_rec_items [B,K,15]``, ``nbr_src_words [B,K,10,8]``,
+``nbr_src_clicks [B,K,10,2]``; zeros where a key is absent) is encoded once per row: the
+neighbour items and clicks go through ``encode_items`` with the user's own items (same unique
+pass, same ``item_cache``), the sessions through ``query_encoder`` + ``SearchBehaviourEncoder``,
+then ``NeighbourEncoder`` gives ``n [B,K,D]``. With ``neighbours="shared"`` the ``[B·K, Lf, D]``
+item and ``[B·K, Lq, D]`` session sequences first run through the model's own ``feed_encoder`` /
+``search_encoder`` (shared weights, positions ``P_r[:Lf]`` / ``P_s[:Lq]``, key-padding masks).
+Two ``NeighbourFusion`` layers, sharing ``n``, replace ``rec_interest`` and ``src_interest``
+before the CGC. Empty slots (``nbr_side == 0``) are ignored; a row without any scores exactly
+like the base model.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.layers.cgc import CGC
-from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey
+from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey, key_valid_mask
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
@@ -41,8 +53,10 @@ from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded, encode_unique,
-                                  mean_bce, transformer_stack, user_rows)
+from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_neighbour_encoder,
+                                  build_neighbour_fusion, build_seeded, encode_unique, mean_bce,
+                                  neighbour_inputs, neighbour_session_mask, transformer_stack,
+                                  user_rows)
 
 
 class UniSAR(EncodedSideMixin, JsrModel):
@@ -55,6 +69,8 @@ class UniSAR(EncodedSideMixin, JsrModel):
         dynamic_shapes: Use the shape-changing shortcuts above (not XLA-compatible).
         seed: Seed of the per-step InfoNCE negative draws.
     """
+
+    supports_neighbours = True
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  dynamic_shapes: bool = True, seed: int = 0, **kwargs) -> None:
@@ -96,6 +112,10 @@ class UniSAR(EncodedSideMixin, JsrModel):
         if c.use_query_item_alignment:
             self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
+        if c.uses_neighbours:  # created last: a base model keeps its variables and their order
+            self.neighbour_encoder = build_neighbour_encoder(c)
+            self.feed_neighbour_fusion = build_neighbour_fusion(c, "feed_neighbour_fusion")
+            self.search_neighbour_fusion = build_neighbour_fusion(c, "search_neighbour_fusion")
 
     # -----------------------------------------------------------------------------------------
     def encode_items(self, dense_ids: Sequence[tf.Tensor]) -> List[tf.Tensor]:
@@ -164,14 +184,18 @@ class UniSAR(EncodedSideMixin, JsrModel):
         Returns:
             Dict with ``F_r, F_s [B,30,D]``, ``s2r, r2r, r2s, s2s``, ``feed_valid,
             search_valid [B,30]``, ``user [B,D]``, ``queries [B,30,D]``, ``clicks [B,30,K,D]``,
-            ``click_ids``, and ``extra`` (list of vectors).
+            ``click_ids``, and ``extra`` (list of vectors); with neighbours also
+            ``neighbours [B,K,D]`` and the batch's ``nbr_sim``, ``nbr_side [B,K]``.
         """
         batch = self.prepare(batch)
         feed_ids = batch[F.FEED_ITEMS]
         click_ids = batch[F.SEARCH_CLICKS]
         words = batch[F.SEARCH_WORDS]
-        vectors = self.encode_items([feed_ids, click_ids, *extra_items])
-        feed_vectors, click_vectors, extra = vectors[0], vectors[1], vectors[2:]
+        nbr = neighbour_inputs(batch) if self.config.uses_neighbours else None
+        nbr_ids = [nbr[F.NBR_REC_ITEMS], nbr[F.NBR_SRC_CLICKS]] if nbr is not None else []
+        vectors = self.encode_items([feed_ids, click_ids, *nbr_ids, *extra_items])
+        feed_vectors, click_vectors = vectors[0], vectors[1]
+        nbr_vectors, extra = vectors[2:2 + len(nbr_ids)], vectors[2 + len(nbr_ids):]
         queries = self.query_encoder(words)  # [B,30,D]
         search_valid = tf.not_equal(batch[F.SEARCH_TS], 0)
         feed_valid = tf.not_equal(feed_ids, 0)
@@ -197,10 +221,48 @@ class UniSAR(EncodedSideMixin, JsrModel):
         else:  # Ablation: no cross-attention; the two views of each scene are summed.
             fused_feed, fused_search = r2r + s2r, s2s + r2s
         user = self.user_encoder(user_rows(self._user_features, batch[F.USER_ID]))
-        return {"F_r": fused_feed, "F_s": fused_search, "s2r": s2r, "r2r": r2r, "r2s": r2s,
+        side = {"F_r": fused_feed, "F_s": fused_search, "s2r": s2r, "r2r": r2r, "r2s": r2s,
                 "s2s": s2s, "feed_valid": feed_valid, "search_valid": search_valid,
                 "user": user, "queries": queries, "clicks": click_vectors,
                 "click_ids": click_ids, "extra": extra}
+        if nbr is not None:
+            side["neighbours"] = self.encode_neighbours(nbr, *nbr_vectors, training=training)
+            side[F.NBR_SIM] = nbr[F.NBR_SIM]
+            side[F.NBR_SIDE] = nbr[F.NBR_SIDE]
+        return side
+
+    def encode_neighbours(self, nbr: Dict[str, tf.Tensor], item_vectors: tf.Tensor,
+                          click_vectors: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``n [B,K,D]`` of the neighbour payload (``neighbour_inputs``, dense ids).
+
+        Args:
+            nbr: The five ``nbr_*`` tensors.
+            item_vectors: ``I(nbr_rec_items)`` ``[B,K,Lf,D]``.
+            click_vectors: ``I(nbr_src_clicks)`` ``[B,K,Lq,Kn,D]``.
+            training: Dropout on/off (the shared encoders).
+        """
+        words, clicks = nbr[F.NBR_SRC_WORDS], nbr[F.NBR_SRC_CLICKS]
+        item_mask = tf.not_equal(nbr[F.NBR_REC_ITEMS], F.PAD_ID)
+        session_mask = neighbour_session_mask(words, clicks)
+        sessions = self.search_behaviour(self.query_encoder(words), click_vectors, clicks,
+                                         session_mask=session_mask)
+        if self.config.neighbours == "shared":
+            item_vectors = self._encode_neighbour_sequences(
+                self.feed_encoder, self.feed_positions, item_vectors, item_mask, training)
+            sessions = self._encode_neighbour_sequences(
+                self.search_encoder, self.search_positions, sessions, session_mask, training)
+        return self.neighbour_encoder(item_vectors, item_mask, sessions, session_mask)
+
+    def _encode_neighbour_sequences(self, blocks, positions: PositionalEmbedding,
+                                    vectors: tf.Tensor, valid: tf.Tensor,
+                                    training: bool) -> tf.Tensor:
+        """The model's own encoder over ``[B·K, L, D]`` neighbour sequences (``[B,K,L,D]`` in
+        and out), positions ``P[:L]``, padding keys masked."""
+        length, dim = vectors.shape[-2], self.config.hidden_dim
+        flat = tf.reshape(vectors, [-1, length, dim])
+        mask = key_valid_mask(tf.reshape(valid, [-1, length]), length)
+        out = self._run(blocks, positions(flat), mask, training)
+        return tf.reshape(out, tf.shape(vectors))
 
     def score_encoded(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
                       query_words: Optional[tf.Tensor], task: int,
@@ -210,6 +272,12 @@ class UniSAR(EncodedSideMixin, JsrModel):
         rec_interest = self.feed_target_attention(side["F_r"], candidates, side["feed_valid"])
         src_interest = self.search_target_attention(side["F_s"], candidates,
                                                     side["search_valid"])
+        if self.config.uses_neighbours:  # h' = h + g * m, an exact identity without neighbours
+            nbr = (side["neighbours"], side[F.NBR_SIM], side[F.NBR_SIDE])
+            rec_interest = self.feed_neighbour_fusion(rec_interest, *nbr, candidates=candidates,
+                                                      training=training)
+            src_interest = self.search_neighbour_fusion(src_interest, *nbr,
+                                                        candidates=candidates, training=training)
         user = tf.repeat(side["user"][:, None, :], num, axis=1)
         if task == F.Task.SEARCH:
             query = self.query_encoder(query_words)[:, None, :]

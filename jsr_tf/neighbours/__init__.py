@@ -51,6 +51,37 @@ DAY_MS = 24 * HOUR_MS
 _BEIJING_OFFSET_MS = 8 * HOUR_MS
 
 
+def config_dict(config) -> Dict[str, Any]:
+    """A config dataclass with ``snapshots`` and ``visibilities`` tuples → a JSON-ready dict."""
+    values = dataclasses.asdict(config)
+    values["snapshots"] = list(config.snapshots)
+    values["visibilities"] = list(config.visibilities)
+    return values
+
+
+def check_positive_ints(config, names: Sequence[str]) -> None:
+    """Raises ``ValueError`` unless every field ``names`` of ``config`` is an int >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` should be a positive integer. "
+                             f"Received: `{name}={value!r}`")
+
+
+def check_snapshots_and_visibilities(snapshots: Sequence[int],
+                                     visibilities: Sequence[str]) -> None:
+    """Raises ``ValueError`` unless ``snapshots`` are strictly increasing integer unix ms and
+    ``visibilities`` distinct values of ``VISIBILITIES`` (at least one)."""
+    if any(isinstance(t, bool) or not isinstance(t, int) for t in snapshots) or any(
+            a >= b for a, b in zip(snapshots, snapshots[1:])):
+        raise ValueError("`snapshots` should be strictly increasing integer unix ms. "
+                         f"Received: `snapshots={snapshots!r}`")
+    if not visibilities or any(v not in VISIBILITIES for v in visibilities) or len(
+            set(visibilities)) != len(visibilities):
+        raise ValueError(f"`visibilities` should be distinct values of {VISIBILITIES}. "
+                         f"Received: `visibilities={visibilities!r}`")
+
+
 @dataclasses.dataclass(frozen=True)
 class NeighbourConfig:
     """Settings of the neighbour retrieval job (defaults: ``similar_users.md`` §7).
@@ -111,12 +142,8 @@ class NeighbourConfig:
         if self.lsh_layout not in LSH_LAYOUTS:
             raise ValueError(f"`lsh_layout` should be one of {LSH_LAYOUTS}. "
                              f"Received: `lsh_layout={self.lsh_layout!r}`")
-        for name in ("num_perm", "bands", "rows", "k_search", "k_feed", "max_bucket",
-                     "max_candidates", "snapshot_hours"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` should be a positive integer. "
-                                 f"Received: `{name}={value!r}`")
+        check_positive_ints(self, ("num_perm", "bands", "rows", "k_search", "k_feed",
+                                   "max_bucket", "max_candidates", "snapshot_hours"))
         if self.bands * self.rows != self.num_perm:
             raise ValueError("`bands * rows` should equal `num_perm`. Received: "
                              f"`bands={self.bands}`, `rows={self.rows}`, "
@@ -128,21 +155,11 @@ class NeighbourConfig:
         if not isinstance(self.min_jaccard, (int, float)) or not 0.0 <= self.min_jaccard <= 1.0:
             raise ValueError("`min_jaccard` should be a number in [0, 1]. "
                              f"Received: `min_jaccard={self.min_jaccard!r}`")
-        if any(isinstance(t, bool) or not isinstance(t, int) for t in self.snapshots) or any(
-                a >= b for a, b in zip(self.snapshots, self.snapshots[1:])):
-            raise ValueError("`snapshots` should be strictly increasing integer unix ms. "
-                             f"Received: `snapshots={self.snapshots!r}`")
-        if not self.visibilities or any(v not in VISIBILITIES for v in self.visibilities) or len(
-                set(self.visibilities)) != len(self.visibilities):
-            raise ValueError(f"`visibilities` should be distinct values of {VISIBILITIES}. "
-                             f"Received: `visibilities={self.visibilities!r}`")
+        check_snapshots_and_visibilities(self.snapshots, self.visibilities)
         return self
 
     def to_dict(self) -> Dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["snapshots"] = list(self.snapshots)
-        values["visibilities"] = list(self.visibilities)
-        return values
+        return config_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

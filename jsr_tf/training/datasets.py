@@ -15,6 +15,10 @@ Under a distribution strategy both batches are global and split across replicas,
 batch is rounded up to a multiple of the replica count, and the feed batch must be one. Across
 workers the input is sharded by data (``AutoShardPolicy.DATA``): each worker reads every file
 and keeps its share of the steps.
+
+A model with neighbours (``model.neighbours != "none"``) gets the neighbour payload too
+(``reader.make_dataset(..., neighbours=True)``); ``check_neighbour_data`` warns when the data
+were not written with it (every slot is then empty and the model equals its base).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Dict, Sequence
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
+from absl import logging
 
 from jsr_tf import features as F
 from jsr_tf.config import ExperimentConfig
@@ -67,6 +72,34 @@ def train_counts(data_dir: str) -> Dict[str, int]:
     return {F.task_name(t): int(examples.get(F.task_name(t), 0)) for t in F.Task}
 
 
+NEIGHBOURS_SECTION = "neighbours"  # the manifest section ``jsr-neighbour-features`` writes
+
+
+def has_neighbour_payload(data_dir: str) -> bool:
+    """Whether ``<data_dir>/manifest.json`` has a ``"neighbours"`` section (False without one)."""
+    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    if not tf.io.gfile.exists(path):
+        return False
+    with tf.io.gfile.GFile(path) as f:
+        return NEIGHBOURS_SECTION in json.load(f)
+
+
+def check_neighbour_data(data_dir: str) -> bool:
+    """Logs a warning unless ``data_dir`` carries the neighbour payload; returns whether it does.
+
+    Call for a model with neighbours: on data without the payload every neighbour slot is empty,
+    the fusion is an exact identity, and the model trains and scores like its base model.
+    """
+    present = has_neighbour_payload(data_dir)
+    if not present:
+        logging.warning(
+            "The model uses neighbours (`model.neighbours` != 'none') but %s has no "
+            "'%s' section in %s: every neighbour slot will be empty and the model equals its "
+            "base model. Run jsr-neighbour-features on the data first.", data_dir,
+            NEIGHBOURS_SECTION, F.MANIFEST_FILE)
+    return present
+
+
 def search_batch_size(n_feed: int, n_search: int, batch_size: int) -> int:
     """``floor(n_search / (floor(n_feed / batch_size) + 1)) + 1`` (spec/unisar.md §9)."""
     if batch_size <= 0:
@@ -89,8 +122,8 @@ def make_train_input(config: ExperimentConfig, data_dir: str,
     (e.g. ``shuffle=False`` for a batch to create variables with) instead.
 
     Args:
-        config: Uses ``train.batch_size``, ``steps_per_epoch``, ``seed``, ``shuffle_buffer`` and
-            ``resample_negatives``.
+        config: Uses ``train.batch_size``, ``steps_per_epoch``, ``seed``, ``shuffle_buffer``,
+            ``resample_negatives`` and ``model.neighbours`` (parse the neighbour payload).
         data_dir: Pipeline output directory.
         tasks: Tasks the model trains on; a task without train examples is left out.
         num_replicas: ``strategy.num_replicas_in_sync``.
@@ -124,6 +157,9 @@ def make_train_input(config: ExperimentConfig, data_dir: str,
         raise ValueError(f"One epoch has no full batch: {n_primary} {F.task_name(primary)} "
                          f"train examples < `batch_size={train.batch_size}`. Lower the batch "
                          "size or set `train.steps_per_epoch`.")
+    neighbours = config.model.uses_neighbours
+    if neighbours:
+        check_neighbour_data(data_dir)
     streams = {}
     for offset, task in enumerate(present):
         key = _KEYS[task]
@@ -133,7 +169,7 @@ def make_train_input(config: ExperimentConfig, data_dir: str,
             data_dir, F.Split.TRAIN.value, task, sizes[key],
             shuffle_buffer=train.shuffle_buffer if shuffle else 0,
             seed=train.seed + offset * SEARCH_SEED_OFFSET, repeat=True, drop_remainder=True,
-            resample_negatives=train.resample_negatives)
+            resample_negatives=train.resample_negatives, neighbours=neighbours)
     dataset = tf.data.Dataset.zip(streams).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Multi-worker: every worker reads the same seeded stream and keeps every N-th step. FILE

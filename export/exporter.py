@@ -2,8 +2,8 @@
 
 The version directory is a SavedModel (tag ``serve``) with the signatures of
 ``export.serving``, the id lookup tables and item side-feature tables inside it (the serving side
-needs no vocabulary files), ``assets.extra/tf_serving_warmup_requests`` (one request per
-signature) and ``assets.extra/export_info.json`` (source run, signatures, TF version).
+needs no vocabulary files), ``assets.extra/tf_serving_warmup_requests`` (two requests per
+signature: a batch and one row) and ``assets.extra/export_info.json`` (source run, signatures, TF version).
 
 It is written under a hidden temporary name and renamed into place at the end, so a TF Serving
 instance that polls ``<export_base>/<model_name>`` on a local (POSIX) file system never loads a

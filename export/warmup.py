@@ -3,8 +3,8 @@
 TF Serving replays ``<version>/assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
 ``PredictionLog`` protos) before it marks a version ready, so the first real request does not pay
 for graph initialisation
-(https://www.tensorflow.org/tfx/serving/saved_model_warmup). One request per signature, built
-from real rows of the valid split, is written.
+(https://www.tensorflow.org/tfx/serving/saved_model_warmup). Two requests per signature, built
+from real rows of the valid split (the sample batch and its first row), are written.
 """
 
 from __future__ import annotations

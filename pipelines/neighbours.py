@@ -82,7 +82,7 @@ from pipelines.preprocess import resolve_inputs
 from pipelines.cli import console_main, pipeline_options
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
-from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _dedupe_counts,
+from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _duplicate_stats,
                                   merge_counters, parse_timelines)
 
 TABLE_PREFIX = "neighbours"
@@ -216,9 +216,7 @@ def join_categories(element) -> Iterable:
     counts: Counters = {}
     category = 0
     if records:
-        exact, conflicting = _dedupe_counts(records)
-        counts = {f"{ITEMS}/canonical": 1, f"{ITEMS}/dropped_duplicate": exact,
-                  f"{ITEMS}/dropped_conflicting_id": conflicting}
+        counts = _duplicate_stats((item, records), ITEMS)
         category = records[0][1].categories[1]
     if refs:
         tokens = tuple(sorted(mh.feed_tokens((), [category])))
@@ -711,8 +709,7 @@ def parse_config(args: argparse.Namespace) -> Tuple[NeighbourConfig, PreprocessC
     """``--config`` file, then flag overrides → validated configs."""
     values = {}
     if args.config:
-        with FileSystems.open(args.config) as f:
-            values = json.loads(f.read().decode("utf-8"))
+        values = read_json(args.config)
     for name, _ in _OVERRIDES:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -724,8 +721,7 @@ def parse_config(args: argparse.Namespace) -> Tuple[NeighbourConfig, PreprocessC
 
     pre_values = {}
     if args.preprocess_config:
-        with FileSystems.open(args.preprocess_config) as f:
-            pre_values = json.loads(f.read().decode("utf-8"))
+        pre_values = read_json(args.preprocess_config)
     preprocess_config = (PreprocessConfig.reference(**pre_values) if args.reference
                          else PreprocessConfig.from_dict(pre_values))
     return config, preprocess_config

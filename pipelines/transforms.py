@@ -145,7 +145,7 @@ class BuildTimelines(beam.DoFn):
 def parse_timelines(pipeline: beam.Pipeline, paths: Dict[str, str], config: PreprocessConfig,
                     names: Tuple[str, ...] = (REC, SRC)):
     """Parses the ``names`` files (feed and search logs at least) and builds the per-user
-    timelines, as ``KuaisarToExamples`` does (used by the neighbour jobs).
+    timelines (``KuaisarToExamples`` and the neighbour jobs).
 
     Returns:
         ``(parsed, timelines)``: ``ParseFile`` outputs per file name (``records``, ``stats``),
@@ -270,15 +270,8 @@ class KuaisarToExamples(beam.PTransform):
 
     def expand(self, pbegin):
         config = self._config
-        parsed = {name: pbegin | f"Parse {name}" >> ParseFile(name, path, config)
-                  for name, path in sorted(self._paths.items())}
-
-        feed = parsed[REC].records | "KeyFeed" >> beam.Map(lambda e: (e.user_id, e))
-        search = parsed[SRC].records | "KeySearch" >> beam.Map(lambda r: (r.user_id, r))
-        timelines_out = (
-            {"feed": feed, "search": search}
-            | "GroupByUser" >> beam.CoGroupByKey()
-            | "Timelines" >> beam.ParDo(BuildTimelines(config)).with_outputs(STATS, main="tl"))
+        parsed, timelines_out = parse_timelines(pbegin, self._paths, config,
+                                                tuple(sorted(self._paths)))
         timelines = timelines_out.tl
 
         counts = (timelines

@@ -35,7 +35,7 @@ from typing import Any, Dict, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers import _checks
+from jsr_tf.layers import _checks, pooling
 
 MASK_FILL = -1e12  # the reference's fill for invalid slots; finite, replaced (not added)
 
@@ -52,19 +52,8 @@ class CoAttentionKey(enum.StrEnum):
 
 
 def softmax_valid(scores: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-    """Softmax over the valid slots of each row; a row with no valid slot gives zeros.
-
-    Args:
-        scores: Float tensor `(B, L)`.
-        valid: Bool tensor `(B, L)`, True for real slots.
-
-    Returns:
-        Float tensor `(B, L)`: 0 on invalid slots, each row summing to 1 (or 0 if empty).
-    """
-    valid = tf.cast(valid, tf.bool)
-    weights = tf.nn.softmax(tf.where(valid, scores, tf.cast(MASK_FILL, scores.dtype)), axis=-1)
-    has_slot = tf.reduce_any(valid, axis=-1, keepdims=True)
-    return weights * tf.cast(has_slot, weights.dtype)
+    """`pooling.softmax_valid` with the reference's fill: 0 on invalid slots, zeros if none."""
+    return pooling.softmax_valid(scores, valid, fill=MASK_FILL)
 
 
 def split_by_weight(weights: tf.Tensor, valid: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:

@@ -26,8 +26,8 @@ import tf_keras as keras
 from tf_keras.src.utils import control_flow_util
 
 from jsr_tf.layers import _checks
+from jsr_tf.layers.pooling import softmax_valid
 
-MASK_FILL = -1e9  # Finite: an all-masked row must not produce NaN before it is zeroed.
 NUM_SIDES = 3     # features.NeighbourSide: 0 empty, 1 feed-similar, 2 search-similar.
 
 
@@ -155,7 +155,7 @@ class NeighbourFusion(keras.layers.Layer):
         logits = (tf.einsum("bhck,bhnk->bhcn", query, keys) / math.sqrt(self.head_dim)
                   + bias[:, tf.newaxis, tf.newaxis, :])
         mask = self._slot_mask(side, training)[:, tf.newaxis, tf.newaxis, :]  # (B, 1, 1, K)
-        alpha = self._masked_softmax(logits, mask)
+        alpha = softmax_valid(logits, mask)
         dropped = self.attention_dropout(alpha, training=training)
         context = tf.einsum("bhcn,bhnk->bchk", dropped, values)  # (B, C', H, dh)
         shape = tf.shape(context)
@@ -167,13 +167,6 @@ class NeighbourFusion(keras.layers.Layer):
         if rank2:
             out, alpha = out[:, 0], alpha[:, :, 0]
         return (out, alpha) if return_attention_scores else out
-
-    @staticmethod
-    def _masked_softmax(logits: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-        """Softmax over the last axis of the allowed slots; 0 at excluded slots, so a row with
-        no allowed slot is all 0 (not uniform)."""
-        filled = tf.where(mask, logits, tf.cast(MASK_FILL, logits.dtype))
-        return tf.nn.softmax(filled, axis=-1) * tf.cast(mask, logits.dtype)
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

@@ -71,7 +71,7 @@ from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
 from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded,
-                                  check_item_features, check_joint_inputs, encode_unique,
+                                  check_item_features, encode_unique,
                                   item_vectors, mean_bce, transformer_stack, user_rows)
 
 TRIPLET_WEIGHT = 0.001  # spec: L_feed = BCE + 0.1 L_align + 0.001 L_tri
@@ -210,14 +210,10 @@ class SESRec(EncodedSideMixin, JsrModel):
         side.update({str(key): value for key, value in split.items()})
         return side
 
-    def score_encoded(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
-                      query_words: Optional[tf.Tensor], task: int,
-                      training: bool = False) -> tf.Tensor:
-        """Logits ``[B, C]`` of candidate vectors ``[B, C, d]`` against an encoded user side.
-
-        The search head also reads ``Q(query_words)`` (``[B, W]`` dense word indices).
-        """
-        task = F.Task(task)
+    def candidate_features(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
+                           training: bool = False) -> tf.Tensor:
+        """The heads' shared input ``[h_R; h_S; u]`` (the pools of both histories per
+        candidate, and the user): ``[B, C, 7d]``."""
         feed_pools = self.feed_target_attention(
             side["R"], candidates, [side["feed_valid"], side[CoAttentionKey.FEED_POSITIVE],
                                     side[CoAttentionKey.FEED_NEGATIVE]])
@@ -225,10 +221,22 @@ class SESRec(EncodedSideMixin, JsrModel):
             side["S"], candidates, [side["search_valid"], side[CoAttentionKey.SEARCH_POSITIVE],
                                     side[CoAttentionKey.SEARCH_NEGATIVE]])
         num = tf.shape(candidates)[1]
-        parts = [feed_pools, search_pools, tf.repeat(side["user"][:, None, :], num, axis=1)]
+        return tf.concat([feed_pools, search_pools,
+                          tf.repeat(side["user"][:, None, :], num, axis=1)], axis=-1)
+
+    def head(self, features: tf.Tensor, candidates: tf.Tensor,
+             query_words: Optional[tf.Tensor], task: int,
+             training: bool = False) -> tf.Tensor:
+        """Logits ``[B, C]`` of one task's MLP on ``[features; (Q(query_words)); e_c]``.
+
+        The search head also reads ``Q(query_words)`` (``[B, W]`` dense word indices).
+        """
+        task = F.Task(task)
+        parts = [features]
         if task == F.Task.SEARCH:
             if query_words is None:
                 raise ValueError(f"The search head reads `{F.QUERY_WORDS}`. Received: None")
+            num = tf.shape(candidates)[1]
             parts.append(tf.repeat(self.query_encoder(query_words)[:, None, :], num, axis=1))
         parts.append(candidates)
         x = tf.concat(parts, axis=-1)
@@ -265,14 +273,6 @@ class SESRec(EncodedSideMixin, JsrModel):
         out = {"bce": bce, "triplet": triplet, "logits": logits}
         total = bce + self.triplet_weight * triplet
         return self.with_query_item_loss(out, total, side, negative_queries)
-
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        """``L_feed + src_loss_weight · L_src`` (``joint_loss``); one negative draw shared by
-        both batches."""
-        check_joint_inputs(inputs)
-        negatives = (self._negatives() if self.config.use_query_item_alignment
-                     else (None, None))
-        return self.shared_negatives_loss(inputs, negatives, training)
 
 
 @register_model("sesrec")

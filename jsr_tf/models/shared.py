@@ -13,8 +13,8 @@ candidates; d = ``hidden_dim``.
   creation order).
 - **Forward helpers**: ``item_vectors`` (id-only tables give exact zeros for padding),
   ``encode_unique`` (one encoder pass per distinct id), ``user_rows``, ``request_vector``, and
-  ``EncodedSideMixin`` (``score``, ``call`` and ``L_qi`` of the models that encode the user
-  side once).
+  ``EncodedSideMixin`` (``score``, ``call``, ``compute_loss`` and ``L_qi`` of the models that
+  encode the user side once).
 - **Neighbours** (spec/similar_users.md §4): ``neighbour_inputs`` (the ``nbr_*`` tensors of a
   batch, zeros where absent), ``neighbour_session_mask``, ``build_neighbour_encoder`` and
   ``build_neighbour_fusion``.
@@ -274,15 +274,17 @@ def request_vector(query_encoder: QueryEncoder, empty_query: tf.Variable, batch:
 
 
 class EncodedSideMixin:
-    """``score``, ``call`` and the query–item InfoNCE term of the models that encode the user
-    side once per row and score candidates against it (UniSAR, SESRec). Mix in before
-    ``JsrModel``.
+    """``score``, ``call``, ``compute_loss`` and the query–item InfoNCE term of the models that
+    encode the user side once per row and score candidates against it (UniSAR, SESRec). Mix in
+    before ``JsrModel``.
 
     The model provides ``prepare(batch)``, ``encode_user(batch, extra_items, training)`` (a dict
     with ``queries [B,Ls,d]``, ``clicks [B,Ls,K,d]``, ``click_ids [B,Ls,K]`` and, under
-    ``extra``, the vectors of the dense item tensors ``extra_items`` in order), ``score_encoded(
-    side, candidates, query_words, task, training)``, ``task_loss(batch, task, negative_items,
-    negative_queries, training)``, ``query_encoder``, ``config``, ``dynamic_shapes``, ``seed``,
+    ``extra``, the vectors of the dense item tensors ``extra_items`` in order),
+    ``candidate_features(side, candidates, training)`` (the task-independent head input, computed
+    once when ``call`` scores both heads), ``head(features, candidates, query_words, task,
+    training)``, ``task_loss(batch, task, negative_items, negative_queries, training)``,
+    ``query_encoder``, ``config``, ``dynamic_shapes``, ``seed``,
     ``num_items``, ``_queries`` (``query_table``) and, with ``use_query_item_alignment``,
     ``query_item_alignment``; ``build_input_side`` creates the input-side ones.
     """
@@ -302,11 +304,18 @@ class EncodedSideMixin:
         batch = self.prepare(batch)
         side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
         candidates = side["extra"][0]
-        return {Outputs.FEED_LOGITS: self.score_encoded(side, candidates, None, F.Task.FEED,
-                                                        training),
-                Outputs.SEARCH_LOGITS: self.score_encoded(side, candidates,
-                                                          batch[F.QUERY_WORDS], F.Task.SEARCH,
-                                                          training)}
+        features = self.candidate_features(side, candidates, training)  # once for both heads
+        return {Outputs.FEED_LOGITS: self.head(features, candidates, None, F.Task.FEED,
+                                               training),
+                Outputs.SEARCH_LOGITS: self.head(features, candidates, batch[F.QUERY_WORDS],
+                                                 F.Task.SEARCH, training)}
+
+    def score_encoded(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
+                      query_words: Optional[tf.Tensor], task: int,
+                      training: bool = False) -> tf.Tensor:
+        """Logits ``[B, C]`` of candidate vectors ``[B, C, d]`` against an encoded user side."""
+        return self.head(self.candidate_features(side, candidates, training), candidates,
+                         query_words, task, training)
 
     def build_input_side(self, vocab: Vocab, item_features: str = "unisar") -> Tuple[int, ...]:
         """Creates what turns a raw batch into vectors, in this order (seeded initialisation
@@ -334,17 +343,19 @@ class EncodedSideMixin:
         return infonce_negatives(self.seed, optimizer_step(self), self.config.num_qi_negatives,
                                  self.num_items, self._queries)
 
-    def shared_negatives_loss(self, inputs: Mapping[str, Batch],
-                              negatives: Tuple[Optional[tf.Tensor], Optional[tf.Tensor]],
-                              training: bool) -> tf.Tensor:
-        """``joint_loss`` of the model's ``task_loss``, one negative draw for both batches.
+    def compute_loss(self, inputs: Mapping[str, Batch], training: bool = False) -> tf.Tensor:
+        """``L_feed + src_loss_weight · L_src`` (``joint_loss`` of the model's ``task_loss``)
+        with one InfoNCE negative draw shared by both batches (none without the query–item
+        alignment).
 
         Args:
             inputs: ``{Inputs.FEED: batch, Inputs.SEARCH: batch}``, either may be absent.
-            negatives: ``(negative_items, negative_queries)`` (``_negatives``).
             training: Training step.
         """
-        negative_items, negative_queries = negatives
+        check_joint_inputs(inputs)
+        negative_items, negative_queries = (self._negatives()
+                                            if self.config.use_query_item_alignment
+                                            else (None, None))
         return joint_loss(inputs, self.task_loss, self.config.src_loss_weight,
                           negative_items=negative_items, negative_queries=negative_queries,
                           training=training)

@@ -264,10 +264,9 @@ class UniSAR(EncodedSideMixin, JsrModel):
         out = self._run(blocks, positions(flat), mask, training)
         return tf.reshape(out, tf.shape(vectors))
 
-    def score_encoded(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
-                      query_words: Optional[tf.Tensor], task: int,
-                      training: bool = False) -> tf.Tensor:
-        """Logits ``[B, C]`` of candidate vectors ``[B, C, D]`` against an encoded user side."""
+    def candidate_features(self, side: Dict[str, tf.Tensor], candidates: tf.Tensor,
+                           training: bool = False) -> tf.Tensor:
+        """The heads' shared input ``[rec_interest; src_interest; e_c; user]``: ``[B, C, 4D]``."""
         num = tf.shape(candidates)[1]
         rec_interest = self.feed_target_attention(side["F_r"], candidates, side["feed_valid"])
         src_interest = self.search_target_attention(side["F_s"], candidates,
@@ -279,12 +278,18 @@ class UniSAR(EncodedSideMixin, JsrModel):
             src_interest = self.search_neighbour_fusion(src_interest, *nbr,
                                                         candidates=candidates, training=training)
         user = tf.repeat(side["user"][:, None, :], num, axis=1)
+        return tf.concat([rec_interest, src_interest, candidates, user], axis=-1)
+
+    def head(self, features: tf.Tensor, candidates: tf.Tensor,
+             query_words: Optional[tf.Tensor], task: int,
+             training: bool = False) -> tf.Tensor:
+        """Logits ``[B, C]`` of one task: ``[features; query]`` → CGC → the task's MLP."""
         if task == F.Task.SEARCH:
             query = self.query_encoder(query_words)[:, None, :]
         else:
             query = tf.reshape(self.rec_query, [1, 1, -1])
         query = tf.broadcast_to(query, tf.shape(candidates))
-        x = tf.concat([rec_interest, src_interest, candidates, user, query], axis=-1)
+        x = tf.concat([features, query], axis=-1)
         tower = self.cgc(x, training=training, tasks=(int(task),))[0]
         return tf.squeeze(self.heads[int(task)](tower, training=training), axis=-1)
 
@@ -309,10 +314,6 @@ class UniSAR(EncodedSideMixin, JsrModel):
             out["his"] = his
             total += c.his_cl_weight * his
         return self.with_query_item_loss(out, total, side, negative_queries)
-
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        """``L_feed + src_loss_weight · L_src`` (``joint_loss``); one negative draw per step."""
-        return self.shared_negatives_loss(inputs, self._negatives(), training)
 
 
 @register_model("unisar")

@@ -11,9 +11,9 @@ from tests.testing import run_preprocess
 CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    """Pipeline output of the golden fixture, one per test module."""
+    """Pipeline output of the golden fixture, built once for all model tests (read only)."""
     root = tmp_path_factory.mktemp("models")
     config = root / "config.json"
     config.write_text(json.dumps(CONFIG))
@@ -22,7 +22,7 @@ def data_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vocab(data_dir):
     """Vocabularies of ``data_dir``."""
     return load_vocab(data_dir)

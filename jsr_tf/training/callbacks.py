@@ -273,7 +273,7 @@ class BestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self.flush()
         if self.restore_on_train_end and self.best_epoch >= 0:
-            self.model.load_weights(self.path).expect_partial()
+            strategy_lib.load_weights(self.model, self.path).expect_partial()
             logging.info("Restored the weights of epoch %d (%s = %.6f).", self.best_epoch + 1,
                          self.monitor, self.best)
 

@@ -14,11 +14,12 @@ name                      strategy
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import tempfile
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import tensorflow as tf
@@ -94,18 +95,43 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return bool(strategy.extended.should_checkpoint)
 
 
+_WORKER_DIRS: Dict[str, str] = {}  # checkpoint prefix -> this (non-chief) worker's private dir
+
+
+def _remove_worker_dirs() -> None:
+    for directory in _WORKER_DIRS.values():
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+atexit.register(_remove_worker_dirs)
+
+
+def worker_path(model: keras.Model, path: str) -> str:
+    """Where this worker keeps its copy of the checkpoint ``path``: ``path`` on the chief, a
+    private temporary directory (removed at exit) on the other workers."""
+    if is_chief(model.distribute_strategy):
+        return path
+    if path not in _WORKER_DIRS:
+        _WORKER_DIRS[path] = tempfile.mkdtemp(prefix="jsr_worker_weights_")
+    return os.path.join(_WORKER_DIRS[path], os.path.basename(path))
+
+
 def save_weights(model: keras.Model, path: str) -> None:
-    """``model.save_weights(path)`` on every worker; only the chief's copy lands at ``path``.
+    """``model.save_weights`` on every worker; only the chief's copy lands at ``path``.
 
     Under ``MultiWorkerMirroredStrategy`` every worker must take part in saving (variables may
-    need a collective read), so the others write to a temporary directory that is then removed.
+    need a collective read), so the others write to a private copy (``worker_path``), which
+    ``load_weights`` reads back: a worker never waits for, or races with, the chief's file.
     """
-    if is_chief(model.distribute_strategy):
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        model.save_weights(path)
-        return
-    tmp = tempfile.mkdtemp(prefix="jsr_worker_weights_")
-    try:
-        model.save_weights(os.path.join(tmp, os.path.basename(path)))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    target = worker_path(model, path)
+    tf.io.gfile.makedirs(os.path.dirname(target))
+    model.save_weights(target)
+
+
+def load_weights(model: keras.Model, path: str):
+    """Restores what ``save_weights(model, path)`` wrote on this worker (the chief's ``path``
+    if this process wrote none, e.g. after a restart). Returns the load status."""
+    target = worker_path(model, path)
+    if not tf.io.gfile.glob(target + "*"):
+        target = path
+    return model.load_weights(target)

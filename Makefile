@@ -14,6 +14,9 @@ DEMO_EPOCHS ?= 3
 DEMO_STEPS ?= 100
 DEMO_BATCH ?= 512
 DEMO_MODELS ?= unisar,sasrec,search_baseline,sesrec,popularity
+# The `full` protocol scores about this many test rows per task (a fixed hash-chosen subset of
+# users, the same for every model) against the whole catalogue.
+DEMO_FULL_ROWS ?= 500
 UNISAR_RUN = $(DEMO_DIR)/compare/runs/unisar/seed_$(SEED)
 
 .PHONY: demo test test-fast install clean bench
@@ -33,7 +36,8 @@ demo: $(STAMP)
 	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(UNISAR_RUN) \
 	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) \
 	    --override train.batch_size=$(DEMO_BATCH) --override train.seed=$(SEED) --verbose 2
-	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(UNISAR_RUN) --split test
+	$(BIN)/jsr-evaluate --data_dir $(DEMO_DIR)/data --model_dir $(UNISAR_RUN) --split test \
+	    --full_max_rows $(DEMO_FULL_ROWS)
 	$(BIN)/jsr-train --data_dir $(DEMO_DIR)/data --model_dir $(DEMO_DIR)/two_tower --model two_tower \
 	    --epochs $(DEMO_EPOCHS) --override train.steps_per_epoch=$(DEMO_STEPS) --verbose 2
 	$(BIN)/jsr-export --model_dir $(UNISAR_RUN) --retrieval_dir $(DEMO_DIR)/two_tower \
@@ -46,7 +50,8 @@ demo: $(STAMP)
 	@echo "Quick comparison, 1 seed (the UniSAR run above is reused):"
 	$(BIN)/jsr-compare --data_dir $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/compare \
 	    --models $(DEMO_MODELS) --seeds 1 --first_seed $(SEED) --epochs $(DEMO_EPOCHS) \
-	    --override train.steps_per_epoch=$(DEMO_STEPS) --override train.batch_size=$(DEMO_BATCH)
+	    --override train.steps_per_epoch=$(DEMO_STEPS) --override train.batch_size=$(DEMO_BATCH) \
+	    --full_max_rows $(DEMO_FULL_ROWS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)

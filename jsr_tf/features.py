@@ -33,6 +33,18 @@ earlier in canonical order, so same-timestamp events can be history — the most
         with one length per session. A no-click session carries the fallback item (its first
         shown item) and ``search_has_click = 0``.
 
+Evaluation fields (``EVAL_FEATURES``; valid and test rows only, absent on train rows; the reader
+parses them only when an evaluation protocol asks, see ``jsr_tf/evaluation/protocols.py``):
+    negatives_fair: ``[NUM_EVAL_NEGATIVES]`` raw item ids, the negatives of the ``sampled_fair``
+        protocol: drawn from the popularity of the *same (task, split)'s positives* (so the
+        candidate set carries no label signal for an item-only scorer), under the same
+        exclusions as ``negatives`` (the positive, the session's clicks, the user's earlier items,
+        items first seen at or after the target; first-seen times here include held-out events).
+        Empty when the pool could not supply them (counted in ``stats.json``).
+    impressions: ``[<= MAX_IMPRESSIONS]`` (search rows only) the items the target session showed
+        and the user did not click, in file order, deduplicated: the hard negatives of the
+        ``impressions`` protocol.
+
 Ids in the files are raw KuaiSAR ids (int64, not contiguous, may exceed 2^31). The model maps
 them to dense indices with lookup tables built from ``vocab/``.
 """
@@ -54,6 +66,7 @@ MAX_SESSION_CLICKS = 5
 NUM_TRAIN_NEGATIVES = 4
 NUM_EVAL_NEGATIVES = 99
 NUM_EVAL_CANDIDATES = 1 + NUM_EVAL_NEGATIVES
+MAX_IMPRESSIONS = 99  # shown-but-not-clicked items kept per target session (evaluation only)
 
 # Padding value of every id space; dense index 1 is the OOV bucket in the model's lookups.
 PAD_ID = 0
@@ -119,6 +132,11 @@ LIST_FEATURES = (
     SEARCH_WORDS, SEARCH_WORD_LENGTHS, SEARCH_CLICKS, SEARCH_CLICK_LENGTHS,
 )
 ALL_FEATURES = SCALAR_FEATURES + LIST_FEATURES
+
+# Optional evaluation-only lists of valid/test rows (see the module docstring).
+NEGATIVES_FAIR = "negatives_fair"
+IMPRESSIONS = "impressions"
+EVAL_FEATURES = (NEGATIVES_FAIR, IMPRESSIONS)
 
 # Label-like fields that a serving request does not carry.
 LABEL_FEATURES = (TARGET_ITEM, TARGET_ROW, NEGATIVES, TASK)
@@ -217,6 +235,17 @@ def neighbour_feature_description() -> Dict[str, str]:
     return desc
 
 
+def eval_feature_description() -> Dict[str, str]:
+    """Human-readable schema of the optional evaluation fields (``schema.json``)."""
+    return {
+        NEGATIVES_FAIR: (f"int64 [{NUM_EVAL_NEGATIVES}] on valid/test rows (absent on train "
+                         "rows; empty if the pool ran short): negatives of the sampled_fair "
+                         "protocol, popularity-weighted over the same (task, split)'s positives"),
+        IMPRESSIONS: (f"int64 [<= {MAX_IMPRESSIONS}] on valid/test search rows: items the target "
+                      "session showed and the user did not click, file order, deduplicated"),
+    }
+
+
 def feature_description() -> Dict[str, str]:
     """Human-readable schema: name -> description. Written to ``schema.json`` by the pipeline."""
     desc = {
@@ -271,6 +300,10 @@ def to_example_dict(example) -> Dict[str, np.ndarray]:
     for name in ALL_FEATURES:
         values = np.asarray(example.features.feature[name].int64_list.value, dtype=np.int64)
         out[name] = values[0] if name in SCALAR_FEATURES and values.size else values
+    for name in EVAL_FEATURES:  # optional: present on valid/test rows only
+        if name in example.features.feature:
+            out[name] = np.asarray(example.features.feature[name].int64_list.value,
+                                   dtype=np.int64)
     return out
 
 

@@ -41,6 +41,8 @@ def _to_tfds(keyed: KeyedExample):
         value = keyed.values[name]
         values[name] = (np.int64(value[0]) if name in F.SCALAR_FEATURES
                         else np.asarray(value, dtype=np.int64))
+    for name in F.EVAL_FEATURES:  # valid/test rows only: empty elsewhere
+        values[name] = np.asarray(keyed.values.get(name, ()), dtype=np.int64)
     return key, values
 
 
@@ -55,8 +57,10 @@ class KuaisarConfig(tfds.core.BuilderConfig):
 class Kuaisar(tfds.core.GeneratorBasedBuilder):
     """KuaiSAR as one example per search/feed target (leave-one-out splits)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: jsr-tf example contract."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release: jsr-tf example contract.",
+                     "1.1.0": "negatives_fair and impressions (evaluation protocols; empty on "
+                              "train rows)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
     BUILDER_CONFIGS = [
         KuaisarConfig(name="default", description="jsr-tf defaults (PreprocessConfig()).",
@@ -68,7 +72,7 @@ class Kuaisar(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         feature_dict = {name: tfds.features.Scalar(np.int64) for name in F.SCALAR_FEATURES}
         feature_dict.update({name: tfds.features.Tensor(shape=(None,), dtype=np.int64)
-                             for name in F.LIST_FEATURES})
+                             for name in F.LIST_FEATURES + F.EVAL_FEATURES})
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(feature_dict),
             homepage="https://kuaisar.github.io/",

@@ -118,6 +118,10 @@ def summarise(counters: Dict[str, int]) -> Dict:
             check(f"{name}: users = {split} examples + {split} negative drops", t["users"],
                   examples[split][name]
                   + c(f"{name}/dropped_insufficient_negatives/{split}", 0))
+        if f"{name}/fair_negatives/written" in counters or f"{name}/fair_negatives/short" in counters:
+            n_eval = examples[F.Split.VALID.value][name] + examples[F.Split.TEST.value][name]
+            check(f"{name}: valid + test examples = fair negatives written + short", n_eval,
+                  c(f"{name}/fair_negatives/written", 0) + c(f"{name}/fair_negatives/short", 0))
     check("users in the vocabulary = users with events + users with features only",
           c("vocab/users", 0), c("users/with_events", 0) + c("users/without_events", 0))
     return {
@@ -134,6 +138,10 @@ def summarise(counters: Dict[str, int]) -> Dict:
                             "rows_repaired": c("sessions/rows_repaired", 0)},
         "negatives": {"fallback_exhaustive": c("negatives/fallback_exhaustive", 0),
                       "fallback_uniform": c("negatives/fallback_uniform", 0)},
+        "eval_candidates": {
+            F.task_name(t): {key: c(f"{F.task_name(t)}/{key}", 0) for key in (
+                "fair_negatives/written", "fair_negatives/short", "impressions/written",
+                "impressions/empty")} for t in F.Task},
         "checks": list(check),
         "reconciled": check.reconciled,
         "counters": counters,
@@ -171,9 +179,23 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
             "exclusions": "positive, session clicks, user's items before the target",
             "seeding": "blake2b(candidate_seed, task, split, user) -> PCG64",
         },
+        "sampler_fair": {
+            "field": F.NEGATIVES_FAIR,
+            "num_negatives": config.num_eval_negatives,
+            "weights": ("count of the item among the same task and split's positives / number "
+                        "of that task and split's rows allowed to draw it (exclusion-corrected)"),
+            "negatives_must_predate_target": config.negatives_must_predate_target,
+            "first_seen": "every exposure, held-out targets included",
+            "exclusions": "positive, session clicks, user's items before the target",
+            "fallback": "none (a row the pool cannot fill gets an empty list, counted)",
+            "seeding": "blake2b(candidate_seed, 'fair', task, split, user) -> PCG64",
+        },
+        "impressions": {"field": F.IMPRESSIONS, "max": F.MAX_IMPRESSIONS,
+                        "items": "shown and not clicked in the target session (search rows)"},
         "eval_candidates": "inline: candidates = [target_item] + negatives (jsr_tf/features.py)",
     }
     schema = {"features": F.feature_description(),
+              "eval_features": F.eval_feature_description(),
               "caps": {"feed_history": config.max_feed_history,
                        "search_history": config.max_search_history,
                        "query_words": config.max_query_words,

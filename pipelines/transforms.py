@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Dict, Iterable, List, Mapping, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
-from jsr_tf.data.examples import KeyedExample, to_tf_example, user_examples
+from jsr_tf.data.examples import (KeyedExample, eval_row_exclusions, to_tf_example,
+                                  user_examples)
 from jsr_tf.data.negatives import NegativePool
 from jsr_tf.data.records import ItemRecord, UserRecord
 from jsr_tf.data.timeline import UserTimeline, build_timeline
@@ -184,6 +186,93 @@ def train_visible_queries(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, .
             yield event.words, 1
 
 
+def eval_target_items(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, str, int], int]]:
+    """``((task, split, item), 1)`` for each valid/test target: the fair pools' weights."""
+    for target in timeline.targets:
+        if target.split != Split.TRAIN.value:
+            yield (target.task, target.split, timeline.events[target.index].item), 1
+
+
+def all_exposures(timeline: UserTimeline) -> Iterable[Tuple[int, int]]:
+    """``(item, ts)`` of every exposure, held-out targets included (their item, or every item
+    their session showed): first-seen times of the fair pools, where a test positive first shown
+    in someone's test event must still be drawable for later targets."""
+    yield from timeline.exposures
+    for index in timeline.heldout:
+        event = timeline.events[index]
+        for item in (event.shown or (event.item,)):
+            yield item, event.ts
+
+
+def excluded_allowed_items(timeline: UserTimeline, first_seen: Mapping[int, int]
+                           ) -> Iterable[Tuple[Tuple[int, str, int], int]]:
+    """``((task, split, item), 1)`` for every item a valid/test row excludes that the first-seen
+    rule alone would have allowed (first seen before the target)."""
+    for task, split, ts, excluded in eval_row_exclusions(timeline):
+        for item in excluded:
+            if first_seen.get(item, ts) < ts:
+                yield (task, split, item), 1
+
+
+def eval_row_times(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, str], int]]:
+    """``((task, split), target_ts)`` of every valid/test target."""
+    for task, split, ts, _ in eval_row_exclusions(timeline):
+        yield (task, split), ts
+
+
+def fair_weights(counts: Mapping[int, int], first_seen: Mapping[int, int],
+                 row_times: Sequence[int], excluded: Mapping[int, int]) -> Dict[int, float]:
+    """Draw weights that give negatives the positives' distribution over a (task, split).
+
+    A row may draw item i only if i was first seen before the row's target and the row does not
+    exclude it, so with weights ``w_i`` (the positives' counts) items often excluded (popular
+    ones sit in many histories) would be under-drawn. Weighting by ``w_i / a_i``, with ``a_i``
+    the number of rows that may draw i, makes an item's expected share of the negatives
+    proportional to ``w_i`` again (to first order), so an item-only scorer stays at chance.
+
+    Args:
+        counts: Item -> count among the (task, split)'s positives.
+        first_seen: Item -> first-seen ms.
+        row_times: Target times of the (task, split)'s rows.
+        excluded: Item -> rows that exclude it although it was first seen before them.
+
+    Returns:
+        Item -> weight; items no row may draw get 0.
+    """
+    times = np.sort(np.asarray(list(row_times), np.int64))
+    out: Dict[int, float] = {}
+    for item, count in counts.items():
+        seen = first_seen.get(item)
+        if seen is None or count <= 0:
+            continue
+        allowed = int(times.size - np.searchsorted(times, seen, side="right"))
+        allowed -= int(excluded.get(item, 0))
+        out[item] = count / allowed if allowed > 0 else 0.0
+    return out
+
+
+def build_fair_pools(_, counts: Mapping[Tuple[int, str, int], int],
+                     first_seen: Mapping[int, int],
+                     row_times: Mapping[Tuple[int, str], Sequence[int]],
+                     excluded: Mapping[Tuple[int, str, int], int]
+                     ) -> Dict[Tuple[int, str], NegativePool]:
+    """``(task, split) -> NegativePool`` weighted by that task and split's positives, corrected
+    for exclusions (``fair_weights``); no uniform fallback, so the negatives keep the positives'
+    distribution."""
+    keys = [(int(t), s.value) for t in Task for s in (Split.VALID, Split.TEST)]
+    per_key: Dict[Tuple[int, str], Dict[int, int]] = {key: {} for key in keys}
+    excluded_by_key: Dict[Tuple[int, str], Dict[int, int]] = {key: {} for key in keys}
+    for (task, split, item), count in counts.items():
+        per_key[(int(task), split)][item] = count
+    for (task, split, item), count in excluded.items():
+        excluded_by_key[(int(task), split)][item] = count
+    seen = dict(first_seen)
+    return {key: NegativePool.build(
+                fair_weights(weights, seen, row_times.get(key, ()), excluded_by_key[key]),
+                seen, uniform_fallback=False)
+            for key, weights in per_key.items()}
+
+
 def build_pools(_, counts: Mapping[Tuple[int, int], int],
                 first_seen: Mapping[int, int]) -> Dict[int, NegativePool]:
     per_task: Dict[int, Dict[int, int]] = {Task.FEED: {}, Task.SEARCH: {}}
@@ -199,9 +288,9 @@ class MakeExamples(beam.DoFn):
         self._config = config
         self._users = 0
 
-    def process(self, timeline: UserTimeline, pools):
+    def process(self, timeline: UserTimeline, pools, fair_pools=None):
         counts: Counters = {}
-        yield from user_examples(timeline, pools, self._config, counts)
+        yield from user_examples(timeline, pools, self._config, counts, fair_pools)
         self._users += 1
         if self._users % _PROGRESS_USERS == 0:
             logging.info("examples: %d users done", self._users)
@@ -284,10 +373,33 @@ class KuaisarToExamples(beam.PTransform):
                  | "PoolSeed" >> beam.Create([None])
                  | "Pools" >> beam.Map(build_pools, counts=beam.pvalue.AsDict(counts),
                                        first_seen=beam.pvalue.AsDict(first_seen)))
+        eval_counts = (timelines
+                       | "EvalTargets" >> beam.FlatMap(eval_target_items)
+                       | "CountEvalTargets" >> beam.CombinePerKey(sum))
+        first_seen_all = (timelines
+                          | "AllExposures" >> beam.FlatMap(all_exposures)
+                          | "FirstSeenAll" >> beam.CombinePerKey(min))
+        row_times = (timelines
+                     | "EvalRowTimes" >> beam.FlatMap(eval_row_times)
+                     | "GroupRowTimes" >> beam.GroupByKey()
+                     | "SortRowTimes" >> beam.MapTuple(lambda key, ts: (key, sorted(ts))))
+        excluded = (timelines
+                    | "EvalExclusions" >> beam.FlatMap(
+                        excluded_allowed_items, first_seen=beam.pvalue.AsDict(first_seen_all))
+                    | "CountExclusions" >> beam.CombinePerKey(sum))
+        fair_pools = (pbegin
+                      | "FairPoolSeed" >> beam.Create([None])
+                      | "FairPools" >> beam.Map(build_fair_pools,
+                                                counts=beam.pvalue.AsDict(eval_counts),
+                                                first_seen=beam.pvalue.AsDict(first_seen_all),
+                                                row_times=beam.pvalue.AsDict(row_times),
+                                                excluded=beam.pvalue.AsDict(excluded)))
         examples_out = (timelines
                         | "Examples" >> beam.ParDo(
                             MakeExamples(config),
-                            pools=beam.pvalue.AsSingleton(pools)).with_outputs(STATS, main="ex"))
+                            pools=beam.pvalue.AsSingleton(pools),
+                            fair_pools=beam.pvalue.AsSingleton(fair_pools)).with_outputs(
+                                STATS, main="ex"))
 
         item_features = parsed[ITEMS].records | "KeyItems" >> beam.Map(
             lambda rr: (rr[1].item_id, rr))

@@ -125,3 +125,71 @@ def check_split_order(examples: Dict) -> None:
             user = int(e[F.USER_ID])
             if user in valid:
                 assert valid[user] < (int(e[F.TARGET_TS]), int(e[F.TARGET_ROW])), (task, user)
+
+
+def _raw_sessions(raw_dir: str) -> Dict[Tuple[int, int], Dict]:
+    """(user, session first row) -> {"shown": [items], "clicked": {items}} from src_inter.csv."""
+    by_id: Dict[Tuple[int, int], Dict] = {}
+    with open(os.path.join(raw_dir, "src_inter.csv"), newline="") as f:
+        for row_index, row in enumerate(csv.DictReader(f)):
+            key = (int(row["user_id"]), int(row["search_session_id"]))
+            entry = by_id.setdefault(key, {"row": row_index, "shown": [], "clicked": set()})
+            entry["shown"].append(int(row["item_id"]))
+            if int(float(row["click_cnt"])) > 0:
+                entry["clicked"].add(int(row["item_id"]))
+    return {(user, entry["row"]): entry for (user, _), entry in by_id.items()}
+
+
+def _raw_first_exposure(raw_dir: str) -> Dict[int, int]:
+    """item -> first time any user was shown it (feed deliveries and search impressions)."""
+    first: Dict[int, int] = {}
+    for name, ts_column in (("rec_inter.csv", "timestamp"),
+                            ("src_inter.csv", "search_session_timestamp")):
+        with open(os.path.join(raw_dir, name), newline="") as f:
+            for row in csv.DictReader(f):
+                item, ts = int(row["item_id"]), round(float(row[ts_column]))
+                first[item] = min(first.get(item, ts), ts)
+    return first
+
+
+def check_fair_negatives(examples: Dict, raw_dir: str, must_predate: bool = True
+                         ) -> Tuple[int, Dict[Tuple[str, str], int]]:
+    """``negatives_fair``: on valid/test rows only; 99 distinct, or none where the pool ran short;
+    never the positive, the session's other clicks or the user's earlier items; first shown to
+    anyone before the target. ``impressions``: shown in the target session, not clicked.
+
+    Returns:
+        ``(rows checked, {(split, task): rows without fair negatives})``.
+    """
+    interactions = _raw_interactions(raw_dir)
+    sessions = _raw_sessions(raw_dir)
+    first = _raw_first_exposure(raw_dir)
+    short: Dict[Tuple[str, str], int] = collections.Counter()
+    checked = 0
+    for (split, task), rows in examples.items():
+        for e in rows:
+            if split == "train":
+                assert F.NEGATIVES_FAIR not in e and F.IMPRESSIONS not in e
+                continue
+            user, t = int(e[F.USER_ID]), int(e[F.TARGET_TS])
+            negatives = [int(x) for x in e[F.NEGATIVES_FAIR]]
+            assert len(negatives) == len(set(negatives)), (split, user)
+            assert len(negatives) in (0, F.NUM_EVAL_NEGATIVES), (split, user)
+            short[(split, F.task_name(task))] += not negatives
+            positive = int(e[F.TARGET_ITEM])
+            assert positive not in negatives
+            prior = {item for ts, item in interactions[user] if ts < t}
+            assert not prior & set(negatives), ("fair negative the user had before", user, t)
+            if must_predate:
+                assert all(first[n] < t for n in negatives), ("fair negative seen late", user)
+            if task == F.Task.SEARCH:
+                session = sessions[(user, int(e[F.TARGET_ROW]))]
+                assert not session["clicked"] & set(negatives), ("session click", user)
+                impressions = [int(x) for x in e[F.IMPRESSIONS]]
+                expected = [i for i in dict.fromkeys(session["shown"])
+                            if i not in session["clicked"]][:F.MAX_IMPRESSIONS]
+                assert impressions == expected, (user, t)
+            else:
+                assert F.IMPRESSIONS not in e
+            checked += 1
+    return checked, dict(short)

@@ -113,8 +113,22 @@ def test_cli_writes_record_and_prints_table(model_dir, data_dir, family, capsys)
     assert test["oracle"] is None
     assert test["ratio_to_oracle"] == test["gap_closed"] == "n/a"
 
+    # Every protocol the data supports, each with the training-free floors.
+    assert set(test["protocols"]) == {"sampled", "sampled_fair", "full", "impressions"}
+    for name, entry in test["protocols"].items():
+        assert set(entry["floors"]) >= {"popularity", "random", "-count (same task)",
+                                        "-count (other task)"}, name
+    assert test["protocols"]["sampled"]["metrics"] == test["metrics"]
+    assert test["protocols"]["full"]["metrics"]["feed"]["rows"] == 2
+    assert test["protocols"]["full"]["options"]["chunk"] == 4096
+    # The golden sessions show nothing but their click: no impressions row to rank.
+    impressions = test["protocols"]["impressions"]["metrics"]
+    assert set(impressions) == {"search"} and impressions["search"]["rows"] == 0
+    assert impressions["search"]["rows_skipped"] == 2
     out = capsys.readouterr().out
-    assert "test · feed" in out and "test · search" in out
+    assert "test · sampled · feed" in out and "test · sampled · search" in out
+    assert "test · full · feed" in out and "Recall@100" in out
+    assert "test · impressions · search" in out and "-count (other task)" in out
     header = next(line for line in out.splitlines() if "HR@1" in line)
     assert header.split() == list(metrics.metric_names()) + ["rows", "ties"]
     for label in (family, "popularity", "random", "ratio to oracle", "gap closed"):

@@ -27,26 +27,80 @@ def _record(feed, search=None, ratio=None, params=10, seconds=5.0):
 def test_summary_is_mean_and_sample_std_over_seeds():
     records = {"a": {1: _record(0.2, 0.1, ratio=0.5), 2: _record(0.4, 0.3, ratio=0.7)},
                "b": {1: _record(0.3)}}
-    rows = {(r["model"], r["task"]): r for r in compare.summarise(records)}
-    assert set(rows) == {("a", "feed"), ("a", "search"), ("b", "feed")}
+    rows = {(r["protocol"], r["model"], r["task"]): r for r in compare.summarise(records)}
+    assert set(rows) == {("sampled", "a", "feed"), ("sampled", "a", "search"),
+                         ("sampled", "b", "feed")}
+    rows = {key[1:]: row for key, row in rows.items()}
     assert rows["a", "feed"]["NDCG@10"] == pytest.approx(
         {"mean": 0.3, "std": math.sqrt(0.02), "n": 2})
     assert rows["a", "feed"]["NDCG@10/oracle"]["mean"] == pytest.approx(0.6)
     assert rows["a", "search"]["NDCG@10/oracle"]["n"] == 0  # no oracle ratio recorded
-    assert rows["b", "feed"]["NDCG@10"] == {"mean": 0.3, "std": 0.0, "n": 1}
+    single = rows["b", "feed"]["NDCG@10"]
+    assert single["mean"] == 0.3 and single["n"] == 1 and math.isnan(single["std"])
     assert rows["a", "feed"]["params"] == 10
 
 
 def test_table_and_csv_carry_the_summary(tmp_path):
-    rows = compare.summarise({"a": {1: _record(0.2), 2: _record(0.4)}})
+    rows = compare.summarise({"a": {1: _record(0.2), 2: _record(0.4)}, "b": {1: _record(0.25)}})
     text = compare.write_table(rows, str(tmp_path))
-    assert "| a | feed | 2 | 0.3000 ± 0.1414 |" in text
+    assert "| sampled | a | feed | 2 | 0.3000 ± 0.1414 |" in text
+    assert "| sampled | b | feed | 1 | 0.2500 ± – |" in text  # one seed: no spread to show
     with open(tmp_path / compare.RESULTS_CSV) as f:
-        (row,) = list(csv.DictReader(f))
+        row = list(csv.DictReader(f))[0]
+    assert row["protocol"] == "sampled" and row["model"] == "a"
     assert float(row["NDCG@10_mean"]) == pytest.approx(0.3)
     assert float(row["NDCG@10_std"]) == pytest.approx(math.sqrt(0.02))
     assert compare.plot(rows, str(tmp_path)).endswith(compare.RESULTS_PNG)
     assert (tmp_path / compare.RESULTS_PNG).read_bytes()[:4] == b"\x89PNG"
+
+
+def _protocol_record(model_ndcg, floors, protocol="full"):
+    """A record whose test entry holds ``protocol`` with the model's and the floors' NDCG@10."""
+    names = ("Recall@10", "NDCG@10", "MRR") if protocol == "full" else ("NDCG@10",)
+    metrics = {"feed": {m: model_ndcg for m in names}}
+    sampled = {"feed": {"NDCG@5": 0.1, "NDCG@10": 0.1, "HR@10": 0.1, "MRR": 0.1}}
+    return {"test": {"metrics": sampled, "ratio_to_oracle": "n/a",  # data without an oracle
+                     "protocols": {
+                         "sampled": {"metrics": sampled, "floors": {}},
+                         protocol: {"metrics": metrics, "floors": {
+                             label: {"feed": {m: value for m in names}}
+                             for label, value in floors.items()}}}},
+            "params": 5, "train_wall_time_s": 1.0}
+
+
+def test_protocols_floors_and_marks_in_the_summary(tmp_path):
+    floors = {"popularity": 0.30, "random": 0.01, "-count (same task)": 0.05,
+              "-count (other task)": 0.02, "query-blind": 0.9}
+    records = {"unisar": {1: _protocol_record(0.2, floors), 2: _protocol_record(0.22, floors)},
+               "sasrec": {1: _protocol_record(0.4, floors)}}
+    rows = compare.summarise(records)
+    full = {r["model"]: r for r in rows if r["protocol"] == "full"}
+    # The floors that no grid model is come as rows of their own; query-blind is not a
+    # training-free floor and gets no row.
+    assert set(full) == {"unisar", "sasrec", "floor: popularity", "floor: random",
+                         "floor: -count (same task)", "floor: -count (other task)"}
+    assert full["floor: popularity"]["NDCG@10"]["mean"] == 0.30
+    assert full["unisar"]["beaten_by"] == ["popularity"]  # 0.21 < 0.30
+    assert full["sasrec"]["beaten_by"] == []
+    assert full["unisar"]["Recall@10"]["mean"] == pytest.approx(0.21)
+    text = compare.write_table(rows, str(tmp_path))
+    assert "### full" in text and "### sampled" in text
+    assert "| full | unisar | feed | 2 | 0.2100 ± 0.0141 |" in text
+    assert "0.2100 ± 0.0141 †" in text  # the NDCG@10 cell, marked
+    assert compare.warnings(rows) == [
+        "WARNING: popularity (training-free) beats unisar on feed under full (NDCG@10)"]
+    with open(tmp_path / compare.RESULTS_CSV) as f:
+        by_key = {(r["protocol"], r["model"]): r for r in csv.DictReader(f)}
+    assert by_key["full", "unisar"]["beaten_by"] == "popularity"
+    assert by_key["full", "unisar"]["Recall@10_mean"] != ""
+    assert by_key["sampled", "unisar"]["Recall@10_mean"] == ""
+    assert compare.plot(rows, str(tmp_path)).endswith(compare.RESULTS_PNG)
+
+
+def test_missing_protocols_of_a_finished_run():
+    record = _protocol_record(0.2, {})
+    assert compare.missing_protocols(record, ["sampled", "full"]) == []
+    assert compare.missing_protocols(record, ["sampled", "impressions"]) == ["impressions"]
 
 
 def test_unknown_models_fail_before_any_training(tmp_path):
@@ -83,7 +137,15 @@ def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
     first = run(*args)
     assert first.count("running in") == 4 and "skipped" not in first
     with open(out / compare.RESULTS_CSV) as f:
-        rows = {(r["model"], r["task"]): r for r in csv.DictReader(f)}
+        all_rows = list(csv.DictReader(f))
+    # Every protocol, with the training-free floors as rows of their own.
+    assert {r["protocol"] for r in all_rows} == {"sampled", "sampled_fair", "full",
+                                                 "impressions"}
+    assert {r["model"] for r in all_rows if r["protocol"] == "full"} >= {
+        "floor: popularity", "floor: random", "floor: -count (same task)",
+        "floor: -count (other task)"}
+    rows = {(r["model"], r["task"]): r for r in all_rows
+            if r["protocol"] == "sampled" and not r["model"].startswith("floor: ")}
     # SASRec trains on feed only; its search row is its query-blind score (a floor).
     assert set(rows) == {("sasrec", "feed"), ("sasrec", "search"), ("unisar", "feed"),
                          ("unisar", "search")}
@@ -97,6 +159,12 @@ def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
         assert float(row["NDCG@10_mean"]) == pytest.approx(np.mean(values), abs=1e-12)
         assert float(row["NDCG@10_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
         assert int(row["params"]) > 0
+    for model in ("sasrec", "unisar"):
+        with open(out / "runs" / model / "seed_1" / "metrics.json") as f:
+            record = json.load(f)
+        full = record["test"]["protocols"]["full"]["metrics"]["feed"]
+        assert 0 <= full["Recall@10"] <= full["Recall@100"] <= 1 and full["rows"] > 0
+        assert set(record["test"]["protocols"]["impressions"]["metrics"]) == {"search"}
     table = (out / compare.RESULTS_MD).read_text()
     assert f"{np.mean(values):.4f}" in table
     assert (out / compare.RESULTS_PNG).exists()

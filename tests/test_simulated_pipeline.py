@@ -50,6 +50,22 @@ def test_negatives_exclude_positive_and_prior_items_and_predate_target(tiny):
     assert invariants.check_negatives(examples, raw, out) > 10_000
 
 
+def test_fair_negatives_and_impressions_obey_the_exclusions(tiny):
+    raw, _, stats, examples = tiny
+    checked, short = invariants.check_fair_negatives(examples, raw)
+    assert checked > 100
+    for task in ("feed", "search"):
+        counts = stats["eval_candidates"][task]
+        rows = stats["examples"]["valid"][task] + stats["examples"]["test"][task]
+        # A row the pool cannot fill has none, and is counted: `tiny` has about 130 held-out
+        # search positives per split, so after a user's exclusions 99 cannot always be drawn.
+        assert counts["fair_negatives/short"] == sum(short.get((s, task), 0)
+                                                     for s in ("valid", "test"))
+        assert counts["fair_negatives/written"] + counts["fair_negatives/short"] == rows
+        assert counts["fair_negatives/written"] > 0
+    assert stats["eval_candidates"]["search"]["impressions/written"] > 0
+
+
 def test_split_order_per_user(tiny):
     invariants.check_split_order(tiny[3])
 

@@ -3,7 +3,8 @@
 Usage::
 
     jsr-compare --data_dir data/ --output_dir compare/ [--models unisar,sasrec,popularity] \\
-        [--seeds 3] [--epochs N] [--override train.steps_per_epoch=100 ...]
+        [--seeds 3] [--epochs N] [--override train.steps_per_epoch=100 ...] \\
+        [--protocol sampled,sampled_fair,full,impressions] [--full_max_rows N]
 
 Writes ``results.md``, ``results.csv`` and ``results.png`` in ``--output_dir`` (see
 ``jsr_tf.evaluation.compare``). Rerunning the same command skips finished runs.
@@ -25,6 +26,13 @@ flags.DEFINE_integer("seeds", 3, "Seeds per model: 1..N (train.seed).")
 flags.DEFINE_integer("first_seed", 1, "First seed of the range.")
 flags.DEFINE_integer("epochs", None, "Maximum epochs of every trained model (train.epochs).")
 flags.DEFINE_multi_string("override", [], "`section.field=value` for every trained model.")
+flags.DEFINE_list("protocol", None,
+                  "Candidate protocols of the test evaluation: sampled, sampled_fair, full, "
+                  "impressions; default: every protocol the data supports.")
+flags.DEFINE_integer("full_max_rows", None,
+                     "`full` protocol: score about this many test rows per task, a fixed "
+                     "hash-chosen subset of users, the same for every model (default: all).",
+                     lower_bound=1)
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -35,15 +43,24 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"--seeds should be positive. Received: {FLAGS.seeds}")
     import os
 
-    from jsr_tf.evaluation import compare  # deferred: TensorFlow loads after flag parsing
+    # deferred: TensorFlow loads after flag parsing
+    from jsr_tf.evaluation import compare, evaluator, protocols
 
+    try:
+        protocol_list = protocols.resolve_protocols(FLAGS.protocol, FLAGS.data_dir)
+    except ValueError as error:
+        raise app.UsageError(f"--protocol: {error}") from None
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
     records = compare.run_grid(FLAGS.data_dir, FLAGS.output_dir, FLAGS.models, seeds,
                                epochs=FLAGS.epochs, overrides=FLAGS.override,
-                               log=lambda line: print(line, flush=True))
+                               log=lambda line: print(line, flush=True),
+                               protocol_list=protocol_list,
+                               full=evaluator.FullOptions(max_rows=FLAGS.full_max_rows))
     rows = compare.summarise(records)
     print(compare.write_table(rows, FLAGS.output_dir))
+    for line in compare.warnings(rows):
+        print(line)
     path = compare.plot(rows, FLAGS.output_dir)
     print(f"table: {os.path.join(FLAGS.output_dir, compare.RESULTS_MD)} (and .csv); plot: {path}")
 

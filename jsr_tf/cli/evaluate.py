@@ -3,10 +3,14 @@
 Usage::
 
     jsr-evaluate --data_dir data/ --model_dir runs/unisar-1 [--split test] [--raw_dir raw/] \\
-        [--batch_size 512]
+        [--batch_size 512] [--protocol sampled,sampled_fair,full,impressions] \\
+        [--full_max_rows N]
 
-Restores ``<model_dir>`` (``config.json`` + ``best/weights``), scores both tasks of the split,
-scores the popularity and random floors on the same files and, when the data came from the
+Restores ``<model_dir>`` (``config.json`` + ``best/weights``), scores both tasks of the split
+under each candidate protocol (``jsr_tf.evaluation.protocols``; default: every one the data
+supports), scores the training-free floors (popularity, random, the two count scorers) and the
+query-blind search floor on the same candidates, says in one line when a training-free floor
+beats the model and, when the data came from the
 simulator (``--raw_dir``, else ``input_dir`` in ``<data_dir>/stats.json``, holding ``oracle/``),
 the oracle ceiling. Merges the results record into ``<model_dir>/metrics.json`` under the split's
 key and prints the table.
@@ -34,6 +38,17 @@ flags.DEFINE_string("raw_dir", None,
                     flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 512, "Rows per evaluation batch.", lower_bound=1,
                      flag_values=FLAGS)
+flags.DEFINE_list("protocol", None,
+                  "Candidate protocols: sampled, sampled_fair, full, impressions (README, "
+                  "'Evaluation protocols'); default: every protocol the data supports.",
+                  flag_values=FLAGS)
+flags.DEFINE_integer("full_max_rows", None,
+                     "`full` protocol: score about this many rows per task, a fixed hash-chosen "
+                     "subset of users (default: every row).", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("full_batch_size", 32, "`full` protocol: rows per scoring call.",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("full_chunk", 4096, "`full` protocol: catalogue items per scoring call.",
+                     lower_bound=1, flag_values=FLAGS)
 flags.mark_flags_as_required(["data_dir", "model_dir"], flag_values=FLAGS)
 
 
@@ -52,10 +67,18 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {list(argv[1:])}")
 
-    from jsr_tf.evaluation import evaluator, report
+    from jsr_tf.evaluation import evaluator, protocols, report
 
+    try:
+        protocol_list = protocols.resolve_protocols(FLAGS.protocol, FLAGS.data_dir)
+    except ValueError as error:
+        raise app.UsageError(f"--protocol: {error}") from None
+    full = evaluator.FullOptions(max_rows=FLAGS.full_max_rows, batch_size=FLAGS.full_batch_size,
+                                 chunk=FLAGS.full_chunk)
     record = evaluator.evaluate_run(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split,
-                                    raw_dir=FLAGS.raw_dir, batch_size=FLAGS.batch_size)
+                                    raw_dir=FLAGS.raw_dir, batch_size=FLAGS.batch_size,
+                                    protocol_list=protocol_list, full=full,
+                                    log=lambda line: print(line, flush=True))
     print(report.split_table(record, FLAGS.split))
     print(f"\nwrote {FLAGS.model_dir}/{evaluator.METRICS_FILE}")
 

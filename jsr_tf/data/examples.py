@@ -6,7 +6,7 @@ Pure Python; the Beam pipeline serialises the dicts to ``tf.train.Example``.
 from __future__ import annotations
 
 import bisect
-from typing import Dict, Iterator, List, Mapping, NamedTuple, Sequence
+from typing import Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
@@ -85,8 +85,58 @@ def _last(indices: List[int], end: int, cap: int, skip: frozenset) -> List[int]:
     return out
 
 
+def impression_negatives(event: Event) -> List[int]:
+    """A search target's shown-but-not-clicked items: file order, deduplicated, capped."""
+    clicked = set(event.all_clicked)
+    clicked.add(event.item)
+    return [i for i in dict.fromkeys(event.shown) if i not in clicked][:F.MAX_IMPRESSIONS]
+
+
+class PriorItems:
+    """The user's items of ``events[:consumed]`` (feed positives and actual search clicks), grown
+    incrementally as targets advance in canonical order (``items`` is updated in place)."""
+
+    __slots__ = ("events", "items", "consumed")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.events = events
+        self.items: set = set()
+        self.consumed = 0
+
+    def advance(self, index: int) -> None:
+        """Adds the items of every event before ``index``."""
+        while self.consumed < index:
+            earlier = self.events[self.consumed]
+            if earlier.kind == EventKind.FEED:
+                self.items.add(earlier.item)
+            else:
+                self.items.update(earlier.all_clicked)
+            self.consumed += 1
+
+
+def eval_row_exclusions(timeline: UserTimeline) -> Iterator[Tuple[int, str, int, frozenset]]:
+    """``(task, split, target_ts, excluded items)`` of every valid/test target: the items its
+    negatives may not be (the user's items before it in canonical order, the positive and the
+    session's clicks), as ``user_examples`` builds them. The fair pools use them to correct their
+    weights for how often each item is excluded."""
+    prior = PriorItems(timeline.events)
+    for target in timeline.targets:
+        prior.advance(target.index)
+        if target.split == Split.TRAIN.value:
+            continue
+        event = timeline.events[target.index]
+        yield (int(target.task), target.split, event.ts,
+               frozenset(prior.items | {event.item, *event.all_clicked}))
+
+
+def _bump(counters: Dict[str, int], name: str) -> None:
+    counters[name] = counters.get(name, 0) + 1
+
+
 def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
-                  config: PreprocessConfig, counters: Dict[str, int]) -> Iterator[KeyedExample]:
+                  config: PreprocessConfig, counters: Dict[str, int],
+                  fair_pools: Optional[Mapping[Tuple[int, str], NegativePool]] = None
+                  ) -> Iterator[KeyedExample]:
     """Yields one example per target of the user.
 
     Work per target is O(caps + log n): histories come from per-kind index lists, and the
@@ -97,6 +147,10 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
         pools: ``Task -> NegativePool``.
         config: Preprocessing settings.
         counters: Updated with ``examples/<split>/<task>`` and drop counts.
+        fair_pools: ``(Task, split) -> NegativePool`` of the ``sampled_fair`` protocol (weights:
+            the counts of that task and split's positives). When given, valid and test rows get
+            ``negatives_fair`` (same exclusions and seeding scheme as ``negatives``, its own
+            seed) and valid and test search rows get ``impressions``.
 
     Yields:
         ``KeyedExample``s in canonical target order.
@@ -107,23 +161,17 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
     no_skip: frozenset = frozenset()
     samplers: Dict[tuple, NegativeSampler] = {}
     ends = history_ends(events, config.strict_same_ts)
-    # Items of events[:consumed] (feed positives and actual search clicks). Exclusions run up to
-    # the target itself in canonical order, so with strict_same_ts an item clicked at the same
-    # moment (same feed delivery) is never a negative even though it is not history.
-    prior: set = set()
-    consumed = 0
+    # Exclusions run up to the target itself in canonical order, so with strict_same_ts an item
+    # clicked at the same moment (same feed delivery) is never a negative even though it is not
+    # history.
+    prior_items = PriorItems(events)
+    prior = prior_items.items
     for target in timeline.targets:
         event = events[target.index]
         task = Task(target.task)
         name = task.name.lower()
         end = ends[target.index]
-        while consumed < target.index:
-            earlier = events[consumed]
-            if earlier.kind == EventKind.FEED:
-                prior.add(earlier.item)
-            else:
-                prior.update(earlier.all_clicked)
-            consumed += 1
+        prior_items.advance(target.index)
         masked = target.split == Split.TRAIN.value and config.mask_heldout_in_train_history
         skip = timeline.heldout if masked else no_skip
         chosen = (_last(feed_idx, end, config.max_feed_history, skip)
@@ -155,6 +203,21 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
             F.NEGATIVES: negatives,
         }
         values.update(history_fields(history, config))
+        if fair_pools is not None and target.split != Split.TRAIN.value:
+            fair_key = ("fair", task, target.split)
+            if fair_key not in samplers:
+                seed = derived_seed(config.candidate_seed, "fair", int(task), target.split,
+                                    timeline.user_id)
+                samplers[fair_key] = NegativeSampler(fair_pools[(int(task), target.split)], seed,
+                                                     config.negatives_must_predate_target)
+            fair = samplers[fair_key].sample(config.num_eval_negatives,
+                                             _Exclusions(prior, own), event.ts)
+            values[F.NEGATIVES_FAIR] = fair or []
+            _bump(counters, f"{name}/fair_negatives/{'written' if fair else 'short'}")
+            if task == Task.SEARCH:
+                values[F.IMPRESSIONS] = impression_negatives(event)
+                _bump(counters, f"{name}/impressions/"
+                                f"{'written' if values[F.IMPRESSIONS] else 'empty'}")
         if not values[F.FEED_ITEMS]:
             counters[f"{name}/rows_without_feed_history"] = counters.get(
                 f"{name}/rows_without_feed_history", 0) + 1
@@ -174,4 +237,7 @@ def to_tf_example(values: Mapping[str, Sequence[int]]):
     feature_map = example.features.feature
     for name in F.ALL_FEATURES:
         feature_map[name].int64_list.value.extend(values[name])
+    for name in F.EVAL_FEATURES:  # optional evaluation lists (valid/test rows)
+        if name in values:
+            feature_map[name].int64_list.value.extend(values[name])
     return example

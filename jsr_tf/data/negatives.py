@@ -44,12 +44,22 @@ class NegativePool(NamedTuple):
     fallback_first_seen: np.ndarray
 
     @classmethod
-    def build(cls, counts: Dict[int, int], first_seen: Dict[int, int]) -> "NegativePool":
-        """Builds a pool from ``item -> train-target count`` and ``item -> first-seen ms``."""
+    def build(cls, counts: Dict[int, int], first_seen: Dict[int, int],
+              uniform_fallback: bool = True) -> "NegativePool":
+        """Builds a pool from ``item -> weight`` (e.g. train-target count) and ``item ->
+        first-seen ms``.
+
+        Args:
+            counts: Item weights; items with weight 0 are not in the weighted pool.
+            first_seen: First-seen time of every item that may be drawn.
+            uniform_fallback: Keep every item of ``first_seen`` as the uniform fallback. False
+                (the fair pools): a draw never leaves the weighted pool, so the negatives keep
+                its distribution; a row it cannot fill gets None.
+        """
         items = np.array(sorted(i for i, c in counts.items() if c > 0), dtype=np.int64)
         weights = np.array([counts[i] for i in items], dtype=np.float64)
         seen = np.array([first_seen.get(int(i), _NEVER) for i in items], dtype=np.int64)
-        all_items = np.array(sorted(first_seen), dtype=np.int64)
+        all_items = np.array(sorted(first_seen) if uniform_fallback else [], dtype=np.int64)
         all_seen = np.array([first_seen[int(i)] for i in all_items], dtype=np.int64)
         total = weights.sum()
         cumulative = np.cumsum(weights) / total if total > 0 else np.zeros(0)

@@ -52,7 +52,8 @@ CANDIDATES = "candidates"
 LABEL = "label"
 
 
-def _ragged_spec(with_labels: bool = True, neighbours: bool = False) -> Dict[str, object]:
+def _ragged_spec(with_labels: bool = True, neighbours: bool = False,
+                 eval_fields: bool = False) -> Dict[str, object]:
     spec: Dict[str, object] = {name: tf.io.FixedLenFeature([], tf.int64)
                                for name in F.SCALAR_FEATURES}
     for name in (F.QUERY_WORDS, F.NEGATIVES, F.FEED_ITEMS, F.FEED_TS, F.SEARCH_TS,
@@ -65,6 +66,9 @@ def _ragged_spec(with_labels: bool = True, neighbours: bool = False) -> Dict[str
     if neighbours:
         for name in F.NEIGHBOUR_INPUTS:
             spec[name] = tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else tf.int64)
+    if eval_fields:
+        for name in F.EVAL_FEATURES:
+            spec[name] = tf.io.RaggedFeature(tf.int64)
     if not with_labels:
         for name in F.LABEL_FEATURES:
             spec.pop(name, None)
@@ -91,7 +95,7 @@ def neighbour_tensors(parsed: Dict[str, tf.RaggedTensor],
 
 
 def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
-                neighbours: bool = False) -> Dict[str, tf.Tensor]:
+                neighbours: bool = False, eval_fields: bool = False) -> Dict[str, tf.Tensor]:
     """Parses a batch of serialized examples into padded dense tensors (see module table).
 
     Args:
@@ -102,7 +106,7 @@ def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
     Returns:
         Dict of dense int64 tensors (plus float32 ``label`` and ``nbr_sim``).
     """
-    parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels, neighbours))
+    parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels, neighbours, eval_fields))
     out = {name: parsed[name] for name in F.SCALAR_FEATURES if name in parsed}
 
     def pad(name: str, *caps: int) -> tf.Tensor:
@@ -122,6 +126,9 @@ def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
                                 tf.shape(out[CANDIDATES])[1], dtype=tf.float32)
     if neighbours:
         out.update(neighbour_tensors(parsed))
+    if eval_fields:  # absent on a row (train rows, old data) = all padding
+        out[F.NEGATIVES_FAIR] = pad(F.NEGATIVES_FAIR, F.NUM_EVAL_NEGATIVES)
+        out[F.IMPRESSIONS] = pad(F.IMPRESSIONS, F.MAX_IMPRESSIONS)
     return out
 
 
@@ -208,7 +215,7 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
                  repeat: bool = False, drop_remainder: bool = False,
                  resample_negatives: bool = False, num_negatives: Optional[int] = None,
                  num_parallel_reads: int = tf.data.AUTOTUNE,
-                 neighbours: bool = False) -> tf.data.Dataset:
+                 neighbours: bool = False, eval_fields: bool = False) -> tf.data.Dataset:
     """Batched, parsed, padded dataset of one (split, task).
 
     Args:
@@ -225,6 +232,8 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         num_negatives: Negatives per row when resampling (default: as stored).
         num_parallel_reads: Files read in parallel.
         neighbours: Parse the neighbour payload too (models with ``neighbours != "none"``).
+        eval_fields: Also give ``negatives_fair [B, 99]`` and ``impressions [B, 99]`` (0-padded;
+            all 0 where a row has none), for the evaluation protocols.
 
     Returns:
         A ``tf.data.Dataset`` of dicts as in the module table.
@@ -251,7 +260,8 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda serialized: parse_batch(serialized, neighbours=neighbours),
+    ds = ds.map(lambda serialized: parse_batch(serialized, neighbours=neighbours,
+                                               eval_fields=eval_fields),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if resample_negatives:
         if not is_train:

@@ -31,6 +31,8 @@ class Event(NamedTuple):
             empty for feed.
         all_clicked: Search: every clicked item in file order (for negative exclusion).
         has_click: 1 if a feed positive or a clicked session.
+        shown: Search: every shown item in file order (the session's impressions); empty for
+            feed.
     """
 
     ts: int
@@ -41,6 +43,7 @@ class Event(NamedTuple):
     clicks: Tuple[int, ...]
     all_clicked: Tuple[int, ...]
     has_click: int
+    shown: Tuple[int, ...] = ()
 
     @property
     def key(self) -> Tuple[int, int, int]:
@@ -146,7 +149,8 @@ def _session_event(session: SearchSession, config: PreprocessConfig) -> Event:
         item = 0
     return Event(ts=session.ts, kind=EventKind.SEARCH, row=session.row, item=item,
                  words=session.words[:config.max_query_words], clicks=clicks,
-                 all_clicked=session.clicked, has_click=session.has_click)
+                 all_clicked=session.clicked, has_click=session.has_click,
+                 shown=session.shown)
 
 
 def history_ends(events: Sequence[Event], strict_same_ts: bool) -> List[int]:

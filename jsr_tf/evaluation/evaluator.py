@@ -22,7 +22,7 @@ import json
 import os
 import weakref
 import time
-from typing import Any, Callable, Dict, Iterable, Optional, Protocol
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
@@ -32,7 +32,7 @@ from jsr_tf import features as F
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import metrics as M
-from jsr_tf.evaluation import report, scorers
+from jsr_tf.evaluation import protocols, report, scorers
 from jsr_tf.models import factory
 
 TASKS = (F.Task.FEED, F.Task.SEARCH)
@@ -58,11 +58,15 @@ class ScoredSplit:
         scores: ``(N, C)`` float scores (logits).
         user_id: ``(N,)`` raw user ids (each user has at most one row per task and split).
         target_row: ``(N,)`` source-file row of each target.
+        valid: ``(N, C)`` bool, real candidates (None: all; ``impressions`` rows are padded).
+        rows_skipped: Rows without a candidate list under the protocol (not in ``scores``).
     """
 
     scores: np.ndarray
     user_id: np.ndarray
     target_row: np.ndarray
+    valid: Optional[np.ndarray] = None
+    rows_skipped: int = 0
 
 
 def column_permutation(num_columns: int, seed: int) -> np.ndarray:
@@ -99,13 +103,16 @@ def expected_num_candidates(data_dir: str, split: str) -> Optional[int]:
     return 1 + int(sampler[key]) if key in sampler else None
 
 
-def evaluate_scores(scores: np.ndarray, *, return_rows: bool = False) -> Dict[str, Any]:
+def evaluate_scores(scores: np.ndarray, *, return_rows: bool = False,
+                    valid: Optional[np.ndarray] = None) -> Dict[str, Any]:
     """Rank metrics of ``(N, C)`` scores whose positive is column 0.
 
     Args:
         scores: ``(N, C)`` scores, file column order.
         return_rows: Also return ``"per_row"``: ``{metric: (N,) array}`` plus ``"rank"`` and
             ``"tie"`` arrays, for paired bootstrap tests.
+        valid: ``(N, C)`` bool, the real candidates of padded rows (None: every column); padding
+            columns never outrank or tie the positive.
 
     Returns:
         ``{"HR@1": …, …, "MRR": …, "rows": N, "tie_fraction": x, "positive_tie_fraction": y}``
@@ -115,6 +122,8 @@ def evaluate_scores(scores: np.ndarray, *, return_rows: bool = False) -> Dict[st
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError("`scores` should have shape (N, C) with C >= 2. Received: "
                          f"`scores.shape={scores.shape}`")
+    if valid is not None:
+        scores = M.mask_padding(scores, valid)
     out: Dict[str, Any] = dict(M.rank_metrics(scores, positive_index=0))
     out[ROWS] = int(out[ROWS])
     if return_rows:
@@ -190,7 +199,8 @@ def uses_neighbours(scorer: Any) -> bool:
 
 def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
                 batch_size: int = 512, permutation_seed: Optional[int] = 0,
-                neighbours: Optional[bool] = None) -> ScoredSplit:
+                neighbours: Optional[bool] = None,
+                protocol: str = protocols.SAMPLED) -> ScoredSplit:
     """Scores every row of one (split, task) with the column permutation of the evaluator.
 
     Args:
@@ -202,6 +212,8 @@ def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
         permutation_seed: Seed of the column permutation. None scores the file's column order
             (positive first); only tests should need that.
         neighbours: Parse the neighbour payload (``nbr_*``); None = ``uses_neighbours(scorer)``.
+        protocol: ``sampled`` (the stored candidates), ``sampled_fair`` or ``impressions``
+            (``jsr_tf.evaluation.protocols``).
 
     Returns:
         A ``ScoredSplit`` (scores un-permuted: the positive is column 0).
@@ -215,35 +227,57 @@ def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
                          f"`batch_size={batch_size!r}`")
     if neighbours is None:
         neighbours = uses_neighbours(scorer)
+    eval_fields = protocol in protocols.NEEDS_EVAL_FIELDS
     ds = reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0,
-                             neighbours=neighbours)
+                             neighbours=neighbours, eval_fields=eval_fields)
     where = os.path.join(data_dir, F.file_pattern(split, task))
     expected = expected_num_candidates(data_dir, split)
+    if protocol == protocols.IMPRESSIONS:
+        expected = 1 + F.MAX_IMPRESSIONS
     fn = None
-    scores, users, rows = [], [], []
+    scores, users, rows, valids = [], [], [], []
+    skipped = 0
     for batch in ds:
+        if protocol != protocols.SAMPLED:
+            numpy_batch = {k: v.numpy() for k, v in batch.items()}
+            candidates, valid, keep = protocols.protocol_candidates(numpy_batch, protocol)
+            skipped += int((~keep).sum())
+            if not keep.any():
+                continue
+            batch = {k: tf.constant(v[keep]) for k, v in numpy_batch.items()}
+            batch[reader.CANDIDATES] = tf.constant(candidates[keep])
+            batch[reader.LABEL] = tf.one_hot(tf.zeros([int(keep.sum())], tf.int32),
+                                             candidates.shape[1])
+            valid = valid[keep]
         candidates = batch[reader.CANDIDATES].numpy()
         user_ids = batch[F.USER_ID].numpy()
+        if protocol == protocols.SAMPLED:
+            valid = np.ones(candidates.shape, bool)
         if expected is None:
             expected = candidates.shape[1]
-        _check_candidates(candidates, user_ids, expected, where)
+        if protocol != protocols.IMPRESSIONS:
+            _check_candidates(candidates, user_ids, expected, where)
         if fn is None:
             perm = (np.arange(expected, dtype=np.int32) if permutation_seed is None
                     else column_permutation(expected, permutation_seed))
-            fn = _cached_scoring_function(scorer, task, perm, ds.element_spec)
+            spec = {k: tf.TensorSpec([None, *v.shape[1:]], v.dtype) for k, v in batch.items()}
+            fn = _cached_scoring_function(scorer, task, perm, spec)
         scores.append(fn(batch).numpy())
+        valids.append(valid)
         users.append(user_ids)
         rows.append(batch[F.TARGET_ROW].numpy())
     if not scores:
         return ScoredSplit(np.zeros([0, expected or 2], np.float32), np.zeros([0], np.int64),
-                           np.zeros([0], np.int64))
-    return ScoredSplit(np.concatenate(scores), np.concatenate(users), np.concatenate(rows))
+                           np.zeros([0], np.int64), np.zeros([0, expected or 2], bool), skipped)
+    return ScoredSplit(np.concatenate(scores), np.concatenate(users), np.concatenate(rows),
+                       np.concatenate(valids), skipped)
 
 
 def evaluate_model(model_or_scorer: Scorer, data_dir: str, split: str,
                    tasks: Iterable[int] = TASKS, batch_size: int = 512,
                    permutation_seed: Optional[int] = 0, *,
-                   return_rows: bool = False) -> Dict[str, Dict[str, Any]]:
+                   return_rows: bool = False,
+                   protocol: str = protocols.SAMPLED) -> Dict[str, Dict[str, Any]]:
     """Metrics of a model or scorer on the fixed candidate files of one split.
 
     Args:
@@ -256,20 +290,90 @@ def evaluate_model(model_or_scorer: Scorer, data_dir: str, split: str,
         return_rows: Add ``"per_row"`` to each task's dict: the arrays of ``evaluate_scores``
             plus ``"user_id"`` and ``"target_row"``, all in file order (the pairing key of a
             paired bootstrap across models).
+        protocol: A candidate-list protocol: ``sampled``, ``sampled_fair`` or ``impressions``
+            (``full`` is ``evaluate_full``); tasks a protocol does not cover are left out.
 
     Returns:
-        ``{task_name: {metric: value, "rows": N, "tie_fraction": x, …}}``.
+        ``{task_name: {metric: value, "rows": N, "tie_fraction": x, "rows_skipped": k, …}}``.
     """
     results: Dict[str, Dict[str, Any]] = {}
-    for task in tasks:
+    for task in protocols.protocols_for_task_filter(tasks, protocol):
         scored = score_split(model_or_scorer, data_dir, split, task, batch_size=batch_size,
-                             permutation_seed=permutation_seed)
-        out = evaluate_scores(scored.scores, return_rows=return_rows)
+                             permutation_seed=permutation_seed, protocol=protocol)
+        out = evaluate_scores(scored.scores, return_rows=return_rows, valid=scored.valid)
+        out[protocols.ROWS_SKIPPED] = scored.rows_skipped
         if return_rows:
             out[PER_ROW]["user_id"] = scored.user_id
             out[PER_ROW]["target_row"] = scored.target_row
         results[F.task_name(task)] = out
     return results
+
+
+@dataclasses.dataclass(frozen=True)
+class FullOptions:
+    """Settings of the ``full`` protocol.
+
+    Attributes:
+        max_rows: Rows scored per (split, task): a fixed hash-chosen subset of users, the same for
+            every model (None = every row).
+        batch_size: Rows per scoring call.
+        chunk: Catalogue items per scoring call.
+    """
+
+    max_rows: Optional[int] = None
+    batch_size: int = 32
+    chunk: int = 4096
+
+
+def evaluate_full(model_or_scorer: Scorer, data_dir: str, split: str,
+                  tasks: Iterable[int] = TASKS, options: FullOptions = FullOptions(),
+                  catalogue: Optional[np.ndarray] = None,
+                  log: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, Any]]:
+    """``full`` protocol metrics: the positive against every catalogue item minus the history.
+
+    Args:
+        model_or_scorer: Implements ``score`` for any number of candidates.
+        data_dir: Pipeline output directory.
+        split: ``"valid"`` or ``"test"``.
+        tasks: ``features.Task`` values.
+        options: ``FullOptions``.
+        catalogue: Raw item ids to rank against; default: the vocabulary's items.
+        log: Optional progress sink.
+
+    Returns:
+        ``{task_name: protocols.full_metrics(...)}``.
+    """
+    if catalogue is None:
+        catalogue = load_vocab(data_dir).item_ids
+    out = {}
+    for task in tasks:
+        result = protocols.full_ranks(model_or_scorer, data_dir, split, task, catalogue,
+                                      batch_size=options.batch_size, chunk=options.chunk,
+                                      max_rows=options.max_rows,
+                                      neighbours=uses_neighbours(model_or_scorer), log=log)
+        out[F.task_name(task)] = protocols.full_metrics(result)
+    return out
+
+
+def training_free_floors(data_dir: str) -> Dict[str, Scorer]:
+    """The floors that no trained model may lose to: ``{label: scorer}``."""
+    vocab = load_vocab(data_dir)
+    return {report.POPULARITY: scorers.PopularityScorer(vocab),
+            report.RANDOM: scorers.RandomScorer(RANDOM_FLOOR_SEED),
+            report.COUNT_SAME: scorers.CountScorer(vocab, same_task=True),
+            report.COUNT_OTHER: scorers.CountScorer(vocab, same_task=False)}
+
+
+def evaluate_protocol(scorer: Scorer, data_dir: str, split: str, protocol: str,
+                      tasks: Iterable[int] = TASKS, *, batch_size: int = 512,
+                      permutation_seed: Optional[int] = 0,
+                      full: FullOptions = FullOptions(),
+                      log: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, Any]]:
+    """``{task: metrics}`` of one scorer under one protocol (``full`` included)."""
+    if protocol == protocols.FULL:
+        return evaluate_full(scorer, data_dir, split, tasks, full, log=log)
+    return evaluate_model(scorer, data_dir, split, tasks, batch_size, permutation_seed,
+                          protocol=protocol)
 
 
 # -- a whole run ---------------------------------------------------------------------------------
@@ -303,15 +407,59 @@ def oracle_reports(raw_dir: Optional[str], data_dir: str,
     return {task: report.to_dict() for task, report in reports.items()}
 
 
+def evaluate_protocols(model: Scorer, data_dir: str, split: str,
+                       protocol_list: Sequence[str], *, batch_size: int = 512,
+                       permutation_seed: int = 0, full: FullOptions = FullOptions(),
+                       tasks: Iterable[int] = TASKS,
+                       log: Optional[Callable[[str], None]] = None) -> Dict[str, Dict[str, Any]]:
+    """A model and the floors under every protocol of ``protocol_list``.
+
+    Returns:
+        ``{protocol: {"metrics": {task: …}, "floors": {label: {task: …}}, "wall_time_s": s}}``;
+        the floors are the training-free scorers plus, except under ``full``, the model's
+        query-blind search score.
+    """
+    floors = training_free_floors(data_dir)
+    out: Dict[str, Dict[str, Any]] = {}
+    tasks = tuple(tasks)
+    for protocol in protocol_list:
+        start = time.perf_counter()
+        metrics = evaluate_protocol(model, data_dir, split, protocol, tasks,
+                                    batch_size=batch_size, permutation_seed=permutation_seed,
+                                    full=full, log=log)
+        wall = time.perf_counter() - start
+        entry_floors: Dict[str, Any] = {}
+        for label, scorer in floors.items():
+            entry_floors[label] = evaluate_protocol(scorer, data_dir, split, protocol, tasks,
+                                                    batch_size=batch_size,
+                                                    permutation_seed=permutation_seed, full=full)
+        search = F.task_name(F.Task.SEARCH)
+        entry_floors[report.QUERY_BLIND] = None
+        if protocol != protocols.FULL and search in metrics:
+            entry_floors[report.QUERY_BLIND] = evaluate_protocol(
+                scorers.QueryBlindScorer(model), data_dir, split, protocol, (F.Task.SEARCH,),
+                batch_size=batch_size, permutation_seed=permutation_seed)
+        out[protocol] = {"metrics": metrics, "floors": entry_floors, "wall_time_s": wall}
+        if protocol == protocols.FULL:
+            out[protocol]["options"] = dataclasses.asdict(full)
+        if log is not None:
+            log(f"{split} · {protocol}: {wall:.1f} s")
+    return out
+
+
 def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
                  raw_dir: Optional[str] = None, *, batch_size: int = 512,
                  permutation_seed: int = 0, model: Optional[Scorer] = None,
-                 write: bool = True) -> Dict[str, Any]:
+                 write: bool = True, protocol_list: Optional[Sequence[str]] = None,
+                 full: FullOptions = FullOptions(),
+                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Evaluates a trained run on one split and writes its results record.
 
-    Scores the model, the popularity and random floors and, on simulated data, reads the oracle,
-    all on the same candidate files. The split's entry is merged into ``<model_dir>/metrics.json``
-    (other splits and training's keys are kept; see ``jsr_tf.evaluation.report``).
+    Scores the model and the training-free floors (popularity, random, both count scorers) and
+    the query-blind search floor under each protocol and, on simulated data, reads the oracle
+    (``sampled`` only), all on the same candidates. The split's entry is merged into
+    ``<model_dir>/metrics.json`` (other splits and training's keys are kept; see
+    ``jsr_tf.evaluation.report``).
 
     Args:
         model_dir: A jsr-train model dir (``config.json`` + ``best/weights``).
@@ -324,6 +472,10 @@ def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
         model: An already built model (training's in-memory best model); default: restore it
             with ``jsr_tf.models.factory.load_trained``.
         write: Write ``metrics.json``.
+        protocol_list: Protocols (``jsr_tf.evaluation.protocols``); default ``("sampled",)``.
+            ``sampled`` always runs: the record's top-level ``metrics`` are its.
+        full: Settings of the ``full`` protocol.
+        log: Optional progress sink.
 
     Returns:
         The merged results record (what ``metrics.json`` now holds).
@@ -332,23 +484,20 @@ def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
         model, config = factory.load_trained(model_dir, data_dir)
     else:
         config = factory.load_config(model_dir)
-    start = time.perf_counter()
-    metrics = evaluate_model(model, data_dir, split, batch_size=batch_size,
-                             permutation_seed=permutation_seed)
-    wall_time_s = time.perf_counter() - start
-    popularity = evaluate_model(scorers.PopularityScorer(load_vocab(data_dir)), data_dir, split,
-                                batch_size=batch_size, permutation_seed=permutation_seed)
-    random = evaluate_model(scorers.RandomScorer(RANDOM_FLOOR_SEED), data_dir, split,
-                            batch_size=batch_size, permutation_seed=permutation_seed)
-    query_blind = None
-    if F.task_name(F.Task.SEARCH) in metrics:
-        query_blind = evaluate_model(scorers.QueryBlindScorer(model), data_dir, split,
-                                     tasks=(F.Task.SEARCH,), batch_size=batch_size,
-                                     permutation_seed=permutation_seed)
+    requested = protocols.resolve_protocols(protocol_list or (protocols.SAMPLED,), data_dir)
+    ordered = (protocols.SAMPLED, *[p for p in requested if p != protocols.SAMPLED])
+    results = evaluate_protocols(model, data_dir, split, ordered, batch_size=batch_size,
+                                 permutation_seed=permutation_seed, full=full, log=log)
+    sampled = results[protocols.SAMPLED]
     oracle = oracle_reports(resolve_raw_dir(data_dir, raw_dir), data_dir, split)
-    entry = report.split_record(split, metrics, popularity=popularity, random=random,
-                                query_blind=query_blind, oracle=oracle,
-                                permutation_seed=permutation_seed, wall_time_s=wall_time_s)
+    floors = sampled["floors"]
+    entry = report.split_record(split, sampled["metrics"], popularity=floors[report.POPULARITY],
+                                random=floors[report.RANDOM],
+                                query_blind=floors[report.QUERY_BLIND], oracle=oracle,
+                                permutation_seed=permutation_seed,
+                                wall_time_s=sampled["wall_time_s"],
+                                protocol_results={p: results[p] for p in ordered
+                                                  if p == protocols.SAMPLED or p in requested})
     new = report.results_record(model=config.model.name, preset=config.preset, config=config,
                                 data_dir=data_dir, seed=config.train.seed, splits={split: entry})
     path = os.path.join(model_dir, METRICS_FILE)

@@ -32,6 +32,29 @@ def _scores(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), -np.inf, s)
 
 
+def mask_padding(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Scores with padding columns pushed below every real candidate, each to its own value (so
+    padding never outranks or ties the positive, nor counts as a tie). Column 0 must be valid.
+
+    Args:
+        scores: ``(N, C)`` scores.
+        valid: ``(N, C)`` bool, True for real candidates.
+    """
+    s = _scores(scores)
+    valid = np.asarray(valid, bool)
+    if valid.shape != s.shape:
+        raise ValueError(f"`valid` should have the shape of `scores` {s.shape}. Received: "
+                         f"{valid.shape}")
+    if s.size and not valid[:, 0].all():
+        raise ValueError("Column 0 (the positive) should be valid in every row.")
+    real = np.where(valid, s, np.inf)
+    floor = np.min(real, axis=1, keepdims=True) if s.size else np.zeros((len(s), 1))
+    floor = np.where(np.isfinite(floor), floor, 0.0)
+    # Each padding column gets a distinct value below the row's lowest real score.
+    pads = floor - 1.0 - np.abs(floor) - np.arange(1, s.shape[1] + 1)[None, :]
+    return np.where(valid, s, pads)
+
+
 def positive_ranks(scores: np.ndarray, positive_index: int = 0) -> np.ndarray:
     """Rank of the positive in every row, ties counted against it.
 

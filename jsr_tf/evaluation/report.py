@@ -46,6 +46,10 @@ TASK_NAMES = tuple(F.task_name(t) for t in F.Task)
 MODEL, POPULARITY, RANDOM = "model", "popularity", "random"
 ORACLE_SET, ORACLE_PREFERENCE = "oracle (set)", "oracle (preference)"
 QUERY_BLIND = "query-blind"
+COUNT_SAME, COUNT_OTHER = "-count (same task)", "-count (other task)"
+# Floors that use no training at all: a trained model that loses to one of them is flagged.
+TRAINING_FREE = (POPULARITY, RANDOM, COUNT_SAME, COUNT_OTHER)
+FLOOR_METRIC = "NDCG@10"
 
 TaskMetrics = Mapping[str, Mapping[str, Any]]  # {task: {metric: value}}
 
@@ -179,11 +183,28 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def floor_beats(metrics: TaskMetrics, floors: Mapping[str, Optional[TaskMetrics]],
+                metric: str = FLOOR_METRIC) -> list:
+    """Where a training-free floor scores above the model: ``[{task, floor, model, value}]``."""
+    out = []
+    for task, values in metrics.items():
+        mine = values.get(metric)
+        if mine is None or not math.isfinite(mine):
+            continue
+        for label in TRAINING_FREE:
+            other = ((floors.get(label) or {}).get(task) or {}).get(metric)
+            if other is not None and math.isfinite(other) and other > mine:
+                out.append({"task": task, "floor": label, "model": mine, "value": other})
+    return out
+
+
 def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskMetrics],
                  random: TaskMetrics, query_blind: Optional[TaskMetrics] = None,
                  oracle: Optional[Mapping[str, Mapping[str, Any]]] = None,
                  permutation_seed: Optional[int] = 0,
-                 wall_time_s: Optional[float] = None) -> Dict[str, Any]:
+                 wall_time_s: Optional[float] = None,
+                 protocol_results: Optional[Mapping[str, Mapping[str, Any]]] = None
+                 ) -> Dict[str, Any]:
     """The record entry of one evaluated split.
 
     Args:
@@ -195,12 +216,23 @@ def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskM
         oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.data.oracle``), or None.
         permutation_seed: The evaluator's column-permutation seed.
         wall_time_s: Seconds the model's evaluation took.
+        protocol_results: ``{protocol: {"metrics", "floors", "wall_time_s"}}``
+            (``evaluator.evaluate_protocols``); stored under ``"protocols"`` with each one's
+            ``floor_beats``. Its ``sampled`` floors (count scorers included) become ``floors``.
     """
     set_oracle = None if oracle is None else {t: r["set_realised"] for t, r in oracle.items()}
+    floors = {POPULARITY: popularity, RANDOM: random, QUERY_BLIND: query_blind}
     record = {"split": split, "permutation_seed": permutation_seed, "wall_time_s": wall_time_s,
-              "metrics": metrics,
-              "floors": {POPULARITY: popularity, RANDOM: random, QUERY_BLIND: query_blind},
-              "oracle": oracle}
+              "metrics": metrics, "floors": floors, "oracle": oracle}
+    if protocol_results:
+        record["protocols"] = {
+            name: {"metrics": entry["metrics"], "floors": dict(entry["floors"]),
+                   "wall_time_s": entry.get("wall_time_s"),
+                   "floor_beats": floor_beats(entry["metrics"], entry["floors"]),
+                   **({"options": entry["options"]} if "options" in entry else {})}
+            for name, entry in protocol_results.items()}
+        if "sampled" in protocol_results:
+            floors.update(protocol_results["sampled"]["floors"])
     record.update(oracle_comparison(metrics, random, set_oracle))
     return jsonable(record)
 
@@ -256,7 +288,8 @@ def _cell(value: Any, width: int, digits: int = 4) -> str:
 
 def format_table(results: Mapping[str, TaskMetrics], *, split: str = "",
                  model: str = MODEL, random: str = RANDOM, oracle: Optional[str] = ORACLE_SET,
-                 oracle_available: Optional[bool] = None) -> str:
+                 oracle_available: Optional[bool] = None,
+                 metrics: Sequence[str] = METRICS) -> str:
     """One block per task: a line per scorer, then "ratio to oracle" and "gap closed".
 
     Args:
@@ -266,7 +299,9 @@ def format_table(results: Mapping[str, TaskMetrics], *, split: str = "",
         random: Label of the random floor.
         oracle: Label of the oracle the ratios use.
         oracle_available: Whether to show ratio rows with numbers; default: ``oracle in
-            results``. Without an oracle those rows read "n/a" (real KuaiSAR).
+            results``. Without an oracle those rows read "n/a" (real KuaiSAR). ``oracle=None``
+            shows no ratio rows at all.
+        metrics: The columns.
 
     Returns:
         The table text.
@@ -276,7 +311,9 @@ def format_table(results: Mapping[str, TaskMetrics], *, split: str = "",
     labels = list(results)
     tasks = [t for t in TASK_NAMES if any(t in results[label] for label in labels)]
     width = max([len(label) for label in labels] + [len("ratio to oracle"), 12]) + 2
-    header = f"{'':<{width}}" + "".join(f"{m:>9}" for m in METRICS) + f"{'rows':>8}{'ties':>7}"
+    width_m = max([9] + [len(m) + 1 for m in metrics])
+    header = (f"{'':<{width}}" + "".join(f"{m:>{width_m}}" for m in metrics)
+              + f"{'rows':>8}{'ties':>7}")
     blocks = []
     for task in tasks:
         lines = [f"{split + ' · ' if split else ''}{task}", header]
@@ -286,9 +323,9 @@ def format_table(results: Mapping[str, TaskMetrics], *, split: str = "",
                 continue
             rows = m.get("rows")
             rows_text = f"{int(rows):>8d}" if rows is not None else f"{NA:>8}"
-            lines.append(f"{label:<{width}}" + "".join(_cell(m.get(k), 9) for k in METRICS)
+            lines.append(f"{label:<{width}}" + "".join(_cell(m.get(k), width_m) for k in metrics)
                          + rows_text + _cell(m.get("tie_fraction"), 7, 2))
-        if model in results and task in results[model]:
+        if oracle is not None and model in results and task in results[model]:
             if oracle_available and task in results.get(oracle, {}):
                 comparison = oracle_comparison({task: results[model][task]},
                                                {task: results.get(random, {}).get(task, {})},
@@ -296,17 +333,48 @@ def format_table(results: Mapping[str, TaskMetrics], *, split: str = "",
                 ratio = comparison["ratio_to_oracle"][task]
                 gap = comparison["gap_closed"][task]
             else:
-                ratio = gap = {k: None for k in METRICS}
-            lines.append(f"{'ratio to oracle':<{width}}" + "".join(_cell(ratio[k], 9, 3)
-                                                                   for k in METRICS))
-            lines.append(f"{'gap closed':<{width}}" + "".join(_cell(gap[k], 9, 3)
-                                                              for k in METRICS))
+                ratio = gap = {k: None for k in metrics}
+            lines.append(f"{'ratio to oracle':<{width}}" + "".join(
+                _cell(ratio.get(k), width_m, 3) for k in metrics))
+            lines.append(f"{'gap closed':<{width}}" + "".join(
+                _cell(gap.get(k), width_m, 3) for k in metrics))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
+def beats_lines(beats: Sequence[Mapping[str, Any]], protocol: str, label: str = "the model"
+                ) -> list:
+    """One line per floor that beats the model (``floor_beats``)."""
+    return [f"WARNING: training-free {b['floor']} beats {label} on {b['task']} under "
+            f"{protocol} ({FLOOR_METRIC} {b['value']:.4f} vs {b['model']:.4f})" for b in beats]
+
+
+def protocol_tables(record: Mapping[str, Any], split: str,
+                    model_label: Optional[str] = None) -> str:
+    """Tables of every protocol but ``sampled`` (``split_table`` shows that one), each followed by
+    its floor warnings; empty if the record has no other protocol."""
+    from jsr_tf.evaluation import protocols as P  # pylint: disable=g-import-not-at-top
+
+    entry = record[split]
+    label = model_label or record.get("model") or MODEL
+    blocks = []
+    for name, result in (entry.get("protocols") or {}).items():
+        if name == P.SAMPLED:
+            continue
+        results: Dict[str, TaskMetrics] = {label: result["metrics"]}
+        for floor, metrics in (result.get("floors") or {}).items():
+            if metrics is not None:
+                results[floor] = metrics
+        text = format_table(results, split=f"{split} · {name}", model=label, oracle=None,
+                            metrics=P.metric_names(name))
+        warnings = beats_lines(result.get("floor_beats") or [], name, label)
+        blocks.append(text + ("\n" + "\n".join(warnings) if warnings else ""))
+    return "\n\n".join(blocks)
+
+
 def split_table(record: Mapping[str, Any], split: str, model_label: Optional[str] = None) -> str:
-    """The table of one split entry of a results record (model, floors, oracles, ratios)."""
+    """The table of one split entry of a results record (model, floors, oracles, ratios), then
+    the other protocols' tables (``protocol_tables``)."""
     entry = record[split]
     label = model_label or record.get("model") or MODEL
     results: Dict[str, TaskMetrics] = {label: entry["metrics"]}
@@ -317,5 +385,12 @@ def split_table(record: Mapping[str, Any], split: str, model_label: Optional[str
     if oracle:
         results[ORACLE_SET] = {t: r["set_realised"] for t, r in oracle.items()}
         results[ORACLE_PREFERENCE] = {t: r["preference_realised"] for t, r in oracle.items()}
-    return format_table(results, split=split, model=label, random=RANDOM, oracle=ORACLE_SET,
+    text = format_table(results, split=f"{split} · sampled" if entry.get("protocols") else split,
+                        model=label, random=RANDOM, oracle=ORACLE_SET,
                         oracle_available=bool(oracle))
+    sampled = (entry.get("protocols") or {}).get("sampled") or {}
+    warnings = beats_lines(sampled.get("floor_beats") or [], "sampled", label)
+    if warnings:
+        text += "\n" + "\n".join(warnings)
+    others = protocol_tables(record, split, model_label)
+    return text + ("\n\n" + others if others else "")

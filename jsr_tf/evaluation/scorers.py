@@ -1,7 +1,7 @@
-"""Floor scorers: popularity and random (spec/evaluation.md §4, "Floors").
+"""Floor scorers: popularity, random and the count scorers (spec/evaluation.md §4, §9).
 
-Both implement the model contract ``score(batch, task, training=False) -> logits [B, C]``, so
-``jsr_tf.evaluation.evaluator.evaluate_model`` treats them like trained models. Both are pure
+All implement the model contract ``score(batch, task, training=False) -> logits [B, C]``, so
+``jsr_tf.evaluation.evaluator.evaluate_model`` treats them like trained models. All are pure
 TensorFlow, so they run inside the evaluator's ``tf.function``.
 """
 
@@ -44,6 +44,45 @@ class PopularityScorer:
         return self._tables[F.Task(task)].lookup(batch[reader.CANDIDATES])
 
 
+class CountScorer:
+    """Minus an item's train-target count: in the row's task (``same_task``) or in the other one.
+
+    Training-free floors that find a positive by what the candidate set gives away: under the
+    ``sampled`` protocol the negatives are drawn by train-target popularity, so an item that was
+    rarely (or never) a train target is likely the positive (spec/evaluation.md §9). A fair
+    protocol keeps them near random.
+
+    Equal counts are broken by a fixed pseudo-random order of the items (a hash of the id and the
+    seed, scaled into ``[0, 0.5)`` and added to the integer counts, so the order of different
+    counts is kept and every call scores an item the same): most items share a count of 0, and
+    counting those ties against the scorer would hide what the count itself gives away.
+
+    Args:
+        vocab: The data dir's vocabularies.
+        same_task: True: count in the row's task; False: in the other task.
+        seed: Seed of the tie-break draws.
+    """
+
+    def __init__(self, vocab: Vocab, same_task: bool = True, seed: int = 0) -> None:
+        self.vocab = vocab
+        self.same_task = bool(same_task)
+        self.seed = int(seed)
+        self.name = "-count (same task)" if same_task else "-count (other task)"
+        counts = {F.Task.FEED: vocab.item_feed_count, F.Task.SEARCH: vocab.item_search_count}
+        self._tables = {}
+        for task in F.Task:
+            source = task if same_task else F.Task(1 - int(task))
+            self._tables[task] = _count_table(vocab.item_ids, -np.asarray(counts[source]))
+
+    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+        """Returns ``[B, C]`` float32 minus counts of ``batch["candidates"]`` (0 outside the
+        vocabulary) plus the tie-break draw."""
+        del training
+        ids = batch[reader.CANDIDATES]
+        counts = self._tables[F.Task(task)].lookup(ids)
+        return counts + tie_break(ids, self.seed)
+
+
 class QueryBlindScorer:
     """Scores search rows with the model's *feed* head, ignoring the query (evaluation.md §4).
 
@@ -62,6 +101,14 @@ class QueryBlindScorer:
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
         del task
         return self.model.score(batch, F.Task.FEED, training=training)
+
+
+def tie_break(ids: tf.Tensor, seed: int = 0) -> tf.Tensor:
+    """A fixed value in ``[0, 0.5)`` per item id (a hash of id and seed): ``float32``, ``ids``'s
+    shape."""
+    keys = tf.strings.join([tf.strings.as_string(tf.cast(ids, tf.int64)), str(int(seed))], "/")
+    buckets = tf.strings.to_hash_bucket_fast(keys, 1 << 20)
+    return 0.5 * tf.cast(buckets, tf.float32) / float(1 << 20)
 
 
 def _count_table(item_ids: np.ndarray, counts: np.ndarray) -> tf.lookup.StaticHashTable:

@@ -123,7 +123,9 @@ def _tensorboard_installed() -> bool:
 
 def train(config: ExperimentConfig, data_dir: str, model_dir: str,
           strategy_name: str = "default", verbose: int = 1,
-          backup_steps: Optional[int] = None) -> Dict[str, Any]:
+          backup_steps: Optional[int] = None,
+          protocol_list: Optional[Sequence[str]] = None,
+          full: Optional[Any] = None) -> Dict[str, Any]:
     """Trains ``config`` on ``data_dir`` into ``model_dir`` (resuming a killed run there).
 
     Args:
@@ -134,6 +136,10 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         verbose: ``fit`` verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         backup_steps: Backup period in steps (besides every epoch end); default
             ``min(500, steps_per_epoch)``; 0 = epoch ends only.
+        protocol_list: Evaluation protocols of the final test evaluation
+            (``jsr_tf.evaluation.protocols``; default ``sampled`` only). Valid is evaluated under
+            ``sampled`` (the selection protocol).
+        full: ``evaluator.FullOptions`` of the ``full`` protocol.
 
     Returns:
         The results record written to ``<model_dir>/metrics.json``.
@@ -216,8 +222,11 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         return record
     cb.write_json_atomic(os.path.join(model_dir, evaluator.METRICS_FILE), record)
     for split in (F.Split.VALID.value, F.Split.TEST.value):
-        record = evaluator.evaluate_run(model_dir, data_dir, split, model=model,
-                                        batch_size=config.train.eval_batch_size, write=False)
+        is_test = split == F.Split.TEST.value
+        record = evaluator.evaluate_run(
+            model_dir, data_dir, split, model=model, batch_size=config.train.eval_batch_size,
+            write=False, protocol_list=protocol_list if is_test else None,
+            full=full or evaluator.FullOptions())
         record.update(training)
         record["wall_time_s"] = time.time() - start
         record = report.jsonable(record)

@@ -44,6 +44,9 @@ parses them only when an evaluation protocol asks, see ``jsr_tf/evaluation/proto
     impressions: ``[<= MAX_IMPRESSIONS]`` (search rows only) the items the target session showed
         and the user did not click, in file order, deduplicated: the hard negatives of the
         ``impressions`` protocol.
+    other_clicks: ``[<= MAX_IMPRESSIONS]`` (search rows only) the target session's clicked items
+        other than the positive ("also relevant": never a negative under any protocol; the
+        ``full`` protocol excludes them from the catalogue).
 
 Ids in the files are raw KuaiSAR ids (int64, not contiguous, may exceed 2^31). The model maps
 them to dense indices with lookup tables built from ``vocab/``.
@@ -136,7 +139,8 @@ ALL_FEATURES = SCALAR_FEATURES + LIST_FEATURES
 # Optional evaluation-only lists of valid/test rows (see the module docstring).
 NEGATIVES_FAIR = "negatives_fair"
 IMPRESSIONS = "impressions"
-EVAL_FEATURES = (NEGATIVES_FAIR, IMPRESSIONS)
+OTHER_CLICKS = "other_clicks"
+EVAL_FEATURES = (NEGATIVES_FAIR, IMPRESSIONS, OTHER_CLICKS)
 
 # Label-like fields that a serving request does not carry.
 LABEL_FEATURES = (TARGET_ITEM, TARGET_ROW, NEGATIVES, TASK)
@@ -243,6 +247,8 @@ def eval_feature_description() -> Dict[str, str]:
                          "protocol, popularity-weighted over the same (task, split)'s positives"),
         IMPRESSIONS: (f"int64 [<= {MAX_IMPRESSIONS}] on valid/test search rows: items the target "
                       "session showed and the user did not click, file order, deduplicated"),
+        OTHER_CLICKS: (f"int64 [<= {MAX_IMPRESSIONS}] on valid/test search rows: the target "
+                       "session's clicked items other than the positive"),
     }
 
 

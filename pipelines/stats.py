@@ -139,9 +139,10 @@ def summarise(counters: Dict[str, int]) -> Dict:
         "negatives": {"fallback_exhaustive": c("negatives/fallback_exhaustive", 0),
                       "fallback_uniform": c("negatives/fallback_uniform", 0)},
         "eval_candidates": {
-            F.task_name(t): {key: c(f"{F.task_name(t)}/{key}", 0) for key in (
+            **{F.task_name(t): {key: c(f"{F.task_name(t)}/{key}", 0) for key in (
                 "fair_negatives/written", "fair_negatives/short", "impressions/written",
                 "impressions/empty")} for t in F.Task},
+            "fair_fallback_exhaustive": c("fair_negatives/fallback_exhaustive", 0)},
         "checks": list(check),
         "reconciled": check.reconciled,
         "counters": counters,
@@ -187,11 +188,13 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
             "negatives_must_predate_target": config.negatives_must_predate_target,
             "first_seen": "every exposure, held-out targets included",
             "exclusions": "positive, session clicks, user's items before the target",
-            "fallback": "none (a row the pool cannot fill gets an empty list, counted)",
+            "fallback": ("a weighted exhaustive pass, then none (a row the pool cannot fill gets "
+                         "an empty list, counted)"),
             "seeding": "blake2b(candidate_seed, 'fair', task, split, user) -> PCG64",
         },
         "impressions": {"field": F.IMPRESSIONS, "max": F.MAX_IMPRESSIONS,
-                        "items": "shown and not clicked in the target session (search rows)"},
+                        "items": "shown and not clicked in the target session (search rows)",
+                        "other_clicks": F.OTHER_CLICKS},
         "eval_candidates": "inline: candidates = [target_item] + negatives (jsr_tf/features.py)",
     }
     schema = {"features": F.feature_description(),

@@ -204,13 +204,15 @@ def all_exposures(timeline: UserTimeline) -> Iterable[Tuple[int, int]]:
             yield item, event.ts
 
 
-def excluded_allowed_items(timeline: UserTimeline, first_seen: Mapping[int, int]
+def excluded_allowed_items(timeline: UserTimeline, first_seen: Mapping[int, int],
+                           must_predate: bool = True
                            ) -> Iterable[Tuple[Tuple[int, str, int], int]]:
     """``((task, split, item), 1)`` for every item a valid/test row excludes that the first-seen
-    rule alone would have allowed (first seen before the target)."""
+    rule alone would have allowed (first seen before the target; every excluded item when
+    ``must_predate`` is off)."""
     for task, split, ts, excluded in eval_row_exclusions(timeline):
         for item in excluded:
-            if first_seen.get(item, ts) < ts:
+            if not must_predate or first_seen.get(item, ts) < ts:
                 yield (task, split, item), 1
 
 
@@ -221,7 +223,8 @@ def eval_row_times(timeline: UserTimeline) -> Iterable[Tuple[Tuple[int, str], in
 
 
 def fair_weights(counts: Mapping[int, int], first_seen: Mapping[int, int],
-                 row_times: Sequence[int], excluded: Mapping[int, int]) -> Dict[int, float]:
+                 row_times: Sequence[int], excluded: Mapping[int, int],
+                 must_predate: bool = True) -> Dict[int, float]:
     """Draw weights that give negatives the positives' distribution over a (task, split).
 
     A row may draw item i only if i was first seen before the row's target and the row does not
@@ -235,6 +238,8 @@ def fair_weights(counts: Mapping[int, int], first_seen: Mapping[int, int],
         first_seen: Item -> first-seen ms.
         row_times: Target times of the (task, split)'s rows.
         excluded: Item -> rows that exclude it although it was first seen before them.
+        must_predate: The first-seen rule is on (``negatives_must_predate_target``); off, every
+            row may draw any item it does not exclude.
 
     Returns:
         Item -> weight; items no row may draw get 0.
@@ -245,7 +250,8 @@ def fair_weights(counts: Mapping[int, int], first_seen: Mapping[int, int],
         seen = first_seen.get(item)
         if seen is None or count <= 0:
             continue
-        allowed = int(times.size - np.searchsorted(times, seen, side="right"))
+        allowed = (int(times.size - np.searchsorted(times, seen, side="right")) if must_predate
+                   else int(times.size))
         allowed -= int(excluded.get(item, 0))
         out[item] = count / allowed if allowed > 0 else 0.0
     return out
@@ -254,8 +260,8 @@ def fair_weights(counts: Mapping[int, int], first_seen: Mapping[int, int],
 def build_fair_pools(_, counts: Mapping[Tuple[int, str, int], int],
                      first_seen: Mapping[int, int],
                      row_times: Mapping[Tuple[int, str], Sequence[int]],
-                     excluded: Mapping[Tuple[int, str, int], int]
-                     ) -> Dict[Tuple[int, str], NegativePool]:
+                     excluded: Mapping[Tuple[int, str, int], int],
+                     must_predate: bool = True) -> Dict[Tuple[int, str], NegativePool]:
     """``(task, split) -> NegativePool`` weighted by that task and split's positives, corrected
     for exclusions (``fair_weights``); no uniform fallback, so the negatives keep the positives'
     distribution."""
@@ -268,7 +274,8 @@ def build_fair_pools(_, counts: Mapping[Tuple[int, str, int], int],
         excluded_by_key[(int(task), split)][item] = count
     seen = dict(first_seen)
     return {key: NegativePool.build(
-                fair_weights(weights, seen, row_times.get(key, ()), excluded_by_key[key]),
+                fair_weights(weights, seen, row_times.get(key, ()), excluded_by_key[key],
+                             must_predate),
                 seen, uniform_fallback=False)
             for key, weights in per_key.items()}
 
@@ -385,7 +392,8 @@ class KuaisarToExamples(beam.PTransform):
                      | "SortRowTimes" >> beam.MapTuple(lambda key, ts: (key, sorted(ts))))
         excluded = (timelines
                     | "EvalExclusions" >> beam.FlatMap(
-                        excluded_allowed_items, first_seen=beam.pvalue.AsDict(first_seen_all))
+                        excluded_allowed_items, first_seen=beam.pvalue.AsDict(first_seen_all),
+                        must_predate=config.negatives_must_predate_target)
                     | "CountExclusions" >> beam.CombinePerKey(sum))
         fair_pools = (pbegin
                       | "FairPoolSeed" >> beam.Create([None])
@@ -393,7 +401,8 @@ class KuaisarToExamples(beam.PTransform):
                                                 counts=beam.pvalue.AsDict(eval_counts),
                                                 first_seen=beam.pvalue.AsDict(first_seen_all),
                                                 row_times=beam.pvalue.AsDict(row_times),
-                                                excluded=beam.pvalue.AsDict(excluded)))
+                                                excluded=beam.pvalue.AsDict(excluded),
+                                                must_predate=config.negatives_must_predate_target))
         examples_out = (timelines
                         | "Examples" >> beam.ParDo(
                             MakeExamples(config),

@@ -169,7 +169,7 @@ def check_fair_negatives(examples: Dict, raw_dir: str, must_predate: bool = True
     for (split, task), rows in examples.items():
         for e in rows:
             if split == "train":
-                assert F.NEGATIVES_FAIR not in e and F.IMPRESSIONS not in e
+                assert not set(F.EVAL_FEATURES) & set(e)
                 continue
             user, t = int(e[F.USER_ID]), int(e[F.TARGET_TS])
             negatives = [int(x) for x in e[F.NEGATIVES_FAIR]]
@@ -189,7 +189,9 @@ def check_fair_negatives(examples: Dict, raw_dir: str, must_predate: bool = True
                 expected = [i for i in dict.fromkeys(session["shown"])
                             if i not in session["clicked"]][:F.MAX_IMPRESSIONS]
                 assert impressions == expected, (user, t)
+                others = [int(x) for x in e[F.OTHER_CLICKS]]
+                assert set(others) == session["clicked"] - {positive}, (user, t)
             else:
-                assert F.IMPRESSIONS not in e
+                assert F.IMPRESSIONS not in e and F.OTHER_CLICKS not in e
             checked += 1
     return checked, dict(short)

@@ -98,9 +98,20 @@ def test_protocols_floors_and_marks_in_the_summary(tmp_path):
 
 
 def test_missing_protocols_of_a_finished_run():
+    from jsr_tf.evaluation import evaluator, report
+
     record = _protocol_record(0.2, {})
-    assert compare.missing_protocols(record, ["sampled", "full"]) == []
-    assert compare.missing_protocols(record, ["sampled", "impressions"]) == ["impressions"]
+    record["test"]["protocols"]["full"]["options"] = {"max_rows": 500, "batch_size": 32,
+                                                      "chunk": 4096}
+    full = evaluator.FullOptions(max_rows=500)
+    assert compare.missing_protocols(record, ["sampled", "full"], full) == []
+    assert compare.missing_protocols(record, ["sampled", "impressions"], full) == ["impressions"]
+    # Another row subset is another evaluation: full is evaluated again.
+    assert compare.missing_protocols(record, ["full"], evaluator.FullOptions()) == ["full"]
+    # A split evaluated again under one protocol keeps the others.
+    again = {"test": {"metrics": {}, "protocols": {"sampled_fair": {"metrics": {"feed": {}}}}}}
+    merged = report.merge_records(record, again)
+    assert set(merged["test"]["protocols"]) == {"sampled", "full", "sampled_fair"}
 
 
 def test_unknown_models_fail_before_any_training(tmp_path):

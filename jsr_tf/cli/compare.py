@@ -29,10 +29,10 @@ flags.DEFINE_multi_string("override", [], "`section.field=value` for every train
 flags.DEFINE_list("protocol", None,
                   "Candidate protocols of the test evaluation: sampled, sampled_fair, full, "
                   "impressions; default: every protocol the data supports.")
-flags.DEFINE_integer("full_max_rows", None,
+flags.DEFINE_integer("full_max_rows", 2000,
                      "`full` protocol: score about this many test rows per task, a fixed "
-                     "hash-chosen subset of users, the same for every model (default: all).",
-                     lower_bound=1)
+                     "hash-chosen subset of users, the same for every model (0 = every row).",
+                     lower_bound=0)
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
                                epochs=FLAGS.epochs, overrides=FLAGS.override,
                                log=lambda line: print(line, flush=True),
                                protocol_list=protocol_list,
-                               full=evaluator.FullOptions(max_rows=FLAGS.full_max_rows))
+                               full=evaluator.FullOptions(max_rows=FLAGS.full_max_rows or None))
     rows = compare.summarise(records)
     print(compare.write_table(rows, FLAGS.output_dir))
     for line in compare.warnings(rows):

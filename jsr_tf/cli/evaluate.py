@@ -42,9 +42,10 @@ flags.DEFINE_list("protocol", None,
                   "Candidate protocols: sampled, sampled_fair, full, impressions (README, "
                   "'Evaluation protocols'); default: every protocol the data supports.",
                   flag_values=FLAGS)
-flags.DEFINE_integer("full_max_rows", None,
+flags.DEFINE_integer("full_max_rows", 2000,
                      "`full` protocol: score about this many rows per task, a fixed hash-chosen "
-                     "subset of users (default: every row).", lower_bound=1, flag_values=FLAGS)
+                     "subset of users, the same for every model (0 = every row).", lower_bound=0,
+                     flag_values=FLAGS)
 flags.DEFINE_integer("full_batch_size", 32, "`full` protocol: rows per scoring call.",
                      lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("full_chunk", 4096, "`full` protocol: catalogue items per scoring call.",
@@ -73,7 +74,8 @@ def main(argv: Sequence[str]) -> None:
         protocol_list = protocols.resolve_protocols(FLAGS.protocol, FLAGS.data_dir)
     except ValueError as error:
         raise app.UsageError(f"--protocol: {error}") from None
-    full = evaluator.FullOptions(max_rows=FLAGS.full_max_rows, batch_size=FLAGS.full_batch_size,
+    full = evaluator.FullOptions(max_rows=FLAGS.full_max_rows or None,
+                                 batch_size=FLAGS.full_batch_size,
                                  chunk=FLAGS.full_chunk)
     record = evaluator.evaluate_run(FLAGS.model_dir, FLAGS.data_dir, FLAGS.split,
                                     raw_dir=FLAGS.raw_dir, batch_size=FLAGS.batch_size,

@@ -150,7 +150,7 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
         fair_pools: ``(Task, split) -> NegativePool`` of the ``sampled_fair`` protocol (weights:
             the counts of that task and split's positives). When given, valid and test rows get
             ``negatives_fair`` (same exclusions and seeding scheme as ``negatives``, its own
-            seed) and valid and test search rows get ``impressions``.
+            seed) and valid and test search rows get ``impressions`` and ``other_clicks``.
 
     Yields:
         ``KeyedExample``s in canonical target order.
@@ -210,12 +210,17 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
                                     timeline.user_id)
                 samplers[fair_key] = NegativeSampler(fair_pools[(int(task), target.split)], seed,
                                                      config.negatives_must_predate_target)
+            fair_counts: Dict[str, int] = {}
             fair = samplers[fair_key].sample(config.num_eval_negatives,
-                                             _Exclusions(prior, own), event.ts)
+                                             _Exclusions(prior, own), event.ts, fair_counts)
+            for key, count in fair_counts.items():  # negatives/fallback_* of the fair pools
+                counters[f"fair_{key}"] = counters.get(f"fair_{key}", 0) + count
             values[F.NEGATIVES_FAIR] = fair or []
             _bump(counters, f"{name}/fair_negatives/{'written' if fair else 'short'}")
             if task == Task.SEARCH:
                 values[F.IMPRESSIONS] = impression_negatives(event)
+                values[F.OTHER_CLICKS] = [i for i in event.all_clicked
+                                          if i != event.item][:F.MAX_IMPRESSIONS]
                 _bump(counters, f"{name}/impressions/"
                                 f"{'written' if values[F.IMPRESSIONS] else 'empty'}")
         if not values[F.FEED_ITEMS]:

@@ -34,6 +34,9 @@ class NegativePool(NamedTuple):
         fallback_items: ``[M]`` int64 every train-visible item (uniform fallback when the weighted
             pool is exhausted), sorted by id.
         fallback_first_seen: ``[M]`` int64 first-seen times of ``fallback_items``.
+        weighted_exhaustive: The exhaustive pass visits the pool in a weighted random order
+            (Efraimidis–Spirakis keys) instead of a uniform one, so a row that needs it keeps the
+            pool's distribution as far as its exclusions allow (the fair pools).
     """
 
     items: np.ndarray
@@ -42,6 +45,7 @@ class NegativePool(NamedTuple):
     first_seen: np.ndarray
     fallback_items: np.ndarray
     fallback_first_seen: np.ndarray
+    weighted_exhaustive: bool = False
 
     @classmethod
     def build(cls, counts: Dict[int, int], first_seen: Dict[int, int],
@@ -54,7 +58,8 @@ class NegativePool(NamedTuple):
             first_seen: First-seen time of every item that may be drawn.
             uniform_fallback: Keep every item of ``first_seen`` as the uniform fallback. False
                 (the fair pools): a draw never leaves the weighted pool, so the negatives keep
-                its distribution; a row it cannot fill gets None.
+                its distribution (the exhaustive pass is weighted too); a row it cannot fill gets
+                None.
         """
         items = np.array(sorted(i for i, c in counts.items() if c > 0), dtype=np.int64)
         weights = np.array([counts[i] for i in items], dtype=np.float64)
@@ -63,7 +68,8 @@ class NegativePool(NamedTuple):
         all_seen = np.array([first_seen[int(i)] for i in all_items], dtype=np.int64)
         total = weights.sum()
         cumulative = np.cumsum(weights) / total if total > 0 else np.zeros(0)
-        return cls(items, weights, cumulative, seen, all_items, all_seen)
+        return cls(items, weights, cumulative, seen, all_items, all_seen,
+                   weighted_exhaustive=not uniform_fallback)
 
 
 class NegativeSampler:
@@ -126,7 +132,13 @@ class NegativeSampler:
             if counters is not None:
                 counters["negatives/fallback_exhaustive"] = counters.get(
                     "negatives/fallback_exhaustive", 0) + 1
-            for index in self._rng.permutation(pool.items.size):
+            if pool.weighted_exhaustive:  # weighted order: argsort of log(u) / w, descending
+                keys = np.log(self._rng.random(pool.items.size)) / np.maximum(pool.weights,
+                                                                              1e-300)
+                order = np.argsort(-keys, kind="stable")
+            else:
+                order = self._rng.permutation(pool.items.size)
+            for index in order:
                 accept(int(pool.items[index]), int(pool.first_seen[index]))
                 if len(chosen) == n:
                     return chosen

@@ -129,6 +129,7 @@ def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
     if eval_fields:  # absent on a row (train rows, old data) = all padding
         out[F.NEGATIVES_FAIR] = pad(F.NEGATIVES_FAIR, F.NUM_EVAL_NEGATIVES)
         out[F.IMPRESSIONS] = pad(F.IMPRESSIONS, F.MAX_IMPRESSIONS)
+        out[F.OTHER_CLICKS] = pad(F.OTHER_CLICKS, F.MAX_IMPRESSIONS)
     return out
 
 
@@ -232,8 +233,8 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         num_negatives: Negatives per row when resampling (default: as stored).
         num_parallel_reads: Files read in parallel.
         neighbours: Parse the neighbour payload too (models with ``neighbours != "none"``).
-        eval_fields: Also give ``negatives_fair [B, 99]`` and ``impressions [B, 99]`` (0-padded;
-            all 0 where a row has none), for the evaluation protocols.
+        eval_fields: Also give ``negatives_fair``, ``impressions`` and ``other_clicks``, each
+            ``[B, 99]`` (0-padded; all 0 where a row has none), for the evaluation protocols.
 
     Returns:
         A ``tf.data.Dataset`` of dicts as in the module table.

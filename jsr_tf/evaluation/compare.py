@@ -17,6 +17,7 @@ models: their runs hold only a ``metrics.json``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -106,15 +107,27 @@ def score_baseline(model: str, seed: int, data_dir: str, path: str,
                                    seed=seed, splits={TEST: entry}, params=0,
                                    train_wall_time_s=0.0)
     tf.io.gfile.makedirs(path)
-    with tf.io.gfile.GFile(os.path.join(path, evaluator.METRICS_FILE), "w") as f:
+    metrics_path = os.path.join(path, evaluator.METRICS_FILE)
+    if tf.io.gfile.exists(metrics_path):  # evaluated again: keep the other protocols
+        with tf.io.gfile.GFile(metrics_path) as f:
+            record = report.merge_records(json.load(f), record)
+    with tf.io.gfile.GFile(metrics_path, "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     return record
 
 
-def missing_protocols(record: Mapping[str, Any], protocol_list: Sequence[str]) -> List[str]:
-    """The protocols of ``protocol_list`` a finished run's test entry has no results for."""
-    have = set((record.get(TEST) or {}).get("protocols") or {})
-    return [p for p in protocol_list if p not in have]
+def missing_protocols(record: Mapping[str, Any], protocol_list: Sequence[str],
+                      full: evaluator.FullOptions = evaluator.FullOptions()) -> List[str]:
+    """The protocols of ``protocol_list`` a finished run's test entry has no results for (a
+    ``full`` result made with other ``FullOptions``, e.g. another row subset, counts as missing)."""
+    have = (record.get(TEST) or {}).get("protocols") or {}
+    missing = []
+    for protocol in protocol_list:
+        entry = have.get(protocol)
+        if entry is None or (protocol == protocols.FULL
+                             and entry.get("options") != dataclasses.asdict(full)):
+            missing.append(protocol)
+    return missing
 
 
 def run_grid(data_dir: str, output_dir: str, models: Sequence[str], seeds: Sequence[int],
@@ -150,15 +163,14 @@ def run_grid(data_dir: str, output_dir: str, models: Sequence[str], seeds: Seque
         if model not in SCORERS:
             check_config(path, run_config(model, seed, epochs, overrides))
         record = read_record(path)
-        missing = missing_protocols(record, protocol_list) if record is not None else []
+        missing = missing_protocols(record, protocol_list, full) if record is not None else []
         if record is not None and missing:
             log(f"[{index}/{len(grid)}] {model} seed {seed}: finished earlier; evaluating "
                 f"{', '.join(missing)}")
             if model in SCORERS:
-                score_baseline(model, seed, data_dir, path, protocol_list, full)
+                score_baseline(model, seed, data_dir, path, missing, full)
             else:
-                evaluator.evaluate_run(path, data_dir, TEST, protocol_list=protocol_list,
-                                       full=full)
+                evaluator.evaluate_run(path, data_dir, TEST, protocol_list=missing, full=full)
             record = read_record(path)
         elif record is not None:
             log(f"[{index}/{len(grid)}] {model} seed {seed}: finished earlier, skipped")

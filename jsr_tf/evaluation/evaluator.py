@@ -11,6 +11,11 @@ column 0 in the files. Models must not depend on candidate order, so the evaluat
 4. computes the rank metrics of ``jsr_tf.evaluation.metrics`` with the positive at column 0
    (ties count against the model).
 
+The candidates depend on the protocol (``jsr_tf.evaluation.protocols``): the stored negatives
+(``sampled``), the fair ones (``sampled_fair``), the session's impressions (``impressions``, padded
+columns masked), or the whole catalogue (``full``, ``evaluate_full``: no permutation needed, every
+catalogue item is scored in chunks and only the count of items at or above the positive is kept).
+
 Shapes: ``B`` rows per batch, ``C`` candidates per row (1 positive + negatives; 100 in the
 reference files), ``N`` rows in one (split, task).
 """
@@ -122,15 +127,13 @@ def evaluate_scores(scores: np.ndarray, *, return_rows: bool = False,
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError("`scores` should have shape (N, C) with C >= 2. Received: "
                          f"`scores.shape={scores.shape}`")
-    if valid is not None:
-        scores = M.mask_padding(scores, valid)
-    out: Dict[str, Any] = dict(M.rank_metrics(scores, positive_index=0))
+    out: Dict[str, Any] = dict(M.rank_metrics(scores, positive_index=0, valid=valid))
     out[ROWS] = int(out[ROWS])
     if return_rows:
-        ranks = M.positive_ranks(scores, positive_index=0)
+        ranks = M.positive_ranks(scores, positive_index=0, valid=valid)
         per_row: Dict[str, np.ndarray] = dict(M.per_row_metrics(ranks))
         per_row["rank"] = ranks
-        per_row["tie"] = M.tie_mask(scores)
+        per_row["tie"] = M.tie_mask(scores, valid)
         out[PER_ROW] = per_row
     return out
 
@@ -297,7 +300,7 @@ def evaluate_model(model_or_scorer: Scorer, data_dir: str, split: str,
         ``{task_name: {metric: value, "rows": N, "tie_fraction": x, "rows_skipped": k, …}}``.
     """
     results: Dict[str, Dict[str, Any]] = {}
-    for task in protocols.protocols_for_task_filter(tasks, protocol):
+    for task in protocols.tasks_of(tasks, protocol):
         scored = score_split(model_or_scorer, data_dir, split, task, batch_size=batch_size,
                              permutation_seed=permutation_seed, protocol=protocol)
         out = evaluate_scores(scored.scores, return_rows=return_rows, valid=scored.valid)
@@ -364,6 +367,30 @@ def training_free_floors(data_dir: str) -> Dict[str, Scorer]:
             report.COUNT_OTHER: scorers.CountScorer(vocab, same_task=False)}
 
 
+_FLOOR_CACHE: Dict[tuple, Dict[str, Any]] = {}
+
+
+def floor_metrics(data_dir: str, split: str, protocol: str, tasks: Iterable[int] = TASKS, *,
+                  batch_size: int = 512, permutation_seed: Optional[int] = 0,
+                  full: FullOptions = FullOptions()) -> Dict[str, Dict[str, Any]]:
+    """``{label: {task: metrics}}`` of the training-free floors under one protocol.
+
+    Fresh scorers per call (the random floor does not depend on what ran before), and cached per
+    data (its manifest digest), split, protocol and settings: a grid scores them once, not once
+    per model and seed.
+    """
+    tasks = tuple(int(t) for t in tasks)
+    key = (os.path.abspath(data_dir), report.data_fingerprint(data_dir)["digest"], split,
+           protocol, tasks, batch_size, permutation_seed, full)
+    if key not in _FLOOR_CACHE:
+        _FLOOR_CACHE[key] = {
+            label: evaluate_protocol(scorer, data_dir, split, protocol, tasks,
+                                     batch_size=batch_size, permutation_seed=permutation_seed,
+                                     full=full)
+            for label, scorer in training_free_floors(data_dir).items()}
+    return _FLOOR_CACHE[key]
+
+
 def evaluate_protocol(scorer: Scorer, data_dir: str, split: str, protocol: str,
                       tasks: Iterable[int] = TASKS, *, batch_size: int = 512,
                       permutation_seed: Optional[int] = 0,
@@ -419,7 +446,6 @@ def evaluate_protocols(model: Scorer, data_dir: str, split: str,
         the floors are the training-free scorers plus, except under ``full``, the model's
         query-blind search score.
     """
-    floors = training_free_floors(data_dir)
     out: Dict[str, Dict[str, Any]] = {}
     tasks = tuple(tasks)
     for protocol in protocol_list:
@@ -428,11 +454,9 @@ def evaluate_protocols(model: Scorer, data_dir: str, split: str,
                                     batch_size=batch_size, permutation_seed=permutation_seed,
                                     full=full, log=log)
         wall = time.perf_counter() - start
-        entry_floors: Dict[str, Any] = {}
-        for label, scorer in floors.items():
-            entry_floors[label] = evaluate_protocol(scorer, data_dir, split, protocol, tasks,
-                                                    batch_size=batch_size,
-                                                    permutation_seed=permutation_seed, full=full)
+        entry_floors: Dict[str, Any] = dict(floor_metrics(
+            data_dir, split, protocol, tasks, batch_size=batch_size,
+            permutation_seed=permutation_seed, full=full))
         search = F.task_name(F.Task.SEARCH)
         entry_floors[report.QUERY_BLIND] = None
         if protocol != protocols.FULL and search in metrics:

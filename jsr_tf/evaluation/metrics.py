@@ -11,7 +11,7 @@ Per row, with one relevant item: ``HR@K = [rank <= K]``, ``NDCG@K = [rank <= K] 
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -32,35 +32,26 @@ def _scores(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), -np.inf, s)
 
 
-def mask_padding(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Scores with padding columns pushed below every real candidate, each to its own value (so
-    padding never outranks or ties the positive, nor counts as a tie). Column 0 must be valid.
-
-    Args:
-        scores: ``(N, C)`` scores.
-        valid: ``(N, C)`` bool, True for real candidates.
-    """
-    s = _scores(scores)
+def _valid(valid, shape) -> np.ndarray:
+    """``(N, C)`` bool mask of real candidates (all True when None)."""
+    if valid is None:
+        return np.ones(shape, bool)
     valid = np.asarray(valid, bool)
-    if valid.shape != s.shape:
-        raise ValueError(f"`valid` should have the shape of `scores` {s.shape}. Received: "
+    if valid.shape != tuple(shape):
+        raise ValueError(f"`valid` should have the shape of `scores` {tuple(shape)}. Received: "
                          f"{valid.shape}")
-    if s.size and not valid[:, 0].all():
-        raise ValueError("Column 0 (the positive) should be valid in every row.")
-    real = np.where(valid, s, np.inf)
-    floor = np.min(real, axis=1, keepdims=True) if s.size else np.zeros((len(s), 1))
-    floor = np.where(np.isfinite(floor), floor, 0.0)
-    # Each padding column gets a distinct value below the row's lowest real score.
-    pads = floor - 1.0 - np.abs(floor) - np.arange(1, s.shape[1] + 1)[None, :]
-    return np.where(valid, s, pads)
+    return valid
 
 
-def positive_ranks(scores: np.ndarray, positive_index: int = 0) -> np.ndarray:
+def positive_ranks(scores: np.ndarray, positive_index: int = 0,
+                   valid: Optional[np.ndarray] = None) -> np.ndarray:
     """Rank of the positive in every row, ties counted against it.
 
     Args:
         scores: ``(N, C)`` scores.
         positive_index: Column of the positive (0 in the candidate files).
+        valid: Optional ``(N, C)`` bool, the real candidates of padded rows (``impressions``):
+            padding columns never count, whatever their scores. The positive must be valid.
 
     Returns:
         ``(N,)`` int64 ranks in ``[1, C]``.
@@ -69,9 +60,13 @@ def positive_ranks(scores: np.ndarray, positive_index: int = 0) -> np.ndarray:
     if not 0 <= positive_index < s.shape[1]:
         raise ValueError(f"`positive_index` should be in [0, {s.shape[1]}). Received: "
                          f"`positive_index={positive_index}`")
+    mask = _valid(valid, s.shape)
+    if s.size and not mask[:, positive_index].all():
+        raise ValueError("The positive's column should be valid in every row.")
     pos = s[:, positive_index:positive_index + 1]
     others = np.delete(s, positive_index, axis=1)
-    return 1 + np.sum(others >= pos, axis=1).astype(np.int64)
+    counted = np.delete(mask, positive_index, axis=1)
+    return 1 + np.sum((others >= pos) & counted, axis=1).astype(np.int64)
 
 
 def candidate_ranks(scores: np.ndarray) -> np.ndarray:
@@ -89,9 +84,11 @@ def candidate_ranks(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def tie_mask(scores: np.ndarray) -> np.ndarray:
-    """``(N,)`` True where any two candidates of the row have equal scores."""
-    desc = np.sort(_scores(scores), axis=1)
+def tie_mask(scores: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(N,)`` True where any two real candidates of the row have equal scores."""
+    s = _scores(scores)
+    s = np.where(_valid(valid, s.shape), s, np.nan)  # NaN never equals anything
+    desc = np.sort(s, axis=1)
     return np.any(desc[:, 1:] == desc[:, :-1], axis=1)
 
 
@@ -121,19 +118,22 @@ def metrics_from_ranks(ranks: np.ndarray, hr_ks: Sequence[int] = HR_KS,
 
 
 def rank_metrics(scores: np.ndarray, positive_index: int = 0, hr_ks: Sequence[int] = HR_KS,
-                 ndcg_ks: Sequence[int] = NDCG_KS) -> Dict[str, float]:
+                 ndcg_ks: Sequence[int] = NDCG_KS,
+                 valid: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Mean metrics of ``(N, C)`` scores plus ``tie_fraction``, ``positive_tie_fraction``, ``rows``.
 
     ``tie_fraction`` is the share of rows with any tie (spec §4); ``positive_tie_fraction`` the
     share of rows whose positive ties with another candidate (the ties that cost rank).
+    ``valid`` (optional ``(N, C)`` bool) leaves padding columns out of every count.
     """
     s = _scores(scores)
-    ranks = positive_ranks(s, positive_index)
+    ranks = positive_ranks(s, positive_index, valid)
     out = metrics_from_ranks(ranks, hr_ks, ndcg_ks)
     pos = s[:, positive_index:positive_index + 1]
     others = np.delete(s, positive_index, axis=1)
-    out["tie_fraction"] = float(np.mean(tie_mask(s))) if len(s) else float("nan")
-    out["positive_tie_fraction"] = (float(np.mean(np.any(others == pos, axis=1)))
+    counted = np.delete(_valid(valid, s.shape), positive_index, axis=1)
+    out["tie_fraction"] = float(np.mean(tie_mask(s, valid))) if len(s) else float("nan")
+    out["positive_tie_fraction"] = (float(np.mean(np.any((others == pos) & counted, axis=1)))
                                     if len(s) else float("nan"))
     out["rows"] = float(len(s))
     return out

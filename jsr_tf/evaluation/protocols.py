@@ -11,8 +11,10 @@ protocol           candidates of a row (the positive is always column 0)
                    split's positives*): negatives and positives come from one distribution, so an
                    item-only scorer is at chance. Same exclusions as ``sampled``.
 ``full``           every catalogue item (the vocabulary: train-visible items) except the items of
-                   the row's history (feed positives and clicked search items): Recall@{10,50,100},
-                   NDCG@{10,100}, MRR. A positive that is also in the history stays the positive.
+                   the row's history (the feed positives and clicked search items of the capped
+                   history the row carries) and the target session's other clicks:
+                   Recall@{10,50,100}, NDCG@{10,100}, MRR. A positive that is also in the history
+                   stays the positive.
 ``impressions``    (search only) the items the target session showed and the user did not click
                    (``impressions``): real hard negatives; rows whose session showed nothing else
                    are skipped and counted.
@@ -94,7 +96,9 @@ def resolve_protocols(requested: Optional[Sequence[str]], data_dir: str) -> Tupl
     missing = [p for p in requested if p not in available]
     if missing:
         raise ValueError(f"{data_dir} has no candidates for {missing}: it was written before "
-                         "these protocols existed. Rerun jsr-preprocess to add them.")
+                         "these protocols existed. Rerun jsr-preprocess into a new directory to "
+                         "add them (its files differ, so runs evaluated on the old directory "
+                         "must be retrained on the new one).")
     if not requested:
         raise ValueError("Give at least one protocol.")
     return requested
@@ -182,6 +186,9 @@ def _full_step(scorer, task: int):
         history = history_items(batch)
         in_history = tf.reduce_any(tf.equal(ids[None, :, None], history[:, None, :]), axis=-1)
         excluded = in_history | tf.equal(ids[None, :], positive)
+        if F.OTHER_CLICKS in batch:  # the session's other clicks: relevant, never negatives
+            others = batch[F.OTHER_CLICKS]
+            excluded |= tf.reduce_any(tf.equal(ids[None, :, None], others[:, None, :]), axis=-1)
         beats = (scores[:, 1:] >= scores[:, :1]) & ~excluded
         count = tf.reduce_sum(tf.cast(beats, tf.int64), axis=1)
         positive_in_history = tf.reduce_any(tf.equal(positive, history), axis=1)
@@ -238,8 +245,9 @@ def full_ranks(scorer, data_dir: str, split: str, task: int, catalogue: np.ndarr
         raise ValueError("The catalogue is empty: no items to rank against.")
     total = count_rows(data_dir, split, task)
     fraction = 1.0 if not max_rows or not total or max_rows >= total else max_rows / total
+    eval_fields = SAMPLED_FAIR in available_protocols(data_dir)  # other_clicks are stored
     ds = reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0,
-                             neighbours=neighbours)
+                             neighbours=neighbours, eval_fields=eval_fields)
     fn = tf.function(_full_step(scorer, task), reduce_retracing=True)
     chunks = [tf.constant(catalogue[i:i + chunk]) for i in range(0, catalogue.size, chunk)]
     ranks, users, rows, in_history = [], [], [], []
@@ -291,13 +299,7 @@ def full_metrics(result: FullRanks) -> Dict[str, Any]:
     return out
 
 
-def protocols_for_task(protocols: Iterable[str], task: int) -> Tuple[str, ...]:
-    """The protocols that apply to a task (``impressions`` is search only)."""
-    return tuple(p for p in protocols
-                 if not (p in SEARCH_ONLY and F.Task(task) != F.Task.SEARCH))
-
-
-def protocols_for_task_filter(tasks: Iterable[int], protocol: str) -> Tuple[int, ...]:
+def tasks_of(tasks: Iterable[int], protocol: str) -> Tuple[int, ...]:
     """The tasks a protocol covers (``impressions``: search only)."""
     return tuple(t for t in tasks
                  if not (protocol in SEARCH_ONLY and F.Task(t) != F.Task.SEARCH))

@@ -14,7 +14,11 @@ from records only. Layout::
         "floors": {"popularity": {task: {…}}, "random": {task: {…}}},
         "oracle": {task: OracleReport dict} | null,   # null on real KuaiSAR
         "ratio_to_oracle": {task: {metric: x}} | "n/a",
-        "gap_closed": {task: {metric: x}} | "n/a"
+        "gap_closed": {task: {metric: x}} | "n/a",
+        "protocols": {protocol: {                     # jsr_tf/evaluation/protocols.py
+            "metrics": {task: {…}}, "floors": {label: {task: {…}}},
+            "floor_beats": [{task, floor, model, value}], "wall_time_s": s,
+            "options": {…}}}                           # full only: FullOptions
       },
       … keys written by training (best_epoch, epochs_run, …) are kept …
     }
@@ -262,7 +266,8 @@ def results_record(*, model: str, preset: str, config: Any, data_dir: str, seed:
 
 def merge_records(existing: Optional[Mapping[str, Any]],
                   new: Mapping[str, Any]) -> Dict[str, Any]:
-    """``existing`` updated with ``new``: identity fields and split entries replaced, others kept.
+    """``existing`` updated with ``new``: identity fields and split entries replaced, others kept;
+    a split entry's ``protocols`` are merged (a protocol evaluated again replaces its old result).
 
     Raises:
         ValueError: The two records are of different data (their ``data.digest`` differ).
@@ -273,7 +278,13 @@ def merge_records(existing: Optional[Mapping[str, Any]],
     if old_digest and new_digest and old_digest != new_digest:
         raise ValueError("The existing record was made on other data (data digest "
                          f"{old_digest[:12]}… vs {new_digest[:12]}…): refusing to merge.")
-    merged.update(new)
+    for split, entry in new.items():  # a split evaluated again keeps its other protocols
+        old_entry = merged.get(split)
+        if (isinstance(entry, Mapping) and isinstance(old_entry, Mapping)
+                and "protocols" in entry and old_entry.get("protocols")):
+            entry = dict(entry)
+            entry["protocols"] = {**old_entry["protocols"], **entry["protocols"]}
+        merged[split] = entry
     return merged
 
 

@@ -107,6 +107,18 @@ class CGC(keras.layers.Layer):
             self._towers.append(self._mlp(self.tower_units, f"task_{t}_tower", expert_shape))
         super().build(input_shape)
 
+    @property
+    def _flat_task_experts(self) -> List[MLP]:
+        """Every task's experts in one flat list (empty before `build`), for the `.keras` format.
+
+        Keras's `.keras` saving walks a layer's attributes and the layers in its lists, but not
+        lists nested in lists: through `_task_experts` alone the task experts' weights were
+        neither saved nor restored, and a reloaded model silently kept fresh ones. A property,
+        not an attribute, so TF checkpoints, SavedModel and h5 (`_task_experts/t/k`) are
+        unchanged.
+        """
+        return [expert for experts in getattr(self, "_task_experts", []) for expert in experts]
+
     def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
              tasks: Optional[Sequence[int]] = None) -> List[tf.Tensor]:
         if tasks is None:

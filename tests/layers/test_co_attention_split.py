@@ -11,7 +11,8 @@ import tensorflow as tf
 from jsr_tf.layers.co_attention_split import (CoAttentionKey, CoAttentionSplit, softmax_valid,
                                               split_by_weight)
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree)
 
 K = CoAttentionKey
 T = math.tanh(1.0)
@@ -174,3 +175,8 @@ def test_invalid_shapes():
     with pytest.raises(ValueError, match="`search` should have shape"):
         CoAttentionSplit()(tf.zeros([2, 4, 8]), tf.zeros([2, 3, 6]), tf.ones([2, 4], bool),
                            tf.ones([2, 3], bool))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(CoAttentionSplit(), [x.numpy() for x in _toy_inputs()],
+                                 tmp_path)

@@ -9,7 +9,8 @@ import tensorflow as tf
 from jsr_tf.layers.multi_mask_target_attention import MultiMaskTargetAttention
 from jsr_tf.layers.target_attention import TargetAttention
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree)
 
 
 def _masks(rng, b, l):
@@ -84,3 +85,16 @@ def test_config_round_trip_and_empty_masks_rejected():
     assert clone.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
     with pytest.raises(ValueError, match="`masks` should be a non-empty sequence"):
         clone(history, candidates, [])
+
+
+def _pool_inputs(seed=0, b=2, l=5, d=4, c=3):
+    rng = np.random.default_rng(seed)
+    history = rng.normal(size=(b, l, d)).astype(np.float32)
+    candidates = rng.normal(size=(b, c, d)).astype(np.float32)
+    return history, candidates, [m.numpy() for m in _masks(rng, b, l)]
+
+
+def test_keras_file_round_trip(tmp_path):
+    history, candidates, masks = _pool_inputs()
+    assert_keras_file_round_trip(MultiMaskTargetAttention(), [history, candidates, *masks],
+                                 tmp_path, call=lambda l, t: l(t[0], t[1], t[2:]))

@@ -13,7 +13,8 @@ import tf_keras as keras
 
 from jsr_tf.layers.neighbour_fusion import NeighbourFusion
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree)
 
 B, C, K, D = 2, 3, 4, 8
 
@@ -251,3 +252,9 @@ def test_bad_shapes_raise():
         _fusion(candidate_aware=False)(interest[None], neighbours, sim, side)
     with pytest.raises(ValueError, match="`neighbours` should have the last dimension"):
         _call(_fusion(), interest, neighbours[..., :3], sim, side, candidates)
+
+
+def test_keras_file_round_trip(tmp_path):
+    names = ("interest", "neighbours", "similarity", "side", "candidates")
+    assert_keras_file_round_trip(_fusion(output_initializer="glorot_uniform"),
+                                 dict(zip(names, _inputs())), tmp_path)

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.sasrec_block import SASRecBlock, causal_mask
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree)
 
 EPS = 1e-8
 B, L, D = 3, 5, 8
@@ -168,3 +169,8 @@ def test_invalid_arguments(kwargs, message):
 def test_model_size_must_divide_heads():
     with pytest.raises(ValueError, match="divisible by `num_heads=3`"):
         SASRecBlock(num_heads=3, intermediate_dim=8)(tf.zeros([1, L, D]), tf.ones([1, L], bool))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(SASRecBlock(num_heads=2, intermediate_dim=D),
+                                 _inputs(np.random.default_rng(0)), tmp_path)

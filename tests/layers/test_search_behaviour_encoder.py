@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 
-from ._harness import assert_round_trip, assert_three_ways_agree
+from ._harness import assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree
 
 
 def _inputs():
@@ -59,3 +59,7 @@ def test_eager_graph_xla_agree():
 def test_config_round_trip():
     query, clicks, ids = _inputs()
     assert_round_trip(SearchBehaviourEncoder(name="sessions"), lambda l: l(query, clicks, ids))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(SearchBehaviourEncoder(), _inputs(), tmp_path)

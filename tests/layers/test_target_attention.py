@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.target_attention import TargetAttention
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree)
 
 
 def _tiled_reference(history, candidates, mask, kernel):
@@ -92,3 +93,15 @@ def test_config_round_trip():
     clone = assert_round_trip(TargetAttention(kernel_initializer="glorot_uniform"),
                               lambda l: l(history, candidates, mask))
     assert clone.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+
+
+def _masked_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    history = rng.normal(size=(3, 4, 8)).astype(np.float32)
+    candidates = rng.normal(size=(3, 2, 8)).astype(np.float32)
+    mask = np.array([[True, True, False, False], [False] * 4, [True] * 4])
+    return history, candidates, mask
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(TargetAttention(), _masked_inputs(), tmp_path)

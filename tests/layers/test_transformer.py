@@ -9,7 +9,8 @@ import tf_keras as keras
 
 from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
+                       assert_three_ways_agree, count_params)
 
 EPS = 1e-5
 
@@ -262,3 +263,25 @@ def test_default_initialisation_matches_reference_scales():
     for w in layer.weights:
         if "bias" in w.name or "beta" in w.name:
             np.testing.assert_array_equal(w, 0.0)
+
+
+def _sequences(seed=0, b=2, t=3, s=4, d=8):
+    rng = np.random.default_rng(seed)
+    self_mask = _random_mask(rng, (b, t, t))
+    self_mask[0, 1] = False  # A query row with no allowed key.
+    cross_mask = _random_mask(rng, (b, t, s))
+    cross_mask[1] = False  # A row without memory at all.
+    return (rng.normal(size=(b, t, d)).astype(np.float32),
+            rng.normal(size=(b, s, d)).astype(np.float32), self_mask, cross_mask)
+
+
+def _blocks(dtype=None):
+    kwargs = {"num_heads": 2, "intermediate_dim": 16, "dtype": dtype}
+    return TransformerEncoderBlock(**kwargs), TransformerDecoderBlock(**kwargs)
+
+
+def test_keras_file_round_trip(tmp_path):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks()
+    assert_keras_file_round_trip(encoder, {"inputs": x, "attention_mask": self_mask}, tmp_path)
+    assert_keras_file_round_trip(decoder, [x, memory, self_mask, cross_mask], tmp_path)

@@ -1,5 +1,5 @@
 """Shared checks for the layer tests: compiled-vs-eager agreement, config and `.keras` round
-trips."""
+trips, and compute dtypes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from tf_keras.src.testing_infra import test_utils
+
+# Layer dtypes whose propagation the tests check (`assert_honours_dtype`), and the 16-bit
+# dtypes in which masked fills must stay finite.
+DTYPES = ("float64", "float16", "mixed_float16")
+HALF_DTYPES = ("float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
 
 
 def assert_three_ways_agree(fn: Callable[..., Any], *args: Any, atol: float = 1e-5,
@@ -142,4 +147,26 @@ def assert_single_input_round_trips(
                           expected_output_dtype=expected_output_dtype,
                           validate_training=validate_training)
     assert_keras_file_round_trip(layer_cls(**kwargs), [input_data], directory)
+
+
+def assert_honours_dtype(layer: keras.layers.Layer, call: Callable[[keras.layers.Layer], Any],
+                         dtype: str) -> Any:
+    """Asserts `layer` (built with `dtype=dtype`) hands its policy to every sublayer, keeps its
+    weights in the policy's variable dtype and returns float outputs in its compute dtype,
+    all finite. `call(layer)` gets float32 inputs: the layer must cast them. Returns the outputs.
+    """
+    policy = keras.mixed_precision.Policy(dtype)
+    assert layer.dtype_policy.name == policy.name
+    outputs = call(layer)
+    for sublayer in layer._flatten_layers(include_self=False):
+        assert sublayer.dtype_policy.name == policy.name, sublayer.name
+    for weight in layer.weights:
+        if weight.dtype.is_floating:
+            assert weight.dtype == policy.variable_dtype, weight.name
+    floats = [x for x in tf.nest.flatten(outputs) if x.dtype.is_floating]
+    assert floats, "no float output"
+    for value in floats:
+        assert value.dtype == policy.compute_dtype, value.dtype
+    assert_all_finite(floats)
+    return outputs
 

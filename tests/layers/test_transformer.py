@@ -7,10 +7,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock, _attend
 
-from ._harness import (assert_all_finite, assert_keras_file_round_trip, assert_round_trip,
-                       assert_three_ways_agree, count_params)
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree,
+                       count_params)
 
 EPS = 1e-5
 
@@ -285,3 +286,23 @@ def test_keras_file_round_trip(tmp_path):
     encoder, decoder = _blocks()
     assert_keras_file_round_trip(encoder, {"inputs": x, "attention_mask": self_mask}, tmp_path)
     assert_keras_file_round_trip(decoder, [x, memory, self_mask, cross_mask], tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_attention_norms_and_feedforward(dtype):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks(dtype)
+    assert_honours_dtype(encoder, lambda l: l(x, attention_mask=self_mask), dtype)
+    assert_honours_dtype(decoder, lambda l: l(x, memory, self_mask, cross_mask), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_rows_without_keys_get_a_zero_update_in_half_precision(dtype):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks(dtype)
+    assert_all_finite([encoder(x, attention_mask=self_mask),
+                       decoder(x, memory, self_mask, cross_mask)])
+    queries = tf.cast(x, encoder.compute_dtype)
+    attended = _attend(encoder._self_attention, queries, queries, self_mask, False)
+    assert_all_finite(attended)
+    np.testing.assert_array_equal(attended[0, 1], 0.0)

@@ -2,6 +2,11 @@
 
 All layers work on *dense* indices (after `IdLookup`): 0 = padding, 1 = OOV. Attention masks are
 Keras masks (True = may attend) and are all built by `history_layout.HistoryLayout`.
+
+Every layer honours a `dtype` argument (`"float64"`, `"float16"`, `"mixed_float16"`, ...): its
+sublayers get the same policy, its float call arguments are cast to its compute dtype, and its
+masked fills stay finite there (`pooling.safe_fill`). Every layer saves and reloads exactly in
+the `.keras` format, as in h5 and SavedModel.
 """
 
 from jsr_tf.layers.cgc import CGC

@@ -85,3 +85,18 @@ def build_sublayer(layer: Any, input_shape: Any) -> Any:
     with tf.name_scope(layer.name):
         layer.build(input_shape)
     return layer
+
+
+def to_compute_dtype(layer: Any, value: Any) -> Any:
+    """`value` as a tensor, cast to `layer.compute_dtype` if it is floating.
+
+    Keras casts only a layer's first call argument to its compute dtype (`dtype="float64"`,
+    `"mixed_float16"`); the layers cast their other float arguments with this. A no-op (the
+    same tensor) when the dtype already matches.
+    """
+    import tensorflow as tf  # Deferred: keeps this module importable without TF.
+
+    value = tf.convert_to_tensor(value)
+    if value.dtype.is_floating:
+        value = tf.cast(value, layer.compute_dtype)
+    return value

@@ -78,7 +78,8 @@ class CGC(keras.layers.Layer):
     def _mlp(self, units: Sequence[int], name: str, shape: tf.TensorShape) -> MLP:
         layer = MLP(units, activation=self.activation, dropout=self.dropout, activate_last=True,
                     kernel_initializer=self.kernel_initializer,
-                    bias_initializer=self.bias_initializer, name=name)
+                    bias_initializer=self.bias_initializer, name=name,
+                    dtype=self.dtype_policy)
         return _checks.build_sublayer(layer, shape)
 
     def build(self, input_shape: tf.TensorShape) -> None:
@@ -101,11 +102,23 @@ class CGC(keras.layers.Layer):
                 self.num_task_experts + self.num_shared_experts, activation="softmax",
                 kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
                 bias_initializer=_checks.clone_initializer(self.bias_initializer),
-                name=f"task_{t}_gate")
+                name=f"task_{t}_gate", dtype=self.dtype_policy)
             _checks.build_sublayer(gate, shape)
             self._gates.append(gate)
             self._towers.append(self._mlp(self.tower_units, f"task_{t}_tower", expert_shape))
         super().build(input_shape)
+
+    @property
+    def _flat_task_experts(self) -> List[MLP]:
+        """Every task's experts in one flat list (empty before `build`), for the `.keras` format.
+
+        Keras's `.keras` saving walks a layer's attributes and the layers in its lists, but not
+        lists nested in lists: through `_task_experts` alone the task experts' weights were
+        neither saved nor restored, and a reloaded model silently kept fresh ones. A property,
+        not an attribute, so TF checkpoints, SavedModel and h5 (`_task_experts/t/k`) are
+        unchanged.
+        """
+        return [expert for experts in getattr(self, "_task_experts", []) for expert in experts]
 
     def call(self, inputs: tf.Tensor, training: Optional[bool] = None,
              tasks: Optional[Sequence[int]] = None) -> List[tf.Tensor]:

@@ -37,7 +37,9 @@ import tf_keras as keras
 
 from jsr_tf.layers import _checks, pooling
 
-MASK_FILL = -1e12  # the reference's fill for invalid slots; finite, replaced (not added)
+# The reference's fill for invalid slots; finite, replaced (not added). Clamped to the lowest
+# finite float16 by `pooling.safe_fill` (float32, bfloat16 and float64 use it as is).
+MASK_FILL = -1e12
 
 
 class CoAttentionKey(enum.StrEnum):
@@ -129,7 +131,7 @@ class CoAttentionSplit(keras.layers.Layer):
 
     def call(self, feed: tf.Tensor, search: tf.Tensor, feed_valid: tf.Tensor,
              search_valid: tf.Tensor) -> Dict[str, tf.Tensor]:
-        search = tf.convert_to_tensor(search, feed.dtype)
+        search = _checks.to_compute_dtype(self, search)
         if search.shape.rank != 3 or search.shape[-1] != feed.shape[-1]:
             raise ValueError("`search` should have shape (B, Ls, D) with the `D` of `feed`. "
                              f"Received: `search.shape={search.shape}`, "

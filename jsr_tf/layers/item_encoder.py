@@ -173,6 +173,7 @@ class ItemEncoder(keras.layers.Layer):
             kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
             bias_initializer=_checks.clone_initializer(self.bias_initializer),
             name="projection",
+            dtype=self.dtype_policy,
         )
         _checks.build_sublayer(self.projection, tf.TensorShape([None, input_dim]))
         super().build(input_shape)
@@ -180,7 +181,8 @@ class ItemEncoder(keras.layers.Layer):
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         parts = [tf.gather(self.item_embeddings, inputs)]
         if self.query_encoder is not None:
-            parts.append(self.query_encoder(tf.gather(self.caption_words, inputs)))
+            captions = self.query_encoder(tf.gather(self.caption_words, inputs))
+            parts.append(_checks.to_compute_dtype(self, captions))  # The encoder is injected.
         if self.category_sizes:
             categories = tf.gather(self.item_categories, inputs)  # (..., F)
             for k, table in enumerate(self.category_embeddings):

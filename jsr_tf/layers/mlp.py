@@ -75,11 +75,13 @@ class MLP(keras.layers.Layer):
                 kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
                 bias_initializer=_checks.clone_initializer(self.bias_initializer),
                 name=f"dense_{k}",
+                dtype=self.dtype_policy,
             )
             _checks.build_sublayer(dense, shape)
             shape = shape[:-1].concatenate([size])
             self._dense_layers.append(dense)
-            self._dropout_layers.append(keras.layers.Dropout(self.dropout) if activated else None)
+            self._dropout_layers.append(keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+                                        if activated else None)
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:

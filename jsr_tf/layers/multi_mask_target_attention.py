@@ -16,7 +16,7 @@ from typing import Any, Dict, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers import _checks
+from jsr_tf.layers import _checks, pooling
 from jsr_tf.layers.target_attention import MASK_FILL
 
 
@@ -25,8 +25,9 @@ class MultiMaskTargetAttention(keras.layers.Layer):
     """`h[b,c] = concat_m sum_l softmax_l(F[b,l] W c[b,c] | mask_m) F[b,l]`.
 
     Scores `a = einsum("bld,de,bce->bcl", F, W, E_c)`; for each mask the masked-out slots get
-    `MASK_FILL` (-1e9) before the softmax. A row whose mask is empty gets an exact zero vector
-    for that pool (each pool equals `TargetAttention` with the same kernel and that mask).
+    `MASK_FILL` (-1e9; float16: its lowest finite value) before the softmax. A row whose mask is
+    empty gets an exact zero vector for that pool, in every dtype (each pool equals
+    `TargetAttention` with the same kernel and that mask).
 
     Args:
         kernel_initializer: Initializer of `W (D, D)`.
@@ -56,11 +57,13 @@ class MultiMaskTargetAttention(keras.layers.Layer):
              masks: Sequence[tf.Tensor]) -> tf.Tensor:
         if not masks:
             raise ValueError(f"`masks` should be a non-empty sequence. Received: `masks={masks}`")
+        candidates = _checks.to_compute_dtype(self, candidates)
         scores = tf.einsum("bld,de,bce->bcl", history, self.kernel, candidates)
+        fill = pooling.safe_fill(MASK_FILL, scores.dtype)
         pools = []
         for mask in masks:
             mask = tf.cast(mask, tf.bool)
-            masked = tf.where(mask[:, tf.newaxis, :], scores, tf.cast(MASK_FILL, scores.dtype))
+            masked = tf.where(mask[:, tf.newaxis, :], scores, fill)
             interest = tf.einsum("bcl,bld->bcd", tf.nn.softmax(masked, axis=-1), history)
             has_slot = tf.reduce_any(mask, axis=-1)[:, tf.newaxis, tf.newaxis]
             pools.append(interest * tf.cast(has_slot, interest.dtype))

@@ -99,7 +99,8 @@ class NeighbourEncoder(keras.layers.Layer):
         self.projection = keras.layers.Dense(
             self.units or dim, activation="tanh",
             kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
-            bias_initializer=_checks.clone_initializer(self.bias_initializer), name="projection")
+            bias_initializer=_checks.clone_initializer(self.bias_initializer), name="projection",
+            dtype=self.dtype_policy)
         _checks.build_sublayer(self.projection, [None, 2 * dim])
         super().build(item_vectors_shape)
 
@@ -109,6 +110,7 @@ class NeighbourEncoder(keras.layers.Layer):
             raise ValueError("`item_vectors` and `session_vectors` should have the same last "
                              f"dimension. Received: `item_vectors.shape={item_vectors.shape}`, "
                              f"`session_vectors.shape={session_vectors.shape}`")
+        session_vectors = _checks.to_compute_dtype(self, session_vectors)
         decay = self.decay if self.encoder == "pooled" else 1.0
         items = recency_mean(item_vectors, item_mask, decay)
         sessions = recency_mean(session_vectors, session_mask, decay)

@@ -85,7 +85,8 @@ class NeighbourFusion(keras.layers.Layer):
         self.output_initializer = keras.initializers.get(output_initializer)
         self.seed = None if seed is None else _checks.non_negative_int("seed", seed)
         self.attention_dropout = keras.layers.Dropout(self.dropout, seed=self.seed,
-                                                      name="attention_dropout")
+                                                      name="attention_dropout",
+                                                      dtype=self.dtype_policy)
 
     def build(self, interest_shape: tf.TensorShape) -> None:
         interest_shape = tf.TensorShape(interest_shape)
@@ -109,7 +110,7 @@ class NeighbourFusion(keras.layers.Layer):
         self.gate = _checks.build_sublayer(keras.layers.Dense(
             dim, activation="sigmoid",
             kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
-            name="gate"), [None, 2 * dim])
+            name="gate", dtype=self.dtype_policy), [None, 2 * dim])
         self.similarity_bias = weight("similarity_bias", (), self.similarity_bias_initializer)
         self.side_bias = self.add_weight(name="side_bias", shape=(NUM_SIDES,),
                                          initializer="zeros")
@@ -136,6 +137,7 @@ class NeighbourFusion(keras.layers.Layer):
             raise ValueError("`neighbours` should have the last dimension of `interest`. "
                              f"Received: `neighbours.shape={neighbours.shape}`, "
                              f"`interest.shape={interest.shape}`")
+        neighbours = _checks.to_compute_dtype(self, neighbours)
         rank2 = interest.shape.rank == 2
         h = interest[:, tf.newaxis, :] if rank2 else interest  # (B, C, D)
         if self.candidate_aware:

@@ -72,6 +72,7 @@ class QueryEncoder(keras.layers.Layer):
             kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
             bias_initializer=_checks.clone_initializer(self.bias_initializer),
             name="projection",
+            dtype=self.dtype_policy,
         )
         _checks.build_sublayer(self.projection, tf.TensorShape([None, self.embedding_dim]))
         super().build(input_shape)

@@ -70,6 +70,8 @@ class QueryItemInfoNCE(keras.layers.Layer):
 
     def call(self, queries: tf.Tensor, items: tf.Tensor, pair_mask: tf.Tensor,
              negative_items: tf.Tensor, negative_queries: tf.Tensor) -> tf.Tensor:
+        items, negative_items, negative_queries = (
+            _checks.to_compute_dtype(self, x) for x in (items, negative_items, negative_queries))
         dim = _checks.last_dim("queries", queries.shape)
         query_per_pair = tf.reshape(
             tf.broadcast_to(queries[..., tf.newaxis, :], tf.shape(items)), [-1, dim])

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.features import PAD_ID
+from jsr_tf.layers import _checks
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
@@ -49,6 +50,7 @@ class SearchBehaviourEncoder(keras.layers.Layer):
         click_ids: tf.Tensor,
         session_mask: Optional[tf.Tensor] = None,
     ) -> tf.Tensor:
+        click_vectors = _checks.to_compute_dtype(self, click_vectors)
         click_mask = tf.cast(tf.not_equal(click_ids, PAD_ID), click_vectors.dtype)  # (B, Ls, K)
         clicked = tf.reduce_sum(click_vectors * click_mask[..., tf.newaxis], axis=-2)
         count = tf.maximum(tf.reduce_sum(click_mask, axis=-1, keepdims=True), 1.0)

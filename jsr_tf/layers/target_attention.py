@@ -15,18 +15,21 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers import _checks
+from jsr_tf.layers import _checks, pooling
 
-MASK_FILL = -1e9  # Finite: an all-masked row must not produce NaN (spec/unisar.md §13.2).
+# Finite: an all-masked row must not produce NaN (spec/unisar.md §13.2). Used as is in float32,
+# bfloat16 and float64, clamped to the lowest finite float16 by `pooling.safe_fill`.
+MASK_FILL = -1e9
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
 class TargetAttention(keras.layers.Layer):
     """`int[b,c] = sum_l softmax_l(F[b,l] W c[b,c]) F[b,l]`, invalid slots excluded.
 
-    Scores `a = einsum("bld,de,bce->bcl", F, W_ta, E_c)`; invalid slots get `MASK_FILL` (-1e9)
-    before the softmax. A row with **no** valid slot (a user without history of this type) gets
-    an exact zero interest vector instead of an average over padding.
+    Scores `a = einsum("bld,de,bce->bcl", F, W_ta, E_c)`; invalid slots get `MASK_FILL` (-1e9;
+    float16: its lowest finite value) before the softmax. A row with **no** valid slot (a user
+    without history of this type) gets an exact zero interest vector instead of an average over
+    padding, in every dtype.
 
     Args:
         kernel_initializer: Initializer of `W_ta (D, D)`. None (default) reproduces the
@@ -59,9 +62,11 @@ class TargetAttention(keras.layers.Layer):
         super().build(history_shape)
 
     def call(self, history: tf.Tensor, candidates: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        candidates = _checks.to_compute_dtype(self, candidates)
         mask = tf.cast(mask, tf.bool)
         scores = tf.einsum("bld,de,bce->bcl", history, self.kernel, candidates)
-        scores = tf.where(mask[:, tf.newaxis, :], scores, tf.cast(MASK_FILL, scores.dtype))
+        fill = pooling.safe_fill(MASK_FILL, scores.dtype)
+        scores = tf.where(mask[:, tf.newaxis, :], scores, fill)
         weights = tf.nn.softmax(scores, axis=-1)
         interest = tf.einsum("bcl,bld->bcd", weights, history)
         has_slot = tf.reduce_any(mask, axis=-1)[:, tf.newaxis, tf.newaxis]

@@ -13,7 +13,10 @@ decoder: x = LN1(x + Dropout(SelfAttn(x, self_mask)))
 ```
 plus dropout on the attention probabilities inside every attention (Keras
 `MultiHeadAttention(dropout=...)` = PyTorch `MultiheadAttention(dropout=...)`). LayerNorm
-epsilon defaults to PyTorch's 1e-5 (Keras's default is 1e-3).
+epsilon defaults to PyTorch's 1e-5 (Keras's default is 1e-3). Where the norms compute in float16
+(`dtype="float16"`; `"mixed_float16"` norms compute in float32), an epsilon below float16's
+smallest normal number (6.1e-5) is raised to it: SASRec's 1e-8 would round to 0 and give 0/0 on
+a constant row (a zeroed pad slot).
 
 **Masks** are Keras masks: bool `(B, T, S)`, True = may attend (build them with
 `history_layout.HistoryLayout`). They are passed explicitly; inputs must not carry implicit
@@ -41,6 +44,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -121,6 +125,7 @@ class _TransformerBlock(keras.layers.Layer):
             dropout=self.dropout,
             softmax_robust_masking=True,
             name=name,
+            dtype=self.dtype_policy,
             **self._initializers(),
         )
         # Create every weight now (Keras would on first call), under the usual name scopes.
@@ -140,19 +145,27 @@ class _TransformerBlock(keras.layers.Layer):
         return layer
 
     def _layer_norm(self, name: str, shape: tf.TensorShape) -> keras.layers.LayerNormalization:
-        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name=name)
+        epsilon = self.layer_norm_epsilon
+        if self.dtype_policy.variable_dtype == "float16":  # See the module docstring.
+            epsilon = max(epsilon, float(np.finfo(np.float16).tiny))
+        layer = keras.layers.LayerNormalization(epsilon=epsilon, name=name,
+                                                dtype=self.dtype_policy)
         return _checks.build_sublayer(layer, shape)
 
     def _build_feedforward(self, dim: int, shape: tf.TensorShape) -> None:
         self._intermediate_dense = keras.layers.Dense(
             self.intermediate_dim, activation=self.activation, name="intermediate_dense",
-            **self._initializers())
+            dtype=self.dtype_policy, **self._initializers())
         _checks.build_sublayer(self._intermediate_dense, shape)
-        self._output_dense = keras.layers.Dense(dim, name="output_dense", **self._initializers())
+        self._output_dense = keras.layers.Dense(dim, name="output_dense", dtype=self.dtype_policy,
+                                                **self._initializers())
         _checks.build_sublayer(
             self._output_dense, tf.TensorShape(shape)[:-1].concatenate([self.intermediate_dim]))
-        self._intermediate_dropout = keras.layers.Dropout(self.dropout)
-        self._output_dropout = keras.layers.Dropout(self.dropout)
+        self._intermediate_dropout = self._dropout_layer()
+        self._output_dropout = self._dropout_layer()
+
+    def _dropout_layer(self) -> keras.layers.Dropout:
+        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def _feedforward(self, x: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
         hidden = self._intermediate_dropout(self._intermediate_dense(x), training=training)
@@ -205,7 +218,7 @@ class TransformerEncoderBlock(_TransformerBlock):
         input_shape = tf.TensorShape(input_shape)
         dim = self._model_dim(input_shape, "inputs")
         self._self_attention = self._attention("self_attention", dim, input_shape, input_shape)
-        self._self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._self_attention_dropout = self._dropout_layer()
         self._self_attention_norm = self._layer_norm("self_attention_norm", input_shape)
         self._build_feedforward(dim, input_shape)
         self._feedforward_norm = self._layer_norm("feedforward_norm", input_shape)
@@ -253,11 +266,11 @@ class TransformerDecoderBlock(_TransformerBlock):
         encoder_shape = tf.TensorShape([None, None, dim])
         self._self_attention = self._attention(
             "self_attention", dim, decoder_shape, decoder_shape)
-        self._self_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._self_attention_dropout = self._dropout_layer()
         self._self_attention_norm = self._layer_norm("self_attention_norm", decoder_shape)
         self._cross_attention = self._attention(
             "cross_attention", dim, decoder_shape, encoder_shape)
-        self._cross_attention_dropout = keras.layers.Dropout(self.dropout)
+        self._cross_attention_dropout = self._dropout_layer()
         self._cross_attention_norm = self._layer_norm("cross_attention_norm", decoder_shape)
         self._build_feedforward(dim, decoder_shape)
         self._feedforward_norm = self._layer_norm("feedforward_norm", decoder_shape)
@@ -271,7 +284,7 @@ class TransformerDecoderBlock(_TransformerBlock):
         cross_attention_mask: Optional[tf.Tensor] = None,
         training: Optional[bool] = None,
     ) -> tf.Tensor:
-        encoder_sequence = tf.convert_to_tensor(encoder_sequence, self.compute_dtype)
+        encoder_sequence = _checks.to_compute_dtype(self, encoder_sequence)
         encoder_shape = encoder_sequence.shape
         if encoder_shape.rank != 3 or encoder_shape[-1] != decoder_sequence.shape[-1]:
             raise ValueError(

@@ -15,9 +15,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
-from jsr_tf.layers.pooling import masked_mean
+from jsr_tf.layers.pooling import masked_mean, safe_fill
 
-MASK_FILL = -1e9
+MASK_FILL = -1e9  # Excluded logits; clamped to the lowest finite float16 by `safe_fill`.
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
@@ -64,6 +64,7 @@ class TransitionAlignmentLoss(keras.layers.Layer):
         super().build(first_shape)
 
     def call(self, first: tf.Tensor, second: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        second = _checks.to_compute_dtype(self, second)
         mask = tf.cast(mask, tf.bool)
         views = tf.concat([masked_mean(first, mask), masked_mean(second, mask)], axis=0)
         row_valid = tf.reduce_any(mask, axis=1)
@@ -75,7 +76,7 @@ class TransitionAlignmentLoss(keras.layers.Layer):
         labels = (rows + num_rows // 2) % num_rows
         allowed = tf.logical_and(tf.not_equal(rows[:, tf.newaxis], rows[tf.newaxis, :]),
                                  valid[tf.newaxis, :])
-        logits = tf.where(allowed, logits, tf.cast(MASK_FILL, logits.dtype))
+        logits = tf.where(allowed, logits, safe_fill(MASK_FILL, logits.dtype))
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         weights = tf.cast(valid, losses.dtype)
         return tf.math.divide_no_nan(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))

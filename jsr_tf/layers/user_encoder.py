@@ -68,6 +68,7 @@ class UserEncoder(FeatureEmbeddingLayer):
             kernel_initializer=_checks.clone_initializer(self.kernel_initializer),
             bias_initializer=_checks.clone_initializer(self.bias_initializer),
             name="projection",
+            dtype=self.dtype_policy,
         )
         _checks.build_sublayer(
             self.projection, tf.TensorShape([None, num_features * self.embedding_dim]))

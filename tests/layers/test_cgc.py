@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.cgc import CGC
 
-from ._harness import assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (DTYPES, assert_honours_dtype, assert_keras_file_round_trip,
+                       assert_round_trip, assert_three_ways_agree, count_params)
 
 
 def _relu(x):
@@ -124,3 +125,24 @@ def test_requested_tasks_only_match_the_full_call():
     np.testing.assert_allclose(both[0].numpy(), full[1].numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="`tasks` should hold indices"):
         layer(x, tasks=(2,))
+
+
+def test_keras_file_round_trip_restores_every_expert(tmp_path):
+    """Was: the task experts (nested lists) were neither saved nor restored by `.keras`."""
+    layer = CGC(num_tasks=2, num_shared_experts=1, num_task_experts=2, expert_units=4,
+                tower_units=(5, 3))
+    x = np.random.default_rng(3).normal(size=(4, 7)).astype(np.float32)
+    restored = assert_keras_file_round_trip(layer, [x], tmp_path)
+    clone = restored.get_layer(layer.name)
+    for t in range(2):
+        for ours, theirs in zip(layer._task_experts[t], clone._task_experts[t]):
+            np.testing.assert_array_equal(theirs._dense_layers[0].kernel.numpy(),
+                                          ours._dense_layers[0].kernel.numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_experts_gates_and_towers(dtype):
+    layer = CGC(num_shared_experts=1, num_task_experts=2, expert_units=4, tower_units=(5, 3),
+                dtype=dtype)
+    outputs = assert_honours_dtype(layer, lambda l: l(tf.random.normal([2, 3, 7])), dtype)
+    assert len(outputs) == 2

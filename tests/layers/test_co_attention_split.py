@@ -11,7 +11,8 @@ import tensorflow as tf
 from jsr_tf.layers.co_attention_split import (CoAttentionKey, CoAttentionSplit, softmax_valid,
                                               split_by_weight)
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 K = CoAttentionKey
 T = math.tanh(1.0)
@@ -174,3 +175,30 @@ def test_invalid_shapes():
     with pytest.raises(ValueError, match="`search` should have shape"):
         CoAttentionSplit()(tf.zeros([2, 4, 8]), tf.zeros([2, 3, 6]), tf.ones([2, 4], bool),
                            tf.ones([2, 3], bool))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(CoAttentionSplit(), [x.numpy() for x in _toy_inputs()],
+                                 tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    assert_honours_dtype(CoAttentionSplit(dtype=dtype), lambda l: l(*_toy_inputs()), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_golden_rows_without_history_in_half_precision(dtype):
+    """Was NaN in float16: the -1e12 fill overflowed to -inf."""
+    layer = CoAttentionSplit(dtype=dtype)
+    layer.build(tf.TensorShape([None, 4, 2]))
+    layer.set_weights(_toy_layer().get_weights())
+    out = layer(*_toy_inputs())
+    assert_all_finite([out[K.FEED_WEIGHTS], out[K.SEARCH_WEIGHTS]])
+    for key, expected in ((K.FEED_WEIGHTS, EXPECTED_FEED_WEIGHTS),
+                          (K.SEARCH_WEIGHTS, EXPECTED_SEARCH_WEIGHTS)):
+        np.testing.assert_allclose(tf.cast(out[key], tf.float32), expected, atol=1e-2)
+    np.testing.assert_array_equal(out[K.FEED_WEIGHTS][2], 0.0)  # No feed history.
+    np.testing.assert_array_equal(out[K.SEARCH_WEIGHTS][2:], 0.0)  # No search history.
+    for key in (K.FEED_POSITIVE, K.FEED_NEGATIVE):
+        assert not out[key][2].numpy().any()

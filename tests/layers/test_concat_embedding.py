@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.concat_embedding import ConcatEmbedding
 
-from ._harness import assert_round_trip
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips)
 
 
 def test_golden_concatenation_of_each_feature_row():
@@ -46,3 +47,16 @@ def test_invalid_arguments(kwargs, message):
 def test_wrong_number_of_columns():
     with pytest.raises(ValueError, match=r"`inputs` should have shape \(B, 2\)"):
         ConcatEmbedding((3, 4), (2, 2))(tf.zeros([2, 3], tf.int32))
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    ids = np.array([[0, 1], [2, 0], [1, 1]], np.int32)
+    assert_single_input_round_trips(
+        ConcatEmbedding, {"vocabulary_sizes": [3, 2], "embedding_dims": [2, 3]}, ids, tmp_path,
+        expected_output_dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    layer = ConcatEmbedding((3, 2), (2, 3), dtype=dtype)
+    assert_honours_dtype(layer, lambda l: l(tf.constant([[0, 1], [2, 0]])), dtype)

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey, stable_rank
 
-from ._harness import assert_three_ways_agree, rebuild_from_config
+from ._harness import assert_keras_file_round_trip, assert_three_ways_agree, rebuild_from_config
 
 K = LayoutKey
 
@@ -165,3 +165,10 @@ def test_invalid_argument():
     with pytest.raises(ValueError, match="`causal_transitions` should be a bool. Received: "
                                          "`causal_transitions='yes'`"):
         HistoryLayout(causal_transitions="yes")
+
+
+def test_keras_file_round_trip(tmp_path):
+    feed_ts = np.array([[10, 30, 0], [5, 0, 0]], np.int64)
+    search_ts = np.array([[20, 0], [0, 0]], np.int64)
+    assert_keras_file_round_trip(HistoryLayout(causal_transitions=True), [feed_ts, search_ts],
+                                 tmp_path)

@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from jsr_tf.layers.id_lookup import IdLookup, read_vocabulary_file
 
-from ._harness import assert_three_ways_agree, rebuild_from_config
+from ._harness import assert_single_input_round_trips, assert_three_ways_agree, rebuild_from_config
 
 BIG = 2**40 + 3  # Raw KuaiSAR ids can exceed 2^31.
 VOCAB = [100, 7, BIG]
@@ -93,3 +93,9 @@ def test_table_travels_inside_saved_model(tmp_path):
 def test_invalid_vocabularies(vocabulary, message):
     with pytest.raises(ValueError, match=message):
         IdLookup(vocabulary)
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    ids = np.array([[100, 0, 5], [BIG, 7, -3]], np.int64)
+    assert_single_input_round_trips(IdLookup, {"vocabulary": VOCAB}, ids, tmp_path,
+                                    validate_training=False)

@@ -10,7 +10,8 @@ import tf_keras as keras
 from jsr_tf.layers.item_encoder import ItemEncoder
 from jsr_tf.layers.query_encoder import QueryEncoder
 
-from ._harness import assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips, assert_three_ways_agree, count_params)
 
 CAPTIONS = np.array([[0, 0, 0], [0, 0, 0], [1, 2, 0], [3, 0, 0]], np.int32)  # Items 0..3.
 CATEGORIES = np.array([[0, 0], [0, 0], [1, 2], [2, 1]], np.int32)
@@ -142,3 +143,29 @@ def _encoder_with(**overrides):
                 caption_words=CAPTIONS, item_categories=CATEGORIES)
     args.update(overrides)
     return ItemEncoder(**args)
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    """The side tables are weights: they travel in the `.keras` file, not in the config."""
+    query = QueryEncoder(vocabulary_size=4, embedding_dim=2, output_dim=3)
+    kwargs = {"num_items": 4, "embedding_dim": 2, "output_dim": 5,
+              "query_encoder": keras.layers.serialize(query), "caption_length": 3,
+              "category_sizes": [3, 4], "caption_words": CAPTIONS,
+              "item_categories": CATEGORIES}
+    assert_single_input_round_trips(ItemEncoder, kwargs, np.array([[0, 2, 3], [1, 3, 0]]),
+                                    tmp_path, expected_output_dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_the_projection_and_tables(dtype):
+    query = QueryEncoder(vocabulary_size=4, embedding_dim=2, output_dim=3, dtype=dtype)
+    layer = ItemEncoder(num_items=4, embedding_dim=2, output_dim=5, query_encoder=query,
+                        caption_length=3, category_sizes=(3, 4), caption_words=CAPTIONS,
+                        item_categories=CATEGORIES, dtype=dtype)
+    out = assert_honours_dtype(layer, lambda l: l(tf.constant([[0, 2, 3]])), dtype)
+    np.testing.assert_array_equal(out[0, 0], 0.0)  # Padding stays an exact zero.
+
+
+def test_an_injected_caption_encoder_of_another_dtype_is_cast():
+    layer = _encoder(dtype="float64")  # Its QueryEncoder computes in float32.
+    assert layer(tf.constant([[0, 2, 3]])).dtype == tf.float64

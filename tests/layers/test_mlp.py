@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.mlp import MLP
 
-from ._harness import assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips, assert_three_ways_agree, count_params)
 
 
 def test_golden_ones_head():
@@ -58,3 +59,14 @@ def test_config_round_trip():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MLP(**{"units": (4,), **kwargs})
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    assert_single_input_round_trips(MLP, {"units": [5, 3], "dropout": 0.1}, x, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_every_dense_and_dropout(dtype):
+    layer = MLP((5, 3), dropout=0.1, activate_last=True, dtype=dtype)
+    assert_honours_dtype(layer, lambda l: l(tf.random.normal([2, 3, 6])), dtype)

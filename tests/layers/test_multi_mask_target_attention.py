@@ -9,7 +9,8 @@ import tensorflow as tf
 from jsr_tf.layers.multi_mask_target_attention import MultiMaskTargetAttention
 from jsr_tf.layers.target_attention import TargetAttention
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 
 def _masks(rng, b, l):
@@ -84,3 +85,34 @@ def test_config_round_trip_and_empty_masks_rejected():
     assert clone.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
     with pytest.raises(ValueError, match="`masks` should be a non-empty sequence"):
         clone(history, candidates, [])
+
+
+def _pool_inputs(seed=0, b=2, l=5, d=4, c=3):
+    rng = np.random.default_rng(seed)
+    history = rng.normal(size=(b, l, d)).astype(np.float32)
+    candidates = rng.normal(size=(b, c, d)).astype(np.float32)
+    return history, candidates, [m.numpy() for m in _masks(rng, b, l)]
+
+
+def test_keras_file_round_trip(tmp_path):
+    history, candidates, masks = _pool_inputs()
+    assert_keras_file_round_trip(MultiMaskTargetAttention(), [history, candidates, *masks],
+                                 tmp_path, call=lambda l, t: l(t[0], t[1], t[2:]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    out = assert_honours_dtype(MultiMaskTargetAttention(dtype=dtype),
+                               lambda l: l(*_pool_inputs()), dtype)
+    np.testing.assert_array_equal(out[0, :, 8:], 0.0)  # Row 0 has an empty third mask.
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_golden_empty_mask_pools_exactly_zero_in_half_precision(dtype):
+    """Was NaN in float16: the -1e9 fill overflowed to -inf."""
+    layer = MultiMaskTargetAttention(kernel_initializer="zeros", dtype=dtype)
+    history = np.array([[[1, 0], [3, 2], [100, 100]]], np.float32)
+    masks = [np.array([[True, True, False]]), np.array([[False] * 3])]
+    out = layer(history, np.ones([1, 2, 2], np.float32), masks)
+    assert_all_finite(out)
+    np.testing.assert_array_equal(tf.cast(out, tf.float32), [[[2.0, 1.0, 0.0, 0.0]] * 2])

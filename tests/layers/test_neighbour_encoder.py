@@ -13,7 +13,8 @@ import tf_keras as keras
 from jsr_tf.layers.neighbour_encoder import NeighbourEncoder, recency_mean, recency_weights
 from jsr_tf.layers.pooling import masked_mean
 
-from ._harness import assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_honours_dtype, assert_keras_file_round_trip,
+                       assert_round_trip, assert_three_ways_agree)
 
 
 def _inputs(seed=0, b=2, k=3, lf=4, lq=5, d=6):
@@ -141,3 +142,12 @@ def test_mismatched_widths_raise():
 
 def test_registered_for_deserialization():
     assert keras.saving.get_registered_object("jsr_tf>NeighbourEncoder") is NeighbourEncoder
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(NeighbourEncoder(units=5), _inputs(), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_the_projection(dtype):
+    assert_honours_dtype(NeighbourEncoder(dtype=dtype), lambda l: l(*_inputs()), dtype)

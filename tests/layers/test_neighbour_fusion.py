@@ -13,7 +13,8 @@ import tf_keras as keras
 
 from jsr_tf.layers.neighbour_fusion import NeighbourFusion
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 B, C, K, D = 2, 3, 4, 8
 
@@ -251,3 +252,28 @@ def test_bad_shapes_raise():
         _fusion(candidate_aware=False)(interest[None], neighbours, sim, side)
     with pytest.raises(ValueError, match="`neighbours` should have the last dimension"):
         _call(_fusion(), interest, neighbours[..., :3], sim, side, candidates)
+
+
+def test_keras_file_round_trip(tmp_path):
+    names = ("interest", "neighbours", "similarity", "side", "candidates")
+    assert_keras_file_round_trip(_fusion(output_initializer="glorot_uniform"),
+                                 dict(zip(names, _inputs())), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_the_gate_and_dropout(dtype):
+    layer = _fusion(output_initializer="glorot_uniform", dtype=dtype)
+    assert_honours_dtype(layer, lambda l: _call(l, *_inputs()), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_golden_empty_row_is_the_identity_in_half_precision(dtype):
+    """Was NaN in float16: the -1e9 fill overflowed to -inf."""
+    interest, neighbours, sim, side, candidates = _inputs(side=[[1, 2, 0, 1], [0, 0, 0, 0]])
+    layer = _fusion(output_initializer="ones", dtype=dtype)
+    out, alpha = _call(layer, interest, neighbours, sim, side, candidates,
+                       return_attention_scores=True)
+    assert_all_finite([out, alpha])
+    np.testing.assert_array_equal(alpha[1], 0.0)
+    np.testing.assert_array_equal(out[1], tf.cast(interest[1], out.dtype))
+    assert not np.array_equal(out[0], tf.cast(interest[0], out.dtype))

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 
-from ._harness import assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips, assert_three_ways_agree)
 
 
 def _layer():
@@ -56,3 +57,15 @@ def test_invalid_arguments():
         PositionalEmbedding(sequence_length=0)
     with pytest.raises(ValueError, match="should be at most `sequence_length=4`"):
         PositionalEmbedding(sequence_length=4)(tf.zeros([1, 5, 2]))
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
+    assert_single_input_round_trips(PositionalEmbedding, {"sequence_length": 5}, x, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    positions = tf.constant([[0, 2, 1, 4]] * 2)
+    assert_honours_dtype(PositionalEmbedding(5, dtype=dtype),
+                         lambda l: l(tf.random.normal([2, 4, 3]), positions=positions), dtype)

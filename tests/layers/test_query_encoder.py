@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.query_encoder import QueryEncoder
 
-from ._harness import assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips, assert_three_ways_agree)
 
 
 def _golden_layer():
@@ -74,3 +75,16 @@ def test_invalid_arguments(name, value):
     with pytest.raises(ValueError, match=f"`{name}` should be a positive integer. "
                                          f"Received: `{name}={value}`"):
         QueryEncoder(**args)
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    words = np.array([[2, 3, 0], [0, 0, 0], [5, 1, 4]], np.int32)
+    assert_single_input_round_trips(
+        QueryEncoder, {"vocabulary_size": 6, "embedding_dim": 2, "output_dim": 3}, words,
+        tmp_path, expected_output_dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_the_projection(dtype):
+    layer = QueryEncoder(6, 2, 3, dtype=dtype)
+    assert_honours_dtype(layer, lambda l: l(tf.constant([[2, 3, 0], [0, 0, 0]])), dtype)

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 B, L, K, D, N, M = 2, 3, 2, 4, 5, 7
 
@@ -93,3 +94,12 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="`temperature` should be a positive float. "
                                          "Received: `temperature=-1.0`"):
         QueryItemInfoNCE(temperature=-1.0)
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(QueryItemInfoNCE(temperature=0.3), _inputs(), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    assert_honours_dtype(QueryItemInfoNCE(dtype=dtype), lambda l: l(*_inputs()), dtype)

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.sasrec_block import SASRecBlock, causal_mask
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 EPS = 1e-8
 B, L, D = 3, 5, 8
@@ -168,3 +169,24 @@ def test_invalid_arguments(kwargs, message):
 def test_model_size_must_divide_heads():
     with pytest.raises(ValueError, match="divisible by `num_heads=3`"):
         SASRecBlock(num_heads=3, intermediate_dim=8)(tf.zeros([1, L, D]), tf.ones([1, L], bool))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(SASRecBlock(num_heads=2, intermediate_dim=D),
+                                 _inputs(np.random.default_rng(0)), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_attention_norms_and_feedforward(dtype):
+    x, valid = _inputs(np.random.default_rng(0))
+    assert_honours_dtype(SASRecBlock(num_heads=2, intermediate_dim=D, dtype=dtype),
+                         lambda l: l(x, valid), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_empty_rows_finite_and_zero_in_half_precision(dtype):
+    x, valid = _inputs(np.random.default_rng(0))
+    out = SASRecBlock(num_heads=2, intermediate_dim=D, dtype=dtype)(x, valid)
+    assert_all_finite(out)
+    np.testing.assert_array_equal(out[2], 0.0)  # No history at all.
+    np.testing.assert_array_equal(out[0, :2], 0.0)  # Left padding.

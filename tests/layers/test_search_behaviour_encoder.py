@@ -4,10 +4,12 @@ import jsr_tf  # noqa: F401  (must precede tensorflow)
 
 import numpy as np
 import tensorflow as tf
+import pytest
 
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 
-from ._harness import assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_honours_dtype, assert_keras_file_round_trip,
+                       assert_round_trip, assert_three_ways_agree)
 
 
 def _inputs():
@@ -59,3 +61,12 @@ def test_eager_graph_xla_agree():
 def test_config_round_trip():
     query, clicks, ids = _inputs()
     assert_round_trip(SearchBehaviourEncoder(name="sessions"), lambda l: l(query, clicks, ids))
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(SearchBehaviourEncoder(), _inputs(), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    assert_honours_dtype(SearchBehaviourEncoder(dtype=dtype), lambda l: l(*_inputs()), dtype)

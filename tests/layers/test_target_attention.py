@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import tensorflow as tf
+import pytest
 
 from jsr_tf.layers.target_attention import TargetAttention
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 
 def _tiled_reference(history, candidates, mask, kernel):
@@ -92,3 +94,34 @@ def test_config_round_trip():
     clone = assert_round_trip(TargetAttention(kernel_initializer="glorot_uniform"),
                               lambda l: l(history, candidates, mask))
     assert clone.get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+
+
+def _masked_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    history = rng.normal(size=(3, 4, 8)).astype(np.float32)
+    candidates = rng.normal(size=(3, 2, 8)).astype(np.float32)
+    mask = np.array([[True, True, False, False], [False] * 4, [True] * 4])
+    return history, candidates, mask
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(TargetAttention(), _masked_inputs(), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    out = assert_honours_dtype(TargetAttention(dtype=dtype), lambda l: l(*_masked_inputs()),
+                               dtype)
+    np.testing.assert_array_equal(out[1], 0.0)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_golden_all_masked_row_is_exactly_zero_in_half_precision(dtype):
+    """Was NaN in float16: the -1e9 fill overflowed to -inf."""
+    layer = TargetAttention(kernel_initializer="zeros", dtype=dtype)
+    history = np.array([[[1, 0], [3, 2], [100, 100]], [[5, 5], [6, 6], [7, 7]]], np.float32)
+    mask = np.array([[True, True, False], [False] * 3])
+    out = layer(history, np.ones([2, 2, 2], np.float32), mask)
+    assert_all_finite(out)
+    np.testing.assert_array_equal(tf.cast(out, tf.float32),
+                                  [[[2.0, 1.0], [2.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]])

@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock, _attend
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree,
+                       count_params)
 
 EPS = 1e-5
 
@@ -262,3 +264,45 @@ def test_default_initialisation_matches_reference_scales():
     for w in layer.weights:
         if "bias" in w.name or "beta" in w.name:
             np.testing.assert_array_equal(w, 0.0)
+
+
+def _sequences(seed=0, b=2, t=3, s=4, d=8):
+    rng = np.random.default_rng(seed)
+    self_mask = _random_mask(rng, (b, t, t))
+    self_mask[0, 1] = False  # A query row with no allowed key.
+    cross_mask = _random_mask(rng, (b, t, s))
+    cross_mask[1] = False  # A row without memory at all.
+    return (rng.normal(size=(b, t, d)).astype(np.float32),
+            rng.normal(size=(b, s, d)).astype(np.float32), self_mask, cross_mask)
+
+
+def _blocks(dtype=None):
+    kwargs = {"num_heads": 2, "intermediate_dim": 16, "dtype": dtype}
+    return TransformerEncoderBlock(**kwargs), TransformerDecoderBlock(**kwargs)
+
+
+def test_keras_file_round_trip(tmp_path):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks()
+    assert_keras_file_round_trip(encoder, {"inputs": x, "attention_mask": self_mask}, tmp_path)
+    assert_keras_file_round_trip(decoder, [x, memory, self_mask, cross_mask], tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_attention_norms_and_feedforward(dtype):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks(dtype)
+    assert_honours_dtype(encoder, lambda l: l(x, attention_mask=self_mask), dtype)
+    assert_honours_dtype(decoder, lambda l: l(x, memory, self_mask, cross_mask), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_rows_without_keys_get_a_zero_update_in_half_precision(dtype):
+    x, memory, self_mask, cross_mask = _sequences()
+    encoder, decoder = _blocks(dtype)
+    assert_all_finite([encoder(x, attention_mask=self_mask),
+                       decoder(x, memory, self_mask, cross_mask)])
+    queries = tf.cast(x, encoder.compute_dtype)
+    attended = _attend(encoder._self_attention, queries, queries, self_mask, False)
+    assert_all_finite(attended)
+    np.testing.assert_array_equal(attended[0, 1], 0.0)

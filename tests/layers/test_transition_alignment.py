@@ -11,7 +11,8 @@ import tensorflow as tf
 from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 
 def _numpy_nt_xent(first, second, mask, kernel, tau):
@@ -128,3 +129,31 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="`temperature` should be a positive float. "
                                          "Received: `temperature=0`"):
         TransitionAlignmentLoss(temperature=0)
+
+
+def _views(seed=0, b=3, l=4, d=8):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((b, l)) < 0.6
+    mask[0] = True
+    mask[1] = False  # A row without history.
+    return (rng.normal(size=(b, l, d)).astype(np.float32),
+            rng.normal(size=(b, l, d)).astype(np.float32), mask)
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(TransitionAlignmentLoss(temperature=0.2), _views(), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    assert_honours_dtype(TransitionAlignmentLoss(dtype=dtype), lambda l: l(*_views()), dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_golden_rows_without_history_in_half_precision(dtype):
+    """Was NaN in float16: the -1e9 fill overflowed to -inf on a row without history."""
+    first, second, mask = _views()
+    layer = TransitionAlignmentLoss(kernel_initializer="zeros", dtype=dtype)
+    # Zero kernel: every allowed logit is 0; 2 valid rows -> 4 views, 3 allowed per row.
+    np.testing.assert_allclose(float(layer(first, second, mask)), math.log(3), rtol=1e-2)
+    assert float(layer(first, second, np.zeros_like(mask))) == 0.0

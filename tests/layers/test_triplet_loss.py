@@ -9,7 +9,8 @@ import tensorflow as tf
 from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.layers.triplet_loss import InterestTripletLoss, pairwise_distance, triplet_margin_loss
 
-from ._harness import assert_all_finite, assert_round_trip, assert_three_ways_agree
+from ._harness import (DTYPES, assert_all_finite, assert_honours_dtype,
+                       assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree)
 
 X = [[3.0, 4.0], [0.0, 0.0], [6.0, 8.0]]
 # row: (weights, positive mask, negative mask) -> anchor, positive, negative, loss (margin 0.1)
@@ -104,3 +105,13 @@ def test_config_round_trip():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         InterestTripletLoss(**kwargs)
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert_keras_file_round_trip(InterestTripletLoss(margin=0.3), [x.numpy() for x in _inputs()],
+                                 tmp_path)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_in_the_compute_dtype(dtype):
+    assert_honours_dtype(InterestTripletLoss(dtype=dtype), lambda l: l(*_inputs()), dtype)

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from jsr_tf.layers.user_encoder import UserEncoder
 
-from ._harness import assert_round_trip, assert_three_ways_agree, count_params
+from ._harness import (DTYPES, assert_honours_dtype, assert_round_trip,
+                       assert_single_input_round_trips, assert_three_ways_agree, count_params)
 
 
 def test_golden_constant_embeddings():
@@ -57,3 +58,16 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match=r"`inputs` should have shape \(B, 2\)"):
         UserEncoder(vocabulary_sizes=(3, 3), embedding_dim=2, output_dim=2)(tf.zeros([1, 3],
                                                                                       tf.int32))
+
+
+def test_layer_test_and_keras_file_round_trip(tmp_path):
+    features = np.array([[0, 2], [3, 1], [1, 0]], np.int32)
+    assert_single_input_round_trips(
+        UserEncoder, {"vocabulary_sizes": [4, 3], "embedding_dim": 2, "output_dim": 5},
+        features, tmp_path, expected_output_dtype="float32")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dtype_reaches_the_projection(dtype):
+    layer = UserEncoder((4, 3), embedding_dim=2, output_dim=5, dtype=dtype)
+    assert_honours_dtype(layer, lambda l: l(tf.constant([[0, 2], [3, 1]])), dtype)

@@ -144,7 +144,7 @@ def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
     args = ("jsr_tf.cli.compare", "--data_dir", str(data), "--output_dir", str(out),
             "--models", "sasrec,unisar", "--seeds", "2", "--epochs", "1",
             "--override", "train.steps_per_epoch=2", "--override", "train.batch_size=32",
-            "--override", "model.num_qi_negatives=16")
+            "--override", "model.num_qi_negatives=16", "--full_max_rows", "60")
     first = run(*args)
     assert first.count("running in") == 4 and "skipped" not in first
     with open(out / compare.RESULTS_CSV) as f:

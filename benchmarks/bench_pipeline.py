@@ -18,6 +18,8 @@ import time
 
 import psutil
 
+from benchmarks.machine import cpu
+
 
 def _rows(path: str) -> int:
     with open(path, "rb") as f:
@@ -55,7 +57,8 @@ def simulate_if_missing(bin_dir: str, raw: str, preset: str, seed: int) -> int:
 
 def write_results(results: list, output) -> None:
     """Prints the machine description; writes ``{"results", "machine"}`` to ``output`` if set."""
-    machine = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    machine = {"machine": platform.platform(), **cpu(), "cpus": os.cpu_count(),
+               "python": platform.python_version()}
     print(json.dumps(machine))
     if output:
         with open(output, "w") as f:

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import time
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-import tensorflow as tf
 
+from benchmarks.machine import machine_info
 from jsr_tf.evaluation import evaluator, protocols, report
 
 ITEM_ONLY = (report.POPULARITY, report.COUNT_SAME, report.COUNT_OTHER)
@@ -32,22 +29,7 @@ ITEM_ONLY = (report.POPULARITY, report.COUNT_SAME, report.COUNT_OTHER)
 
 def machine() -> dict:
     """CPU model and flags of interest, TensorFlow version and thread settings."""
-    model, flags = "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        found = re.search(r"model name\s*:\s*(.+)", text)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        if found:
-            flags = sorted(f for f in found.group(1).split()
-                           if f.startswith(("avx", "fma", "amx")))
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": model, "cpu_flags": flags,
-            "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+    return machine_info()
 
 
 def main() -> None:

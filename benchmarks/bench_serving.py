@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,8 @@ import jsr_tf  # noqa: F401,E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.machine import machine_info  # noqa: E402
+
 THREAD_VARIANTS = {  # name -> (inter_op, intra_op); 0 = TF's default (one per core)
     "default": (0, 0),
     "inter1": (1, 0),
@@ -52,15 +53,7 @@ THREAD_VARIANTS = {  # name -> (inter_op, intra_op); 0 = TF's default (one per c
 
 
 def machine() -> Dict[str, Any]:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                      if line.startswith("Model name")), "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"machine": platform.platform(), "cpu_model": model, "cpus": os.cpu_count(),
-            "python": platform.python_version(), "tensorflow": tf.__version__}
+    return machine_info()
 
 
 def threading_info() -> Dict[str, int]:

@@ -17,6 +17,14 @@ slots per row, 15 items and 10 sessions each), ``sasrec`` with ``sasrec_nbr``, a
 
     .venv/bin/python benchmarks/bench_train.py --variants default,nbr,sasrec,sasrec_nbr,eval,nbr_eval
 
+``--baseline_ref REF`` measures against another commit in the same run: each round runs the
+``default`` variant of ``REF`` (its own ``bench_train.py``, from a detached git worktree) and
+then this tree's variants, each in a fresh child process, and reports the median examples/s of
+each and its ratio to the baseline's median (issue 14: today's default = ``f0650d1``):
+
+    .venv/bin/python benchmarks/bench_train.py --baseline_ref f0650d1 --rounds 2 \
+        --variants default,no_qi --output bench_output/train.json
+
 ``--data_dir`` uses the first real batches (and neighbour payload) of a pipeline output and its
 vocabulary instead: the synthetic payload's ids are all distinct, the worst case for the
 per-unique-id item encoding; real payloads repeat popular items.
@@ -27,10 +35,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Dict
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 import jsr_tf  # noqa: F401
 import numpy as np
@@ -42,9 +57,12 @@ from jsr_tf.config import preset
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs
+from jsr_tf.layers.transformer import set_block_jit
 from jsr_tf.models import factory
 from jsr_tf.models.unisar import UniSAR
-from jsr_tf.training.trainer import model_tasks
+from jsr_tf.training.trainer import make_optimizer, model_tasks
+
+from benchmarks.machine import machine_info
 
 ITEMS, WORDS, USERS = 673_414, 394_910, 22_698
 
@@ -148,7 +166,12 @@ VARIANTS = {
     "nbr_eval": ("unisar_nbr", [], True),
     "sasrec": ("sasrec", [], False),
     "sasrec_nbr": ("sasrec_nbr", [], True),
+    # Named deviations (issue 14): measured, off by default, not part of the exact path.
+    "qi256": ("unisar", ["model.num_qi_negatives=256"], False),
+    "block_jit": ("unisar", ["train.block_jit_compile=true"], False),
 }
+# Variants that only change TensorFlow's thread pools (run alone in a fresh process).
+THREADS = {"inter1": 1}
 
 
 def main() -> None:
@@ -162,7 +185,17 @@ def main() -> None:
                         help="Use the first batches of this pipeline output (with its neighbour "
                              "payload, if any) and its vocabulary instead of synthetic ones.")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--baseline_ref", default=None,
+                        help="Git commit whose default variant every round measures first, in a "
+                             "fresh child process like each variant (see the module docstring).")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    if args.baseline_ref:
+        against_baseline(args)
+        return
+    threads = [THREADS[v] for v in args.variants.split(",") if v in THREADS]
+    if threads:  # before TensorFlow creates its thread pools
+        tf.config.threading.set_inter_op_parallelism_threads(threads[0])
 
     rng = np.random.default_rng(0)
     if args.data_dir:
@@ -177,7 +210,7 @@ def main() -> None:
                       "eval": synthetic_neighbours(rng, 512)}
     results = []
     for variant in args.variants.split(","):
-        name, overrides, with_nbr = VARIANTS[variant]
+        name, overrides, with_nbr = VARIANTS["default" if variant in THREADS else variant]
         config = preset(name).override(overrides)
         keras.utils.set_random_seed(1)
         if name == "unisar" or name == "unisar_nbr":
@@ -186,6 +219,7 @@ def main() -> None:
                            dynamic_shapes=not config.train.jit_compile)
         else:
             model = factory.build_model(config, vocab)
+        set_block_jit(model, config.train.block_jit_compile)
 
         def extra(key):
             return neighbours[key] if with_nbr else {}
@@ -199,7 +233,7 @@ def main() -> None:
             prepared = model.prepare({**eval_batch, **extra("eval")})
             step, rows = (lambda: fn(prepared)), 512
         else:
-            model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
+            model.compile(optimizer=make_optimizer(config, model),  # the trainer's own
                           jit_compile=config.train.jit_compile)
             model.compute_loss(inputs)
             train_fn = model.make_train_function()
@@ -223,12 +257,67 @@ def main() -> None:
     base = results[0]["examples_per_s"]
     for row in results:
         row["ratio_to_first"] = round(row["examples_per_s"] / base, 2)
-    machine = {"machine": platform.platform(), "cpus": os.cpu_count(),
-               "tensorflow": tf.__version__}
-    print(json.dumps({"results": results, "machine": machine}))
+    report = {"results": results, "machine": machine_info()}
+    print(json.dumps(report))
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"results": results, "machine": machine}, f, indent=2)
+            json.dump(report, f, indent=2)
+
+
+def baseline_worktree(ref: str) -> str:
+    """A detached worktree of ``ref`` under the system temp dir (reused when it exists)."""
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    path = os.path.join(tempfile.gettempdir(), f"jsr-bench-baseline-{commit[:12]}")
+    if not os.path.isdir(path):
+        subprocess.run(["git", "worktree", "add", "--detach", path, commit], cwd=ROOT,
+                       check=True, capture_output=True)
+    return path
+
+
+def child_run(tree: str, variant: str, args) -> Dict:
+    """One variant of ``tree``'s bench_train.py in a fresh process: its result row."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        output = f.name
+    cmd = [sys.executable, os.path.join(tree, "benchmarks", "bench_train.py"),
+           "--variants", variant, "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--batch_size", str(args.batch_size),
+           "--search_batch_size", str(args.search_batch_size), "--output", output]
+    env = dict(os.environ, PYTHONPATH=tree)
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{variant} in {tree} failed:\n{done.stderr[-3000:]}")
+    with open(output) as f:
+        row = json.load(f)["results"][0]
+    os.unlink(output)
+    return row
+
+
+def against_baseline(args) -> None:
+    """Rounds of (baseline default, this tree's variants), each in a fresh child process."""
+    tree = baseline_worktree(args.baseline_ref)
+    runs: Dict[str, List[Dict]] = {}
+    labels = [(f"default@{args.baseline_ref}", tree, "default")]
+    labels += [(variant, ROOT, variant) for variant in args.variants.split(",")]
+    for round_ in range(args.rounds):
+        for label, where, variant in labels:
+            row = child_run(where, variant, args)
+            runs.setdefault(label, []).append(row)
+            print(json.dumps({"round": round_, "label": label, **row}), flush=True)
+    base = statistics.median(r["examples_per_s"] for r in runs[labels[0][0]])
+    summary = []
+    for label, rows in runs.items():
+        rate = statistics.median(r["examples_per_s"] for r in rows)
+        summary.append({"variant": label, "examples_per_s_median": round(rate, 1),
+                        "examples_per_s_runs": [r["examples_per_s"] for r in rows],
+                        "peak_rss_mib_max": max(r["peak_rss_mib"] for r in rows),
+                        "ratio_to_baseline": round(rate / base, 2)})
+    report = {"baseline_ref": args.baseline_ref, "rounds": args.rounds, "steps": args.steps,
+              "summary": summary, "runs": runs, "machine": machine_info()}
+    print(json.dumps({"summary": summary, "machine": report["machine"]}, indent=1))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

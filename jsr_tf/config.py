@@ -153,6 +153,9 @@ class TrainConfig:
         steps_per_epoch: Feed batches per epoch; None = one pass over the feed train data.
         seed: Model seed (never the candidate seed).
         jit_compile: Compile the train step with XLA.
+        block_jit_compile: Compile each transformer block's call with XLA inside an otherwise
+            uncompiled step (the dynamic-shape shortcuts stay outside; training only, the export
+            never compiles them). Off by default: measured slower on AVX2 CPUs (BENCHMARKS §3).
         resample_negatives: Fresh training negatives per batch instead of the stored ones.
         shuffle_buffer: Examples in the train shuffle buffer.
     """
@@ -172,6 +175,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     seed: int = 20230601
     jit_compile: bool = False
+    block_jit_compile: bool = False
     resample_negatives: bool = False
     shuffle_buffer: int = 10_000
 

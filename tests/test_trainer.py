@@ -18,6 +18,7 @@ from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator
 from jsr_tf.models import base, factory
 from jsr_tf.training import datasets, trainer
+from jsr_tf.training.optimizers import FusedAdam
 from tests import training_doubles as T
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -31,7 +32,8 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(data_dir, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("run") / "model")
-    record = trainer.train(C.preset(T.TINY), data_dir, model_dir, verbose=0)
+    record = trainer.train(C.preset(T.TINY), data_dir, model_dir, verbose=0,
+                           profile_steps=(2, 2))
     return model_dir, record
 
 
@@ -77,6 +79,15 @@ def test_run_dir_layout(run):
     assert tf.io.gfile.glob(os.path.join(model_dir, trainer.LATEST_WEIGHTS) + ".index")
     assert tf.io.gfile.glob(os.path.join(model_dir, trainer.LOGS_DIR, "train", "events.*"))
     assert not tf.io.gfile.exists(os.path.join(model_dir, trainer.BACKUP_DIR))
+    # --profile 2,2: one traced step, in TensorBoard's profile layout
+    assert tf.io.gfile.glob(os.path.join(model_dir, trainer.PROFILE_DIR, "plugins", "profile",
+                                         "*", "*.xplane.pb"))
+
+
+@pytest.mark.parametrize("steps", [(0, 1), (3, 2), (1, 2, 3)])
+def test_profile_steps_are_checked(steps):
+    with pytest.raises(ValueError, match="FIRST,LAST"):
+        trainer.profile_callback("/tmp/unused", steps)
 
 
 def test_best_weights_load_with_load_trained(run, data_dir):
@@ -118,7 +129,8 @@ def test_adam_keeps_the_model_coupled_l2(data_dir):
     config = C.preset(T.TINY).override(["train.l2=0.01"])
     model = _built_tiny(data_dir, config)
     optimizer = trainer.make_optimizer(config, model)
-    assert type(optimizer) is keras.optimizers.Adam and model.l2 == pytest.approx(0.01)
+    assert type(optimizer) is FusedAdam and model.l2 == pytest.approx(0.01)
+    assert optimizer.adaptive_epsilon  # PyTorch's epsilon placement (the reference)
     assert optimizer.epsilon == pytest.approx(config.train.adam_epsilon)
 
 

@@ -30,6 +30,12 @@ flags.DEFINE_string("config", None, "JSON file in ExperimentConfig layout; overr
 flags.DEFINE_integer("epochs", None, "Maximum epochs (overrides train.epochs).")
 flags.DEFINE_enum("strategy", "default", list(strategy_lib.STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_multi_string("override", [], "`section.field=value`, e.g. train.batch_size=256.")
+flags.DEFINE_list("profile", None, "FIRST,LAST: trace these training steps (e.g. 5,7) with the "
+                  "TensorFlow profiler into <model_dir>/profile (TensorBoard's Profile tab).")
+flags.register_validator(
+    "profile", lambda v: v is None or (len(v) == 2 and all(x.strip().isdigit() for x in v)
+                                       and 1 <= int(v[0]) <= int(v[1])),
+    message="--profile should be FIRST,LAST with 1 <= FIRST <= LAST, e.g. --profile=5,7")
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (train.jit_compile).")
 flags.DEFINE_integer("verbose", 1, "fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 flags.DEFINE_integer("backup_steps", None, "Back up every N steps besides every epoch end "
@@ -72,7 +78,7 @@ def main(argv: Sequence[str]) -> None:
     logging.info("config:\n%s", config.to_json())
     record = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
                            strategy_name=FLAGS.strategy, verbose=FLAGS.verbose,
-                           backup_steps=FLAGS.backup_steps)
+                           backup_steps=FLAGS.backup_steps, profile_steps=FLAGS.profile)
     test = {task: metrics.get("NDCG@5")
             for task, metrics in (record.get("test") or {}).get("metrics", {}).items()}
     print(f"best epoch {record.get('best_epoch')} of {record.get('epochs_run')}; "

@@ -100,3 +100,18 @@ def to_compute_dtype(layer: Any, value: Any) -> Any:
     if value.dtype.is_floating:
         value = tf.cast(value, layer.compute_dtype)
     return value
+
+
+def in_xla_context() -> bool:
+    """True while tracing inside an XLA-compiled function (``jit_compile=True``, TPU).
+
+    Layers use it to choose between a shape-changing shortcut (``tf.where``, ``tf.unique``:
+    less work, not compilable) and its fixed-shape equivalent. Relies on TensorFlow's
+    ``control_flow_util`` (the check tf_keras itself uses); False if that is unavailable.
+    """
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - a TF without the private module
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))

@@ -78,11 +78,28 @@ class QueryEncoder(keras.layers.Layer):
         super().build(input_shape)
 
     def mean_word_embedding(self, inputs: tf.Tensor) -> tf.Tensor:
-        """Masked mean of the word embeddings, `(..., W) -> (..., E)`; 0 for all-padding rows."""
-        embeddings = tf.gather(self.word_embeddings, inputs)  # (..., W, E)
-        mask = tf.cast(tf.not_equal(inputs, PAD_ID), embeddings.dtype)  # (..., W)
-        total = tf.reduce_sum(embeddings * mask[..., tf.newaxis], axis=-2)
-        count = tf.reduce_sum(mask, axis=-1, keepdims=True)
+        """Masked mean of the word embeddings, `(..., W) -> (..., E)`; 0 for all-padding rows.
+
+        Outside XLA only the real words are gathered and summed per row (a segment sum), so
+        the cost and the embedding gradient follow the words present, not the `W` slots (most
+        slots of a caption or query are padding). Inside an XLA-compiled function every slot is
+        gathered and masked (fixed shapes). Both give the same values up to float32 round-off.
+        """
+        valid = tf.not_equal(inputs, PAD_ID)  # (..., W)
+        if _checks.in_xla_context():
+            embeddings = tf.gather(self.word_embeddings, inputs)  # (..., W, E)
+            mask = tf.cast(valid, embeddings.dtype)
+            total = tf.reduce_sum(embeddings * mask[..., tf.newaxis], axis=-2)
+        else:
+            width = inputs.shape[-1] if inputs.shape[-1] is not None else tf.shape(inputs)[-1]
+            rows = tf.reshape(inputs, [-1, width])
+            positions = tf.where(tf.reshape(valid, [-1, width]))  # (nnz, 2): (row, slot)
+            embeddings = tf.gather(self.word_embeddings, tf.gather_nd(rows, positions))
+            total = tf.math.unsorted_segment_sum(embeddings, positions[:, 0],
+                                                 num_segments=tf.shape(rows)[0])
+            total = tf.reshape(total, tf.concat([tf.shape(inputs)[:-1], [self.embedding_dim]],
+                                                axis=0))
+        count = tf.reduce_sum(tf.cast(valid, total.dtype), axis=-1, keepdims=True)
         return tf.math.divide_no_nan(total, count)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:

@@ -2,21 +2,60 @@
 
 Shapes: `B` batch; `Ls` search history slots (30); `K` clicks per session (5); `D` model size;
 `N` item negatives, `M` query negatives (1024 each per step, shared by the step's two losses);
-`P = B * Ls * K` pair slots.
+`P` real (session, click) pairs; `S` sessions with a pair; `U` distinct clicked items.
 
-The loss runs over **every** pair slot with 0/1 weights (fixed shapes, XLA-compatible; no
-`boolean_mask`), so its cost is `P x (N + 1)` logits per direction whatever the number of real
-pairs.
+Each pair's cross-entropy over `[positive, negatives...]` is `logaddexp(pos, LSE(negatives))
+- pos`, and the negatives' log-sum-exp depends only on the *anchor*: the session's query in the
+query -> item direction, the clicked item in the item -> query direction. So it is computed once
+per session (`S x N` logits instead of `P x N`) and once per distinct clicked item (`U x M`),
+then gathered per pair; only the positives are per pair. The values are those of the per-pair
+formula up to float32 round-off (issue 14: about half the logits on KuaiSAR-like batches).
+
+Outside XLA the layer works on the real pairs only (`tf.where`, `tf.unique`); inside an
+XLA-compiled function it keeps fixed shapes: every session slot, every pair slot with 0/1
+weights.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
+
+
+@tf.custom_gradient
+def tanh_logsumexp(anchors: tf.Tensor, negatives: tf.Tensor, scale: tf.Tensor):
+    """`logsumexp(tanh(anchors @ negatives^T) * scale, axis=-1)` with a hand-written gradient.
+
+    The `(A, N)` logits are the InfoNCE's largest tensors; TensorFlow's own gradient of this
+    chain (the division by `tau`, `reduce_logsumexp`'s broadcasts) makes about twenty passes over
+    them, this one about eight: `softmax = exp(x - lse)`, `dx = g softmax`,
+    `d scale = sum(dx t)`, `dz = dx scale (1 - t^2)`, then two matmuls.
+
+    Args:
+        anchors: Float `(A, D)`, the projected anchors `a W`.
+        negatives: Float `(N, D)`.
+        scale: Float scalar, `1 / tau`.
+
+    Returns:
+        Float `(A,)`.
+    """
+    t = tf.tanh(tf.matmul(anchors, negatives, transpose_b=True))  # (A, N)
+    x = t * scale
+    peak = tf.reduce_max(x, axis=-1, keepdims=True)
+    lse = tf.math.log(tf.reduce_sum(tf.exp(x - peak), axis=-1, keepdims=True)) + peak
+
+    def grad(upstream):
+        upstream = tf.convert_to_tensor(upstream)  # gathered per pair: may be IndexedSlices
+        dx = tf.exp(x - lse) * upstream[:, tf.newaxis]  # (A, N)
+        d_scale = tf.reduce_sum(dx * t)
+        dz = dx * scale * (1.0 - tf.square(t))
+        return (tf.matmul(dz, negatives), tf.matmul(dz, anchors, transpose_a=True), d_scale)
+
+    return tf.squeeze(lse, axis=-1), grad
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
@@ -38,6 +77,9 @@ class QueryItemInfoNCE(keras.layers.Layer):
         pair_mask: Bool tensor `(B, Ls, K)`, True for real (session, click) pairs.
         negative_items: Float tensor `(N, D)`, item vectors of the step's item negatives.
         negative_queries: Float tensor `(M, D)`, query vectors of the step's query negatives.
+        item_ids: Optional integer tensor `(B, Ls, K)`, the clicked items' ids. Given, the
+            item -> query negatives are scored once per distinct id; the caller promises that
+            equal ids carry equal vectors (one item encoder).
 
     Returns:
         Float scalar (0 if the batch has no pair).
@@ -59,29 +101,71 @@ class QueryItemInfoNCE(keras.layers.Layer):
             initializer=keras.initializers.Constant(self.temperature))
         super().build(queries_shape)
 
-    def _direction(self, anchors: tf.Tensor, positives: tf.Tensor,
-                   negatives: tf.Tensor) -> tf.Tensor:
-        """Per-pair cross-entropy `(P,)` of `[positive, negatives...]`, target 0."""
-        projected = tf.matmul(anchors, self.kernel)  # (P, D)
-        positive = tf.reduce_sum(projected * positives, axis=-1, keepdims=True)  # (P, 1)
-        negative = tf.matmul(projected, negatives, transpose_b=True)  # (P, N)
-        logits = tf.tanh(tf.concat([positive, negative], axis=-1)) / self.tau
-        return tf.reduce_logsumexp(logits, axis=-1) - logits[:, 0]
+    def _negative_lse(self, anchors: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
+        """`LSE_n(tanh(a W n) / tau)` per anchor: `(A, D), (N, D) -> (A,)`."""
+        projected = tf.matmul(anchors, self.kernel)
+        return tanh_logsumexp(projected, negatives, 1.0 / self.tau)
+
+    def _pair_loss(self, anchors: tf.Tensor, positives: tf.Tensor,
+                   negative_lse: tf.Tensor) -> tf.Tensor:
+        """`CE([tanh(a W b+), negatives...] / tau, 0)` per pair from the anchors' negative LSE."""
+        positive = tf.tanh(tf.reduce_sum(tf.matmul(anchors, self.kernel) * positives,
+                                         axis=-1)) / self.tau
+        both = tf.stack([positive, negative_lse], axis=-1)
+        return tf.reduce_logsumexp(both, axis=-1) - positive
 
     def call(self, queries: tf.Tensor, items: tf.Tensor, pair_mask: tf.Tensor,
-             negative_items: tf.Tensor, negative_queries: tf.Tensor) -> tf.Tensor:
+             negative_items: tf.Tensor, negative_queries: tf.Tensor,
+             item_ids: Optional[tf.Tensor] = None) -> tf.Tensor:
         items, negative_items, negative_queries = (
             _checks.to_compute_dtype(self, x) for x in (items, negative_items, negative_queries))
         dim = _checks.last_dim("queries", queries.shape)
-        query_per_pair = tf.reshape(
-            tf.broadcast_to(queries[..., tf.newaxis, :], tf.shape(items)), [-1, dim])
-        item_per_pair = tf.reshape(items, [-1, dim])
-        weights = tf.reshape(tf.cast(pair_mask, items.dtype), [-1])
-        query_to_item = self._direction(query_per_pair, item_per_pair, negative_items)
-        item_to_query = self._direction(item_per_pair, query_per_pair, negative_queries)
+        pair_mask = tf.cast(pair_mask, tf.bool)
+        if _checks.in_xla_context():
+            return self._fixed_shapes(queries, items, pair_mask, negative_items,
+                                      negative_queries, dim)
+        pairs = tf.where(pair_mask)  # (P, 3): row, session, click
+        has_pair = tf.reduce_any(pair_mask, axis=-1)  # (B, Ls)
+        sessions = tf.where(has_pair)  # (S, 2)
+        # Index of each pair's session among `sessions` (row-major order, as tf.where).
+        session_index = tf.gather_nd(
+            tf.reshape(tf.cumsum(tf.reshape(tf.cast(has_pair, tf.int64), [-1])) - 1,
+                       tf.shape(has_pair)), pairs[:, :2])
+        session_queries = tf.gather_nd(queries, sessions)  # (S, D)
+        pair_queries = tf.gather(session_queries, session_index)  # (P, D)
+        pair_items = tf.gather_nd(items, pairs)  # (P, D)
+        query_to_item = self._pair_loss(
+            pair_queries, pair_items,
+            tf.gather(self._negative_lse(session_queries, negative_items), session_index))
+        if item_ids is None:  # no ids: every pair's item is its own anchor
+            anchor_items, item_index = pair_items, tf.range(tf.shape(pairs)[0])
+        else:  # equal ids have equal vectors: one anchor per distinct clicked item
+            distinct, item_index = tf.unique(tf.gather_nd(item_ids, pairs))
+            first = tf.math.unsorted_segment_min(tf.range(tf.shape(pairs)[0]), item_index,
+                                                 tf.shape(distinct)[0])
+            anchor_items = tf.gather(pair_items, first)
+        item_to_query = self._pair_loss(
+            pair_items, pair_queries,
+            tf.gather(self._negative_lse(anchor_items, negative_queries), item_index))
+        count = tf.cast(tf.shape(pairs)[0], query_to_item.dtype)
+        return 0.5 * tf.math.divide_no_nan(
+            tf.reduce_sum(query_to_item) + tf.reduce_sum(item_to_query), count)
+
+    def _fixed_shapes(self, queries, items, pair_mask, negative_items, negative_queries,
+                      dim):
+        """The XLA path: every session slot and every pair slot, 0/1 weights."""
+        clicks = tf.shape(items)[-2]
+        session_queries = tf.reshape(queries, [-1, dim])  # (B*Ls, D)
+        pair_queries = tf.reshape(tf.repeat(session_queries, clicks, axis=0), [-1, dim])
+        pair_items = tf.reshape(items, [-1, dim])  # (B*Ls*K, D)
+        session_lse = tf.repeat(self._negative_lse(session_queries, negative_items), clicks)
+        query_to_item = self._pair_loss(pair_queries, pair_items, session_lse)
+        item_to_query = self._pair_loss(pair_items, pair_queries,
+                                        self._negative_lse(pair_items, negative_queries))
+        weights = tf.reshape(tf.cast(pair_mask, query_to_item.dtype), [-1])
         total = tf.reduce_sum(weights)
-        return 0.5 * (tf.math.divide_no_nan(tf.reduce_sum(query_to_item * weights), total)
-                      + tf.math.divide_no_nan(tf.reduce_sum(item_to_query * weights), total))
+        return 0.5 * tf.math.divide_no_nan(
+            tf.reduce_sum((query_to_item + item_to_query) * weights), total)
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

@@ -51,6 +51,15 @@ import tf_keras as keras
 from jsr_tf.layers import _checks
 
 
+def _project(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
+    """``x (B, L, d_in) @ kernel (d_in, d_out) + bias`` as one 2-D matmul: ``(B, L, d_out)``."""
+    shape = tf.shape(x)
+    out = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), tf.cast(kernel, x.dtype))
+    if bias is not None:
+        out = tf.nn.bias_add(out, tf.cast(bias, x.dtype))
+    return tf.reshape(out, tf.concat([shape[:-1], [kernel.shape[-1]]], axis=0))
+
+
 def _attend(
     attention: keras.layers.MultiHeadAttention,
     query: tf.Tensor,
@@ -58,13 +67,53 @@ def _attend(
     attention_mask: Optional[tf.Tensor],
     training: Optional[bool],
 ) -> tf.Tensor:
-    """Multi-head attention whose query rows with no allowed key return exactly 0."""
+    """``attention(query, value, attention_mask=...)``; query rows with no allowed key give 0.
+
+    The same weights, masking (robust: masked logits replaced by Keras's large negative),
+    probability dropout (the layer's own dropout layer) and values as Keras's
+    `MultiHeadAttention` call, in another layout: Q, K and V of all heads come from one 2-D
+    matmul each and are split into `(B, T, dh)` heads, so the score and combine steps are plain
+    batched matmuls instead of einsums through `(B, T, H, dh)` transposes (issue 14). Results
+    agree to float32 round-off.
+    """
+    query = _checks.to_compute_dtype(attention, query)
+    value = _checks.to_compute_dtype(attention, value)
+    heads, key_dim = attention._num_heads, attention._key_dim
+    scale = 1.0 / math.sqrt(float(key_dim))
+
+    def per_head(layer: keras.layers.EinsumDense, x: tf.Tensor) -> list:
+        # One matmul for all heads (kernel (d, H, dh) as (d, H*dh)), then H slices (B, T, dh).
+        bias = None if layer.bias is None else tf.reshape(layer.bias, [-1])
+        return tf.split(_project(x, tf.reshape(layer.kernel, [x.shape[-1], -1]), bias),
+                        heads, axis=-1)
+
+    queries = per_head(attention._query_dense, query)
+    keys = per_head(attention._key_dense, value)
+    values = per_head(attention._value_dense, value)
+    if attention_mask is not None:
+        attention_mask = tf.cast(attention_mask, tf.bool)
+        fill = _large_negative(query.dtype)
+    contexts = []
+    for q, k, v in zip(queries, keys, values):
+        scores = tf.matmul(q * tf.cast(scale, q.dtype), k, transpose_b=True)  # (B, T, S)
+        if attention_mask is not None:
+            scores = tf.where(attention_mask, scores, fill)
+        probabilities = attention._dropout_layer(tf.nn.softmax(scores, axis=-1),
+                                                 training=training)
+        contexts.append(tf.matmul(probabilities, v))  # (B, T, dh)
+    output = attention._output_dense
+    kernel = tf.reshape(output.kernel, [heads * key_dim, -1])
+    outputs = _project(tf.concat(contexts, axis=-1), kernel, output.bias)
     if attention_mask is None:
-        return attention(query, value, training=training)
-    attention_mask = tf.cast(attention_mask, tf.bool)
-    outputs = attention(query, value, attention_mask=attention_mask, training=training)
+        return outputs
     has_key = tf.reduce_any(attention_mask, axis=-1, keepdims=True)  # (B, T, 1)
     return outputs * tf.cast(has_key, outputs.dtype)
+
+
+def _large_negative(dtype: tf.DType) -> tf.Tensor:
+    """Keras's robust-masking fill: -1e9, or half of float16's lowest finite value."""
+    value = tf.float16.min / 2.0 if dtype == tf.float16 else -1e9
+    return tf.constant(value, dtype)
 
 
 class _TransformerBlock(keras.layers.Layer):
@@ -90,6 +139,17 @@ class _TransformerBlock(keras.layers.Layer):
         self.kernel_initializer = (None if kernel_initializer is None
                                    else keras.initializers.get(kernel_initializer))
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        # Runtime switch, not config: compile each call of the block with XLA (fixed shapes,
+        # fused element-wise work; set by the trainer for `train.block_jit_compile`). Serving
+        # and saved layers never carry it.
+        self.jit_call = False
+
+    def _maybe_compiled(self, compute: Any, *args: Any) -> tf.Tensor:
+        """``compute(*args)``, as one XLA-compiled function when ``jit_call`` is set (and the
+        caller is not already compiled). The function is made per trace of the caller."""
+        if not self.jit_call or _checks.in_xla_context():
+            return compute(*args)
+        return tf.function(compute, jit_compile=True, autograph=False)(*args)
 
     def _model_dim(self, shape: tf.TensorShape, name: str) -> int:
         shape = tf.TensorShape(shape)
@@ -226,10 +286,13 @@ class TransformerEncoderBlock(_TransformerBlock):
 
     def call(self, inputs: tf.Tensor, attention_mask: Optional[tf.Tensor] = None,
              training: Optional[bool] = None) -> tf.Tensor:
-        attended = _attend(self._self_attention, inputs, inputs, attention_mask, training)
-        x = self._self_attention_norm(
-            inputs + self._self_attention_dropout(attended, training=training))
-        return self._feedforward_norm(x + self._feedforward(x, training))
+        def compute(inputs, attention_mask):
+            attended = _attend(self._self_attention, inputs, inputs, attention_mask, training)
+            x = self._self_attention_norm(
+                inputs + self._self_attention_dropout(attended, training=training))
+            return self._feedforward_norm(x + self._feedforward(x, training))
+
+        return self._maybe_compiled(compute, inputs, attention_mask)
 
 
 @keras.saving.register_keras_serializable(package="jsr_tf")
@@ -291,12 +354,31 @@ class TransformerDecoderBlock(_TransformerBlock):
                 "`encoder_sequence` should have shape (B, S, d) with the model size `d` of "
                 f"`decoder_sequence`. Received: `encoder_sequence.shape={encoder_shape}`, "
                 f"`decoder_sequence.shape={decoder_sequence.shape}`")
-        attended = _attend(self._self_attention, decoder_sequence, decoder_sequence,
-                           self_attention_mask, training)
-        x = self._self_attention_norm(
-            decoder_sequence + self._self_attention_dropout(attended, training=training))
-        attended = _attend(self._cross_attention, x, encoder_sequence, cross_attention_mask,
-                           training)
-        x = self._cross_attention_norm(
-            x + self._cross_attention_dropout(attended, training=training))
-        return self._feedforward_norm(x + self._feedforward(x, training))
+
+        def compute(decoder_sequence, encoder_sequence, self_attention_mask,
+                    cross_attention_mask):
+            attended = _attend(self._self_attention, decoder_sequence, decoder_sequence,
+                               self_attention_mask, training)
+            x = self._self_attention_norm(
+                decoder_sequence + self._self_attention_dropout(attended, training=training))
+            attended = _attend(self._cross_attention, x, encoder_sequence, cross_attention_mask,
+                               training)
+            x = self._cross_attention_norm(
+                x + self._cross_attention_dropout(attended, training=training))
+            return self._feedforward_norm(x + self._feedforward(x, training))
+
+        return self._maybe_compiled(compute, decoder_sequence, encoder_sequence,
+                                    self_attention_mask, cross_attention_mask)
+
+
+def set_block_jit(model: keras.layers.Layer, enabled: bool) -> int:
+    """Sets ``jit_call`` on every transformer block inside ``model``.
+
+    Returns:
+        The number of blocks switched.
+    """
+    blocks = [layer for layer in model._flatten_layers(include_self=True)
+              if isinstance(layer, _TransformerBlock)]
+    for block in blocks:
+        block.jit_call = bool(enabled)
+    return len(blocks)

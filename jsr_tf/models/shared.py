@@ -19,7 +19,7 @@ candidates; d = ``hidden_dim``.
   batch, zeros where absent), ``neighbour_session_mask``, ``build_neighbour_encoder`` and
   ``build_neighbour_fusion``.
 - **Losses**: ``mean_bce`` of a task batch, the stateless InfoNCE negative draw
-  ``infonce_negatives`` (keyed by ``(seed, optimizer step)``), ``query_item_pairs`` and the joint
+  ``infonce_negatives`` (keyed by ``(seed, optimizer step)``) and the joint
   ``joint_loss`` (``L_feed + src_loss_weight · L_search``, weight 1 for a search-only step) with
   ``check_joint_inputs``; ``single_task_batch`` for the one-task models.
 """
@@ -373,16 +373,17 @@ class EncodedSideMixin:
             negative_queries: int64 ``[k_q, W]`` dense word indices of the negative queries.
 
         Returns:
-            ``out`` with ``qi`` (``L_qi`` of the history's (query, click) pairs, see
-            ``query_item_pairs``) and ``total = total + q_i_cl_weight · L_qi``, or just
+            ``out`` with ``qi`` (``L_qi`` of the history's (query, click) pairs; the layer
+            scores each session's and each distinct clicked item's negatives once) and ``total = total + q_i_cl_weight · L_qi``, or just
             ``total`` when the alignment is off.
         """
         c = self.config
         if c.use_query_item_alignment:
-            pairs = query_item_pairs(side["queries"], side["clicks"], side["click_ids"],
-                                     self.dynamic_shapes)
-            qi = self.query_item_alignment(*pairs, side["extra"][1],
-                                           self.query_encoder(negative_queries))
+            click_ids = side["click_ids"]
+            qi = self.query_item_alignment(side["queries"], side["clicks"],
+                                           tf.not_equal(click_ids, F.PAD_ID),
+                                           side["extra"][1], self.query_encoder(negative_queries),
+                                           item_ids=click_ids)
             out["qi"] = qi
             total += c.q_i_cl_weight * qi
         out["total"] = total
@@ -500,30 +501,6 @@ def infonce_negatives(seed: int, step: tf.Tensor, num_negatives: int, num_items:
     query_keys = tf.random.stateless_uniform([n_queries], seed=key + [1, 0])
     drawn = tf.gather(queries, tf.math.top_k(query_keys, k=min(num_negatives, n_queries)).indices)
     return tf.cast(items, tf.int64), drawn
-
-
-def query_item_pairs(queries: tf.Tensor, clicks: tf.Tensor, click_ids: tf.Tensor,
-                     dynamic_shapes: bool) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """The (history query, clicked item) pairs of the InfoNCE and their mask.
-
-    Args:
-        queries: Float ``[B, Ls, d]`` session query vectors.
-        clicks: Float ``[B, Ls, K, d]`` clicked item vectors.
-        click_ids: int64 ``[B, Ls, K]`` dense click indices, 0 = padding.
-        dynamic_shapes: Keep only the valid pairs, as one row of ``P`` pairs (same loss, less
-            work; not XLA-compatible).
-
-    Returns:
-        ``(queries, clicks, pair_mask)``: as given with ``pair_mask = click_ids != 0``, or
-        ``[1, P, d]``, ``[1, P, 1, d]`` and an all-True ``[1, P, 1]``.
-    """
-    pair_mask = tf.not_equal(click_ids, F.PAD_ID)
-    if dynamic_shapes:
-        pairs = tf.where(pair_mask)  # [P, 3] = (row, session, click)
-        queries = tf.gather_nd(queries, pairs[:, :2])[None]  # [1, P, d]
-        clicks = tf.gather_nd(clicks, pairs)[None, :, None]  # [1, P, 1, d]
-        pair_mask = tf.ones(tf.shape(clicks)[:3], tf.bool)
-    return queries, clicks, pair_mask
 
 
 def check_joint_inputs(inputs: Mapping[str, Batch]) -> None:

@@ -38,10 +38,12 @@ from absl import logging
 from jsr_tf import features as F
 from jsr_tf.config import ExperimentConfig
 from jsr_tf.data.vocab import load_vocab
+from jsr_tf.layers.transformer import set_block_jit
 from jsr_tf.models import base, factory
 from jsr_tf.training import callbacks as cb
 from jsr_tf.training import datasets
 from jsr_tf.training import strategy as strategy_lib
+from jsr_tf.training.optimizers import FusedAdam
 
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
@@ -59,14 +61,32 @@ def make_optimizer(config: ExperimentConfig, model: base.JsrModel) -> keras.opti
     train = config.train
     if train.optimizer == "adam":
         # adaptive_epsilon: eps is added to sqrt(v_hat), as in PyTorch's Adam (the reference).
-        return keras.optimizers.Adam(learning_rate=train.learning_rate,
-                                     epsilon=train.adam_epsilon, adaptive_epsilon=True)
+        # FusedAdam: the same update as keras.optimizers.Adam, one kernel per dense variable.
+        return FusedAdam(learning_rate=train.learning_rate, epsilon=train.adam_epsilon,
+                         adaptive_epsilon=True)
     model.l2 = 0.0  # decoupled decay replaces the coupled L2 of JsrModel.train_step
     optimizer = keras.optimizers.AdamW(learning_rate=train.learning_rate,
                                        weight_decay=train.l2, epsilon=train.adam_epsilon)
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in model.trainable_variables if not base.decays(v)])
     return optimizer
+
+
+PROFILE_DIR = "profile"
+
+
+def profile_callback(model_dir: str, steps: Sequence[int]) -> keras.callbacks.TensorBoard:
+    """A TensorBoard callback that traces steps ``first..last`` into ``<model_dir>/profile``.
+
+    Raises:
+        ValueError: Unless ``steps`` is two integers ``1 <= first <= last``.
+    """
+    steps = tuple(int(s) for s in steps)
+    if len(steps) != 2 or not 1 <= steps[0] <= steps[1]:
+        raise ValueError(f"profile steps should be FIRST,LAST with 1 <= FIRST <= LAST. "
+                         f"Received: {steps}")
+    return keras.callbacks.TensorBoard(os.path.join(model_dir, PROFILE_DIR), histogram_freq=0,
+                                       write_graph=False, profile_batch=steps)
 
 
 def model_tasks(model: keras.Model) -> Sequence[int]:
@@ -125,7 +145,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
           strategy_name: str = "default", verbose: int = 1,
           backup_steps: Optional[int] = None,
           protocol_list: Optional[Sequence[str]] = None,
-          full: Optional[Any] = None) -> Dict[str, Any]:
+          full: Optional[Any] = None,
+          profile_steps: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Trains ``config`` on ``data_dir`` into ``model_dir`` (resuming a killed run there).
 
     Args:
@@ -140,6 +161,9 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
             (``jsr_tf.evaluation.protocols``; default ``sampled`` only). Valid is evaluated under
             ``sampled`` (the selection protocol).
         full: ``evaluator.FullOptions`` of the ``full`` protocol.
+        profile_steps: ``(first, last)`` steps (1-based, of the first epoch) to trace with the
+            TensorFlow profiler into ``<model_dir>/profile`` (open with TensorBoard's Profile
+            tab); None traces nothing.
 
     Returns:
         The results record written to ``<model_dir>/metrics.json``.
@@ -157,6 +181,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
 
     with strategy.scope():
         model = factory.build_model(config, vocab)
+        if config.train.block_jit_compile:
+            set_block_jit(model, True)
         if strategy_name == "tpu" and hasattr(model, "dynamic_shapes"):
             model.dynamic_shapes = False  # TPUs compile the step: fixed shapes only
         tasks = model_tasks(model)
@@ -183,6 +209,9 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
                                _validation_fn(data_dir, trained_tasks,
                                               config.train.eval_batch_size),
                                backup_steps)
+    fit_callbacks = list(callbacks.values())
+    if profile_steps is not None:
+        fit_callbacks.append(profile_callback(model_dir, profile_steps))
     epochs = config.train.epochs
     resumed = cb.latest_backup_state(os.path.join(model_dir, BACKUP_DIR))
     if resumed is not None:
@@ -194,7 +223,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
                  config.model.name, steps, train_input.batch_sizes,
                  strategy.num_replicas_in_sync, epochs)
     model.fit(train_dataset, epochs=epochs, steps_per_epoch=steps,
-              callbacks=list(callbacks.values()), verbose=verbose)
+              callbacks=fit_callbacks, verbose=verbose)
     # BestWeights.on_train_end has restored the best epoch's weights.
 
     best, early, history = callbacks["best"], callbacks["early_stopping"], callbacks["history"]

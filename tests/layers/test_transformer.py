@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock, _attend
+from jsr_tf.layers.transformer import (TransformerDecoderBlock, TransformerEncoderBlock, _attend,
+                                       set_block_jit)
 
 from ._harness import (DTYPES, HALF_DTYPES, assert_all_finite, assert_honours_dtype,
                        assert_keras_file_round_trip, assert_round_trip, assert_three_ways_agree,
@@ -201,6 +202,45 @@ def test_eager_graph_xla_agree():
         return dec(g, x, self_attention_mask=mask, cross_attention_mask=mask)
 
     assert_three_ways_agree(fn, x, mask, atol=1e-5)
+
+
+def test_block_jit_compiles_each_call_with_the_same_values_and_gradients():
+    """``set_block_jit`` (``train.block_jit_compile``): every block's call runs as its own XLA
+    function inside an uncompiled step; values and gradients are the uncompiled ones, the
+    switch is not part of the layer config."""
+    enc = TransformerEncoderBlock(num_heads=2, intermediate_dim=16)
+    dec = TransformerDecoderBlock(num_heads=2, intermediate_dim=16)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(4, 6, 8)), tf.float32)
+    mask = tf.constant(_random_mask(rng, (4, 6, 6)))
+
+    class Holder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = enc, dec
+
+    def step():
+        with tf.GradientTape() as tape:
+            g = enc(x, attention_mask=mask)
+            y = tf.reduce_sum(dec(g, x, self_attention_mask=mask, cross_attention_mask=mask) ** 2)
+        variables = enc.trainable_variables + dec.trainable_variables
+        return y, tape.gradient(y, variables)
+
+    def compiled_functions(fn):
+        library = fn.get_concrete_function().graph.as_graph_def().library.function
+        return sum("_XlaMustCompile" in f.attr for f in library)
+
+    plain = tf.function(step)
+    expected = plain()
+    assert compiled_functions(plain) == 0
+    assert set_block_jit(Holder(), True) == 2 and enc.jit_call and dec.jit_call
+    jit = tf.function(step)
+    actual = jit()
+    assert compiled_functions(jit) >= 2  # one per block (and their gradients)
+    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-5)
+    for a, b in zip(actual[1], expected[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert "jit_call" not in enc.get_config()
 
 
 def test_encoder_config_round_trip():

@@ -3,7 +3,10 @@ and the CLI's config resolution."""
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ from absl import flags
 
 from jsr_tf import config as C
 from jsr_tf import features as F
-from jsr_tf.cli import errors
+from jsr_tf.cli import errors, quiet
 from jsr_tf.cli import evaluate as evaluate_cli
 from jsr_tf.cli import train as cli
 from jsr_tf.data.vocab import load_vocab
@@ -26,6 +29,7 @@ from tests import training_doubles as T
 from tests.testing import tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +361,32 @@ def test_bad_overrides_fail_in_one_line(override, message, data_dir, tmp_path, c
                            "--override", override)
     assert code == 1 and len(err) == 1 and message in err[0], err
     assert not model_dir.exists()
+
+
+def test_commands_hide_tensorflow_logs_unless_asked(run, data_dir, tmp_path):
+    model_dir = _copy(run[0], tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != quiet.ENV}
+    # jsr-evaluate, with the test model family registered (jsr_tf.cli first, as the command does)
+    code = ("import jsr_tf.cli; import tests.training_doubles; from jsr_tf.cli import evaluate; "
+            "evaluate.run()")
+    cmd = [sys.executable, "-c", code, "--data_dir", data_dir, "--model_dir", model_dir,
+           "--protocol", "sampled"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HR@1" in done.stdout  # the results stay
+    # TensorFlow's C++ lines ("file.cc:123]"); only the CUDA stub's, printed before TensorFlow
+    # reads its settings, remain on machines without a GPU driver.
+    cpp = [line for line in done.stderr.splitlines()
+           if re.search(r"\.cc:\d+\]", line) and "cudart_stub.cc" not in line]
+    assert not cpp, cpp
+
+
+def test_verbosity_flag_is_read_before_tensorflow_loads(monkeypatch):
+    assert quiet.requested_verbosity(["jsr-train", "--verbosity=1"]) == 1
+    assert quiet.requested_verbosity(["jsr-train", "-v", "2", "--model", "x"]) == 2
+    assert quiet.requested_verbosity(["jsr-train", "--model", "v"]) == 0
+    monkeypatch.delenv(quiet.ENV, raising=False)
+    quiet.configure_environment(["jsr-train"])
+    assert os.environ[quiet.ENV] == quiet.QUIET_LEVEL
+    quiet.configure_environment(["jsr-train", "-v", "1"])
+    assert os.environ[quiet.ENV] == quiet.VERBOSE_LEVEL

@@ -163,11 +163,11 @@ def body_to_inputs(body: Mapping[str, Any], input_dtypes: Mapping[str, Any]) -> 
             rows = [{single: row} for row in rows]  # a one-input signature takes bare values
         if not all(isinstance(row, dict) for row in rows):
             raise RequestError('Each of "instances" is an object {input name: value}.')
-        columns = {name: [row[name] for row in rows] for name in rows[0]}
         for i, row in enumerate(rows):
-            if set(row) != set(columns):
+            if set(row) != set(rows[0]):
                 raise RequestError(f"Instance {i} has inputs {sorted(row)}, instance 0 has "
-                                   f"{sorted(columns)}.")
+                                   f"{sorted(rows[0])}.")
+        columns = {name: [row[name] for row in rows] for name in rows[0]}
         for name, values in columns.items():
             if len({_shape(v, name) for v in values}) > 1:
                 raise RequestError(f"Row-format inputs must have one shape across instances; "

@@ -7,6 +7,7 @@ bool flag, float32 similarities, serialized strings), so the tests need no train
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -138,6 +139,8 @@ def test_the_command_names_a_missing_saved_model(capsys, tmp_path):
 
 
 # -- fuzz ----------------------------------------------------------------------------------------
+# Random bodies per run (JSR_FUZZ_EXAMPLES=5000 for a longer hunt); no example database is kept.
+FUZZ_EXAMPLES = int(os.environ.get("JSR_FUZZ_EXAMPLES", "300"))
 _SCALARS = (st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
             | st.floats(allow_nan=False) | st.text(max_size=4))
 _JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
@@ -159,7 +162,8 @@ _MUTATED = (st.builds(lambda name, value: _feed_body(**{name: value}),
             | st.builds(_feed_body, st.integers(1, 6), st.integers(0, 8)))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(body=_BODY | _JSON | _MUTATED)
 def test_random_bodies_get_a_response_or_a_request_error(saved, body):
     _, loaded = saved

@@ -2,7 +2,8 @@
 
 A run directory (DESIGN.md §5b) is *finished* once its ``metrics.json`` holds evaluated splits
 (training writes them last; ``jsr-compare`` uses the same rule); before that, a directory with
-``config.json`` holds an *unfinished* run that the same config resumes (from ``backup/``). ``check_target`` decides, before anything is written, what training may do there:
+``config.json`` holds an *unfinished* run that the same config resumes (from ``backup/``).
+``check_target`` decides, before anything is written, what training may do there:
 
 =====================================  ==========================  ===========================
 directory                              without ``overwrite``       with ``overwrite``

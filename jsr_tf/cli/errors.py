@@ -1,15 +1,14 @@
 """One clear line instead of a traceback: the error guard shared by the command-line tools.
 
 ``app.run(errors.guard(main, "jsr-train", lambda: [FLAGS.data_dir]))`` runs ``main`` and turns an
-expected failure (a ``UserError``, ``ValueError``, missing or existing file, or a corrupt
-TFRecord shard) into ``<program>: error: <one line>`` on stderr and exit status 1. Other
+expected failure (a ``ValueError``, the library's way to report bad input, a missing or existing
+file, or a corrupt TFRecord shard) into ``<program>: error: <one line>`` on stderr and exit status 1. Other
 exceptions (bugs) keep their traceback, and ``--verbosity=1`` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import sys
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -21,10 +20,6 @@ from jsr_tf.cli import quiet
 EXIT_CODE = 1
 
 
-class UserError(Exception):
-    """A failure the user can fix; its message says how (raised by the checks of the tools)."""
-
-
 def _is_data_loss(error: BaseException) -> bool:
     tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(error, tf.errors.DataLossError)
@@ -32,12 +27,12 @@ def _is_data_loss(error: BaseException) -> bool:
 
 def expected(error: BaseException) -> bool:
     """Whether ``error`` is a user-facing failure (printed in one line, no traceback)."""
-    return isinstance(error, (UserError, ValueError, FileNotFoundError, FileExistsError,
+    return isinstance(error, (ValueError, FileNotFoundError, FileExistsError,
                               NotADirectoryError)) or _is_data_loss(error)
 
 
 def corrupt_shards(data_dirs: Iterable[Optional[str]]) -> list:
-    """The ``*.tfrecord.gz`` files under ``data_dirs`` that cannot be read to the end (slow: reads
+    """The ``*.tfrecord.gz`` shards of ``data_dirs`` that cannot be read to the end (slow: reads
     every shard; used only after a ``DataLossError``, to name the file)."""
     import tensorflow as tf
 
@@ -45,8 +40,7 @@ def corrupt_shards(data_dirs: Iterable[Optional[str]]) -> list:
     for data_dir in data_dirs:
         if not data_dir:
             continue
-        for path in sorted(glob.glob(os.path.join(data_dir, "**", "*.tfrecord.gz"),
-                                     recursive=True)):
+        for path in sorted(tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord.gz"))):
             try:
                 tf.data.TFRecordDataset(path, compression_type="GZIP").reduce(
                     0, lambda count, _: count + 1).numpy()

@@ -117,7 +117,7 @@ def fingerprint(model: JsrModel, config: ExperimentConfig, vocab: Vocab) -> Dict
 
     return {"model": config.model.name, "preset": config.preset,
             "config_sha256": report.config_hash(config), "vocab": vocab_fingerprint(vocab),
-            "variables": {v.name: list(v.shape) for v in model.variables}}
+            "variables": [[v.name, list(v.shape)] for v in model.variables]}
 
 
 def save_fingerprint(model: JsrModel, config: ExperimentConfig, vocab: Vocab,

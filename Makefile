@@ -18,6 +18,10 @@ DEMO_MODELS ?= unisar,sasrec,search_baseline,sesrec,popularity
 # users, the same for every model) against the whole catalogue.
 DEMO_FULL_ROWS ?= 500
 UNISAR_RUN = $(DEMO_DIR)/compare/runs/unisar/seed_$(SEED)
+# TensorFlow's C++ log lines stay hidden in the demo (the jsr-* commands do the same by default;
+# `make demo TF_CPP_MIN_LOG_LEVEL=0` shows them).
+TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_CPP_MIN_LOG_LEVEL
 
 .PHONY: demo test test-fast install clean bench
 

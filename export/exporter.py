@@ -14,6 +14,7 @@ rather than ``--overwrite`` a live one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -59,7 +60,8 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
                version: Optional[int] = None, data_dir: Optional[str] = None,
                retrieval_dir: Optional[str] = None, top_k: int = 100,
                overwrite: bool = False, cache_items: bool = True,
-               jit_compile: bool = False) -> str:
+               jit_compile: bool = False,
+               limits: S.RequestLimits = S.RequestLimits()) -> str:
     """Exports a trained ranker (and optionally a two-tower retrieval head).
 
     Args:
@@ -75,6 +77,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         cache_items: Ship precomputed item vectors (see ``ServingModule``).
         jit_compile: XLA-compile the ranker (see ``ServingModule``; TF Serving then needs
             ``--xla_cpu_compilation_enabled=true`` on CPU).
+        limits: The largest request the signatures take (``export.serving.RequestLimits``).
 
     Returns:
         The version directory.
@@ -93,7 +96,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
     if retrieval_dir:
         retriever, _ = factory.load_trained(retrieval_dir, data_dir)
     module = S.ServingModule(ranker, retriever, top_k=top_k, cache_items=cache_items,
-                             jit_compile=jit_compile)
+                             jit_compile=jit_compile, limits=limits)
     signatures = module.signatures()
     tmp = os.path.join(model_base, f".tmp-{version}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
@@ -114,7 +117,8 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         "signatures": sorted(signatures), "tensorflow_version": tf.__version__,
         "min_tf_serving_version": tf.__version__.rsplit(".", 1)[0],
         "top_k": getattr(module, "top_k", None), "cached_item_vectors": cache_items,
-        "jit_compile": jit_compile, "neighbour_inputs": S.uses_neighbours(ranker)}
+        "jit_compile": jit_compile, "neighbour_inputs": S.uses_neighbours(ranker),
+        "request_limits": dataclasses.asdict(limits)}
     with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR, INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=2))
     if tf.io.gfile.exists(target):  # checked again: another export may have taken the number

@@ -34,10 +34,18 @@ unknown and negative ids map to the OOV bucket; B and N are free):
     empty after exclusions has item id 0 and score ``EMPTY_SCORE``.
 
 Histories longer than the caps keep their most recent entries (``export.request``).
+
+Request limits (``RequestLimits``, set at export: ``jsr-export --max_rows --max_candidates
+--max_scores``): at most ``max_rows`` rows B (default 1,024), ``max_candidates`` candidates N
+(default 10,000) and ``max_scores`` scores B × N (default 262,144) per request; a larger request
+fails with an ``InvalidArgumentError`` that names the limit (TF Serving: HTTP 400) instead of
+taking memory in proportion (UniSAR: about 7 KB per score, so 10^6 candidates took 7 GB).
+``retrieve`` checks B only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Dict, Optional
 
@@ -85,6 +93,54 @@ NEIGHBOUR_SPECS = {
     F.NBR_SRC_WORDS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_WORDS),
     F.NBR_SRC_CLICKS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_CLICKS),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """Largest request the signatures take (see the module docstring).
+
+    Attributes:
+        max_rows: Rows B per request.
+        max_candidates: Candidates N per row.
+        max_scores: B × N per request.
+    """
+
+    max_rows: int = 1024
+    max_candidates: int = 10_000
+    max_scores: int = 262_144
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`{name}` should be a positive integer. "
+                                 f"Received: `{name}={value!r}`")
+
+    def check(self, rows: tf.Tensor, candidates: Optional[tf.Tensor] = None) -> list:
+        """Assertions that a request of ``rows`` (and ``candidates`` per row) is within limits."""
+        hint = "(a limit set at export: jsr-export --max_rows/--max_candidates/--max_scores)"
+        checks = [tf.debugging.assert_less_equal(
+            tf.cast(rows, _I64), tf.constant(self.max_rows, _I64),
+            message=f"A request has at most {self.max_rows} rows {hint}")]
+        if candidates is not None:
+            checks.append(tf.debugging.assert_less_equal(
+                tf.cast(candidates, _I64), tf.constant(self.max_candidates, _I64),
+                message=f"A request has at most {self.max_candidates} candidates per row {hint}"))
+            checks.append(tf.debugging.assert_less_equal(
+                tf.cast(rows, _I64) * tf.cast(candidates, _I64),
+                tf.constant(self.max_scores, _I64),
+                message=f"A request has at most {self.max_scores} scores (rows x candidates) "
+                        f"{hint}"))
+        return checks
+
+
+def within_limits(limits: RequestLimits, inputs: Dict[str, tf.Tensor],
+            rows_of: str) -> Dict[str, tf.Tensor]:
+    """``inputs`` after checking the request size (``rows_of`` gives B; candidates give N)."""
+    candidates = inputs.get(CANDIDATES)
+    checks = limits.check(tf.shape(inputs[rows_of])[0],
+                          None if candidates is None else tf.shape(candidates)[1])
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(value) for name, value in inputs.items()}
 
 
 def uses_neighbours(model) -> bool:
@@ -232,11 +288,14 @@ class ServingModule(tf.Module):
             rows and candidates are padded up to powers of two (``BUCKETS``) so that at most a
             few shapes are ever compiled. TF Serving then needs
             ``--xla_cpu_compilation_enabled=true`` on CPU.
+        limits: ``RequestLimits``: the largest request the signatures take.
     """
 
     def __init__(self, ranker: JsrModel, retriever: Optional[JsrModel] = None,
-                 top_k: int = 100, cache_items: bool = True, jit_compile: bool = False) -> None:
+                 top_k: int = 100, cache_items: bool = True, jit_compile: bool = False,
+                 limits: RequestLimits = RequestLimits()) -> None:
         super().__init__(name="jsr_serving")
+        self.limits = limits
         if cache_items and hasattr(ranker, "cache_item_vectors"):
             ranker.cache_item_vectors()
         if jit_compile and getattr(ranker, "dynamic_shapes", False):
@@ -273,7 +332,7 @@ class ServingModule(tf.Module):
     def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
         """``plain(batch)``, or ``compiled()`` (the XLA function) on the batch padded to bucket
         sizes, cut back."""
-        batch = fit_request(inputs)
+        batch = fit_request(within_limits(self.limits, inputs, F.USER_ID))
         if not self.jit_compile:
             return plain(batch)
         batch = self.ranker.prepare(batch)
@@ -295,6 +354,7 @@ class ServingModule(tf.Module):
 
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
+        inputs = within_limits(self.limits, inputs, F.USER_ID)
         users = self.retriever.request_vectors(fit_request(inputs))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),

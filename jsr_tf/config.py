@@ -184,6 +184,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` should be a positive integer. Received: `{name}={value!r}`")
+        for name in ("steps_per_epoch", "shuffle_buffer", "plateau_patience",
+                     "early_stopping_patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                hint = " (0 = one pass over the data)" if name == "steps_per_epoch" else ""
+                raise ValueError(f"`{name}` should be a non-negative integer{hint}. "
+                                 f"Received: `{name}={value!r}`")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"`optimizer` should be 'adam' or 'adamw'. Received: `{self.optimizer!r}`")
         if not 0 < self.min_learning_rate <= self.learning_rate:
@@ -219,8 +226,8 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"Unknown ExperimentConfig fields: {unknown}")
         return cls(preset=values.get("preset", "custom"),
-                   model=_sub(ModelConfig, values.get("model", {})),
-                   train=_sub(TrainConfig, values.get("train", {}))).validate()
+                   model=_sub(ModelConfig, values.get("model", {}), "model"),
+                   train=_sub(TrainConfig, values.get("train", {}), "train")).validate()
 
     def override(self, assignments: Iterable[str]) -> "ExperimentConfig":
         """Applies ``section.field=value`` strings (value parsed as JSON, else kept as text)."""
@@ -242,13 +249,39 @@ class ExperimentConfig:
         return ExperimentConfig.from_dict(values)
 
 
-def _sub(cls, values: Dict[str, Any]):
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _typed(section: str, field: dataclasses.Field, value: Any) -> Any:
+    """``value`` checked against the field's annotation (ints are accepted for floats).
+
+    Raises:
+        ValueError: "`train.learning_rate` expects a float. Received: `'fast'`".
+    """
+    annotation = str(field.type)
+    if annotation.startswith("Tuple[int"):
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return tuple(value)
+        raise ValueError(f"`{section}.{field.name}` expects a list of integers, e.g. "
+                         f"`{section}.{field.name}=[128,64]`. Received: `{value!r}`")
+    expected = _FIELD_TYPES.get(annotation)
+    if expected is None:
+        return value
+    if isinstance(value, expected) and (annotation == "bool" or not isinstance(value, bool)):
+        return float(value) if annotation == "float" else value
+    article = "an" if annotation == "int" else "a"
+    raise ValueError(f"`{section}.{field.name}` expects {article} {annotation}. "
+                     f"Received: `{value!r}`")
+
+
+def _sub(cls, values: Dict[str, Any], section: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"Unknown {cls.__name__} fields: {unknown}")
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**fixed)
+    return cls(**{k: _typed(section, known[k], v) for k, v in values.items()})
 
 
 # ---------------------------------------------------------------------------------------------

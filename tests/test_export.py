@@ -446,6 +446,18 @@ def test_one_and_ten_thousand_candidates(run, loaded):
     np.testing.assert_allclose(one[:, 0], many[:, 17], atol=TOL)
 
 
+def test_requests_over_the_export_limits_are_refused(run, loaded):
+    limits = S.RequestLimits()
+    inputs = _requests(run["data_dir"], 1, limits.max_candidates + 1)[F.Task.FEED]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 10000 candidates per row"):
+        _call(loaded, "feed", inputs)
+    inputs = _requests(run["data_dir"], limits.max_rows + 1, 1)[F.Task.FEED]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 1024 rows"):
+        _call(loaded, "feed", inputs)
+    with open(os.path.join(run["path"], warmup.EXTRA_DIR, "export_info.json")) as f:
+        assert json.load(f)["request_limits"]["max_candidates"] == limits.max_candidates
+
+
 def test_retrieve_excludes_history_on_request(run, loaded):
     inputs = _requests(run["data_dir"], 1, 1)[F.Task.FEED]
     request = {k: inputs[k] for k in S.HISTORY_SPECS}

@@ -7,7 +7,6 @@ it), on the ``tiny`` preset.
 import csv
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import pytest
 
 from jsr_tf.data import simulator
 from jsr_tf.data.simulator import clock, events, groundtruth, state
+from tests.testing import tree_digest
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 PERIOD_START = int(datetime.datetime(2023, 5, 22, 14, 50, tzinfo=BEIJING).timestamp() * 1000)
@@ -60,15 +60,7 @@ def beijing(ms):
     return datetime.datetime.fromtimestamp(ms // 1000, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def digest(directory):
-    """SHA-256 of every file under ``directory`` (relative path -> hex)."""
-    out = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-    return out
+digest = tree_digest  # SHA-256 of every file under a directory
 
 
 class Data:

@@ -3,6 +3,10 @@ and the CLI's config resolution."""
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,18 +14,23 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 import tf_keras as keras
+from absl import flags
 
 from jsr_tf import config as C
 from jsr_tf import features as F
+from jsr_tf.cli import errors, quiet
+from jsr_tf.cli import evaluate as evaluate_cli
 from jsr_tf.cli import train as cli
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator
 from jsr_tf.models import base, factory
-from jsr_tf.training import datasets, trainer
+from jsr_tf.training import datasets, run_dir, trainer
 from jsr_tf.training.optimizers import FusedAdam
 from tests import training_doubles as T
+from tests.testing import tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +246,159 @@ def test_rerun_after_a_kill_at_the_end_finishes_without_training(data_dir, tmp_p
     assert [h["epoch"] for h in record["history"]] == [1, 2]  # no third epoch
     assert record["starts"] == [{"epoch": 1, "step": 0}, {"epoch": 3, "step": 0}]
     assert record["stopped_early"] and record["best_epoch"] == 1
+
+
+# -- run-dir safety and clear errors (issue #12) ------------------------------------------------
+
+
+def _copy(model_dir, tmp_path, name="copy"):
+    target = str(tmp_path / name)
+    shutil.copytree(model_dir, target)
+    return target
+
+
+def _train_cli(capsys, *args):
+    """``jsr-train`` in-process through its error guard: (exit code, stderr lines)."""
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["jsr-train", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            errors.guard(cli.main, "jsr-train", lambda: [flags.FLAGS.data_dir])(["jsr-train"])
+    finally:
+        flags.FLAGS.unparse_flags()
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def _evaluate_cli(capsys, data_dir, model_dir):
+    """``jsr-evaluate`` in-process through its error guard: (exit code, stderr lines)."""
+    main = errors.guard(evaluate_cli.main, "jsr-evaluate", lambda: [data_dir])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["jsr-evaluate", "--data_dir", data_dir, "--model_dir", model_dir])
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_failed_rerun_with_another_model_leaves_a_finished_run_untouched(run, tmp_path, capsys):
+    model_dir, _ = run
+    before = tree_digest(model_dir)
+    code, err = _train_cli(capsys, "--data_dir", str(tmp_path / "missing"), "--model_dir",
+                           model_dir, "--model", "sasrec")
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("jsr-train: error: ") and "finished" in err[0]
+    assert "--overwrite" in err[0]
+    assert tree_digest(model_dir) == before
+
+
+def test_missing_data_writes_nothing(tmp_path):
+    model_dir = tmp_path / "new_run"
+    with pytest.raises(FileNotFoundError, match="run jsr-preprocess"):
+        trainer.train(C.preset(T.TINY), str(tmp_path / "missing"), str(model_dir), verbose=0)
+    assert not model_dir.exists()
+
+
+def test_an_unfinished_run_resumes_only_with_its_own_config(tmp_path):
+    model_dir = str(tmp_path / "run")
+    config = C.preset(T.TINY)
+    factory.save_config(config, model_dir)  # killed before its first backup
+    assert run_dir.check_target(model_dir, config) == run_dir.Target.RESUME
+    other = config.override(["train.epochs=9"])
+    with pytest.raises(run_dir.RunDirError, match="differs in train.epochs"):
+        run_dir.check_target(model_dir, other)
+    assert run_dir.check_target(model_dir, other, overwrite=True) == run_dir.Target.REPLACE
+    assert run_dir.check_target(str(tmp_path / "absent"), config) == run_dir.Target.NEW
+
+
+def test_overwrite_replaces_only_the_run_files(run, data_dir, tmp_path):
+    model_dir = _copy(run[0], tmp_path)
+    with open(os.path.join(model_dir, "notes.txt"), "w") as f:
+        f.write("the user's own file")
+    config = C.preset(T.TINY).override(["train.epochs=1"])
+    with pytest.raises(run_dir.RunDirError, match="finished"):
+        trainer.train(config, data_dir, model_dir, verbose=0)
+    record = trainer.train(config, data_dir, model_dir, verbose=0, overwrite=True)
+    assert record["epochs_run"] == 1
+    assert factory.load_config(model_dir) == config
+    with open(os.path.join(model_dir, "notes.txt")) as f:
+        assert f.read() == "the user's own file"
+
+
+def test_fingerprint_records_model_config_vocab_and_variables(run, data_dir):
+    model_dir, _ = run
+    recorded = factory.load_fingerprint(model_dir)
+    assert recorded["model"] == T.TINY
+    assert recorded["vocab"] == factory.vocab_fingerprint(load_vocab(data_dir))
+    assert any(shape == [1024, 8] for _, shape in recorded["variables"])
+
+
+def test_evaluate_refuses_weights_that_do_not_fit_the_config(run, data_dir, tmp_path, capsys):
+    model_dir = _copy(run[0], tmp_path)
+    factory.save_config(C.preset("sasrec"), model_dir)  # what the failed rerun used to write
+    code, err = _evaluate_cli(capsys, data_dir, model_dir)
+    assert code == 1 and len(err) == 1 and "not the config" in err[0], err
+    os.remove(os.path.join(model_dir, factory.FINGERPRINT_FILE))  # a run from before fingerprints
+    with pytest.raises(factory.RunMismatchError, match="variables have no value"):
+        factory.load_trained(model_dir, data_dir)
+
+
+def test_evaluate_refuses_data_with_another_vocabulary(run, data_dir, tmp_path, capsys):
+    other = _copy(data_dir, tmp_path, "other_data")
+    items = os.path.join(other, F.VOCAB_DIR, F.ITEMS_VOCAB)
+    with open(items) as f:
+        lines = f.read().splitlines()
+    with open(items, "w") as f:
+        f.write("\n".join(lines[:-1]) + "\n")  # one item fewer: ids map to other rows
+    code, err = _evaluate_cli(capsys, other, run[0])
+    assert code == 1 and len(err) == 1 and "another vocabulary" in err[0], err
+
+
+def test_a_truncated_shard_is_named_in_one_line(run, data_dir, tmp_path, capsys):
+    other = _copy(data_dir, tmp_path, "truncated_data")
+    shard = sorted(tf.io.gfile.glob(os.path.join(other, "test-feed-*.tfrecord.gz")))[0]
+    with open(shard, "rb") as f:
+        data = f.read()
+    with open(shard, "wb") as f:
+        f.write(data[:len(data) // 2])
+    code, err = _evaluate_cli(capsys, other, run[0])
+    assert code == 1 and len(err) == 1, err
+    assert shard in err[0] and "truncated" in err[0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=fast", "`train.learning_rate` expects a float. Received: `'fast'`"),
+    ("train.steps_per_epoch=-5", "`steps_per_epoch` should be a non-negative integer"),
+    ("model.tower_units=64", "`model.tower_units` expects a list of integers"),
+])
+def test_bad_overrides_fail_in_one_line(override, message, data_dir, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    code, err = _train_cli(capsys, "--data_dir", data_dir, "--model_dir", str(model_dir),
+                           "--override", override)
+    assert code == 1 and len(err) == 1 and message in err[0], err
+    assert not model_dir.exists()
+
+
+def test_commands_hide_tensorflow_logs_unless_asked(run, data_dir, tmp_path):
+    model_dir = _copy(run[0], tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != quiet.ENV}
+    # jsr-evaluate, with the test model family registered (jsr_tf.cli first, as the command does)
+    code = ("import jsr_tf.cli; import tests.training_doubles; from jsr_tf.cli import evaluate; "
+            "evaluate.run()")
+    cmd = [sys.executable, "-c", code, "--data_dir", data_dir, "--model_dir", model_dir,
+           "--protocol", "sampled"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HR@1" in done.stdout  # the results stay
+    # TensorFlow's C++ lines ("file.cc:123]"); only the CUDA stub's, printed before TensorFlow
+    # reads its settings, remain on machines without a GPU driver.
+    cpp = [line for line in done.stderr.splitlines()
+           if re.search(r"\.cc:\d+\]", line) and "cudart_stub.cc" not in line]
+    assert not cpp, cpp
+
+
+def test_verbosity_flag_is_read_before_tensorflow_loads(monkeypatch):
+    assert quiet.requested_verbosity(["jsr-train", "--verbosity=1"]) == 1
+    assert quiet.requested_verbosity(["jsr-train", "-v", "2", "--model", "x"]) == 2
+    assert quiet.requested_verbosity(["jsr-train", "--model", "v"]) == 0
+    monkeypatch.delenv(quiet.ENV, raising=False)
+    quiet.configure_environment(["jsr-train"])
+    assert os.environ[quiet.ENV] == quiet.QUIET_LEVEL
+    quiet.configure_environment(["jsr-train", "-v", "1"])
+    assert os.environ[quiet.ENV] == quiet.VERBOSE_LEVEL

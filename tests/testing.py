@@ -6,6 +6,7 @@ import csv
 import datetime
 import glob
 import gzip
+import hashlib
 import io
 import os
 from typing import Dict, Iterable, List, Sequence
@@ -126,4 +127,15 @@ def sessions_of(example: Dict) -> List[Dict]:
                     "has_click": int(example[F.SEARCH_HAS_CLICK][i])})
         w += nw
         c += nc
+    return out
+
+
+def tree_digest(directory: str) -> Dict[str, str]:
+    """SHA-256 of every file under ``directory`` (relative path -> hex)."""
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
     return out

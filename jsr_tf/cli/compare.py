@@ -16,6 +16,8 @@ from typing import Sequence
 
 from absl import app, flags
 
+from jsr_tf.cli import errors
+
 FLAGS = flags.FLAGS
 DEFAULT_MODELS = "unisar,sasrec,search_baseline,mixed_sequence,sesrec,popularity,random"
 flags.DEFINE_string("data_dir", None, "Pipeline output directory (jsr-preprocess --output_dir).")
@@ -67,7 +69,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(errors.guard(main, "jsr-compare", lambda: [FLAGS.data_dir]))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Usage::
         [--batch_size 512] [--protocol sampled,sampled_fair,full,impressions] \\
         [--full_max_rows N]
 
-Restores ``<model_dir>`` (``config.json`` + ``best/weights``), scores both tasks of the split
+Restores ``<model_dir>`` (``config.json`` + ``best/weights``, refused in one line when the weights
+do not fit the config or ``--data_dir`` has another vocabulary than the run's: see
+``jsr_tf.models.factory.load_trained``), scores both tasks of the split
 under each candidate protocol (``jsr_tf.evaluation.protocols``; default: every one the data
 supports), scores the training-free floors (popularity, random, the two count scorers) and the
 query-blind search floor on the same candidates, says in one line when a training-free floor
@@ -25,6 +27,8 @@ from typing import Sequence
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 from absl import app, flags
+
+from jsr_tf.cli import errors
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("data_dir", None, "Pipeline output directory (jsr-preprocess).",
@@ -88,7 +92,7 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Console entry point (``jsr-evaluate``)."""
     flags.FLAGS.append_flag_values(FLAGS)
-    app.run(main)
+    app.run(errors.guard(main, "jsr-evaluate", lambda: [FLAGS.data_dir]))
 
 
 if __name__ == "__main__":

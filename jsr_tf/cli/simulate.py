@@ -16,6 +16,8 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
+from jsr_tf.cli import errors
+
 from jsr_tf.data import simulator
 
 FLAGS = flags.FLAGS
@@ -48,7 +50,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(errors.guard(main, "jsr-simulate"))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Usage::
 Config order: the preset named by ``--model`` → ``--config`` (JSON in ``ExperimentConfig.to_dict``
 layout; only the fields it holds replace the preset's) → ``--epochs`` → each ``--override`` →
 ``--jit_compile``. Rerunning the same command after a crash resumes from ``<model_dir>/backup``.
+Nothing is written before the inputs check out; a model dir holding a finished run, or an
+unfinished one with another config, is refused unless ``--overwrite``. Errors print one line
+(``jsr_tf.cli.errors``); ``--verbosity=1`` shows TensorFlow's logs and tracebacks.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence
 from absl import app, flags, logging
 
 from jsr_tf import config as config_lib
+from jsr_tf.cli import errors
 from jsr_tf.training import strategy as strategy_lib
 from jsr_tf.training import trainer
 
@@ -40,6 +44,8 @@ flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (train.j
 flags.DEFINE_integer("verbose", 1, "fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 flags.DEFINE_integer("backup_steps", None, "Back up every N steps besides every epoch end "
                      "(default min(500, steps per epoch); 0 = epoch ends only).")
+flags.DEFINE_bool("overwrite", False, "Replace the run in --model_dir (a finished one, or one "
+                  "with another config) instead of refusing.")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 
 
@@ -78,7 +84,8 @@ def main(argv: Sequence[str]) -> None:
     logging.info("config:\n%s", config.to_json())
     record = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
                            strategy_name=FLAGS.strategy, verbose=FLAGS.verbose,
-                           backup_steps=FLAGS.backup_steps, profile_steps=FLAGS.profile)
+                           backup_steps=FLAGS.backup_steps, overwrite=FLAGS.overwrite,
+                           profile_steps=FLAGS.profile)
     test = {task: metrics.get("NDCG@5")
             for task, metrics in (record.get("test") or {}).get("metrics", {}).items()}
     print(f"best epoch {record.get('best_epoch')} of {record.get('epochs_run')}; "
@@ -87,7 +94,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    app.run(errors.guard(main, "jsr-train", lambda: [FLAGS.data_dir]))
 
 
 if __name__ == "__main__":

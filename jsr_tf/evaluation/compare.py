@@ -72,12 +72,11 @@ def check_config(path: str, config: config_lib.ExperimentConfig) -> None:
 
     if not tf.io.gfile.exists(os.path.join(path, factory.CONFIG_FILE)):
         return
-    existing = factory.load_config(path)
-    if existing.to_dict() != config.to_dict():
-        old, new = existing.to_dict(), config.to_dict()
-        changed = sorted(f"{section}.{key}" for section in ("model", "train")
-                         for key in new[section] if old[section].get(key) != new[section][key])
-        raise ValueError(f"{path} was run with another config (differs in {changed or 'preset'});"
+    from jsr_tf.training import run_dir as run_dir_lib
+
+    changed = run_dir_lib.changed_fields(factory.load_config(path).to_dict(), config.to_dict())
+    if changed:
+        raise ValueError(f"{path} was run with another config (differs in {changed});"
                          " use another --output_dir or delete that run.")
 
 

@@ -1,16 +1,28 @@
 """``build_model(config, vocab)``: the only place an ``ExperimentConfig`` turns into a model.
 
 Model families register a builder with ``@register_model("name")``. ``load_trained`` rebuilds a
-trained run from its directory (``config.json`` + the best weights written by training).
+trained run from its directory (``config.json`` + the best weights written by training) and
+refuses, with a ``RunMismatchError``, weights that do not fit the recorded config or data:
+
+- ``fingerprint.json`` (written by training; older runs lack it) records the model name, the
+  config's SHA-256, the vocabulary sizes and digest and every variable's name and shape. The
+  config must hash the same, and the data dir's vocabulary must be the one trained on (ids map to
+  embedding rows through it: other data would index other rows, or past the table's end).
+- The weights are restored into a model whose variables exist already (one batch scored per
+  task), and every variable must receive a value from the checkpoint
+  (``assert_existing_objects_matched``): another model family's weights never load silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Callable, Dict, Tuple
+import re
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jsr_tf  # noqa: F401
+import numpy as np
 import tensorflow as tf
 
 from jsr_tf.config import ExperimentConfig
@@ -21,6 +33,7 @@ Builder = Callable[[ExperimentConfig, Vocab], JsrModel]
 _BUILDERS: Dict[str, Builder] = {}
 
 CONFIG_FILE = "config.json"
+FINGERPRINT_FILE = "fingerprint.json"
 BEST_WEIGHTS = os.path.join("best", "weights")  # TF checkpoint prefix under the model dir
 
 
@@ -82,16 +95,131 @@ def load_config(model_dir: str) -> ExperimentConfig:
         return ExperimentConfig.from_dict(json.load(f))
 
 
+class RunMismatchError(ValueError):
+    """A run's weights do not fit its recorded config, or the data it is used with."""
+
+
+def vocab_fingerprint(vocab: Vocab) -> Dict[str, Any]:
+    """Sizes and SHA-256 of what the model's lookup and side-feature tables are built from."""
+    digest = hashlib.sha256()
+    for array in (vocab.item_ids, vocab.item_categories, vocab.item_captions, vocab.word_ids,
+                  vocab.user_ids, vocab.user_features):
+        array = np.ascontiguousarray(np.asarray(array, np.int64))
+        digest.update(str(array.shape).encode("ascii"))
+        digest.update(array.tobytes())
+    return {"items": int(len(vocab.item_ids)), "words": int(len(vocab.word_ids)),
+            "users": int(len(vocab.user_ids)), "sha256": digest.hexdigest()}
+
+
+def fingerprint(model: JsrModel, config: ExperimentConfig, vocab: Vocab) -> Dict[str, Any]:
+    """What ``fingerprint.json`` records about a trained model (see the module docstring)."""
+    from jsr_tf.evaluation import report  # deferred: evaluation imports this module
+
+    return {"model": config.model.name, "preset": config.preset,
+            "config_sha256": report.config_hash(config), "vocab": vocab_fingerprint(vocab),
+            "variables": [[v.name, list(v.shape)] for v in model.variables]}
+
+
+def save_fingerprint(model: JsrModel, config: ExperimentConfig, vocab: Vocab,
+                     model_dir: str) -> None:
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, FINGERPRINT_FILE), "w") as f:
+        f.write(json.dumps(fingerprint(model, config, vocab), indent=1, sort_keys=True))
+
+
+def load_fingerprint(model_dir: str) -> Optional[Dict[str, Any]]:
+    """``<model_dir>/fingerprint.json``, or None for a run written before it existed."""
+    path = os.path.join(model_dir, FINGERPRINT_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def check_fingerprint(model_dir: str, config: ExperimentConfig, vocab: Vocab,
+                      data_dir: str) -> None:
+    """Compares ``fingerprint.json`` (if any) with ``config.json`` and ``data_dir``'s vocabulary.
+
+    Raises:
+        RunMismatchError: The config changed since training, or the vocabulary differs.
+    """
+    from jsr_tf.evaluation import report
+
+    recorded = load_fingerprint(model_dir)
+    if recorded is None:
+        return
+    if recorded.get("config_sha256") != report.config_hash(config):
+        raise RunMismatchError(
+            f"{os.path.join(model_dir, CONFIG_FILE)} ({config.model.name}) is not the config the "
+            f"weights in {model_dir} were trained with ({recorded.get('model')}, preset "
+            f"{recorded.get('preset')}): it was modified after training. Restore it or retrain.")
+    trained, given = recorded.get("vocab") or {}, vocab_fingerprint(vocab)
+    if trained and trained.get("sha256") != given["sha256"]:
+        sizes = ", ".join(f"{k} {trained.get(k)} vs {given[k]}" for k in ("items", "words",
+                                                                         "users"))
+        raise RunMismatchError(
+            f"{data_dir} has another vocabulary than the data {model_dir} was trained on "
+            f"({sizes}): evaluate or export a run with the data dir it was trained on.")
+
+
+def build_variables(model: JsrModel, config: ExperimentConfig, data_dir: str) -> None:
+    """Creates the variables ``score`` uses by scoring one valid batch of each task."""
+    from jsr_tf.data import reader  # deferred: keeps this module's imports light
+    from jsr_tf import features as F
+
+    for task in F.Task:
+        try:
+            dataset = reader.make_dataset(data_dir, F.Split.VALID.value, task, 2,
+                                          shuffle_buffer=0,
+                                          neighbours=config.model.uses_neighbours)
+        except FileNotFoundError:
+            continue
+        for batch in dataset.take(1):
+            model.score(batch, task, training=False)
+
+
+def restore_checked(model: JsrModel, prefix: str, config: ExperimentConfig) -> None:
+    """Restores ``prefix`` into ``model`` (variables built) and checks that every variable got a
+    value.
+
+    Raises:
+        RunMismatchError: A variable has no value in the checkpoint, or one of another shape.
+    """
+    try:
+        status = model.load_weights(prefix)
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        found = re.search(r"Found (\d+) Python objects", str(error))
+        count = found.group(1) if found else "some"
+        raise RunMismatchError(
+            f"The weights at {prefix} do not fit the {config.model.name} model (preset "
+            f"{config.preset}) that config.json describes: {count} of its variables have no "
+            "value there. The run's config.json was replaced or belongs to another run: restore "
+            "it or retrain.") from None
+    except (ValueError, tf.errors.InvalidArgumentError) as error:
+        detail = " ".join(str(error).split())[:160]
+        raise RunMismatchError(
+            f"The weights at {prefix} do not fit the {config.model.name} model (preset "
+            f"{config.preset}) built from config.json and the data dir's vocabulary ({detail}): "
+            "use the data dir the run was trained on and the run's own config.json.") from None
+    status.expect_partial()  # the optimizer's slots and loss-only variables are not needed
+
+
 def load_trained(model_dir: str, data_dir: str) -> Tuple[JsrModel, ExperimentConfig]:
-    """Rebuilds a trained model from ``model_dir`` and restores its best weights.
+    """Rebuilds a trained model from ``model_dir`` and restores its best weights, checked.
 
     Raises:
         FileNotFoundError: If the config or the best weights are missing.
+        RunMismatchError: If the weights do not fit the config, or ``data_dir``'s vocabulary is
+            not the one trained on (see the module docstring).
     """
     config = load_config(model_dir)
-    model = build_model(config, load_vocab(data_dir))
     prefix = os.path.join(model_dir, BEST_WEIGHTS)
     if not tf.io.gfile.glob(prefix + "*"):
         raise FileNotFoundError(f"No best weights at {prefix!r}: training has not finished.")
-    model.load_weights(prefix).expect_partial()
+    vocab = load_vocab(data_dir)
+    check_fingerprint(model_dir, config, vocab, data_dir)
+    model = build_model(config, vocab)
+    build_variables(model, config, data_dir)
+    restore_checked(model, prefix, config)
     return model, config

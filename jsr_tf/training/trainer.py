@@ -2,7 +2,8 @@
 
 One call trains a model and leaves a complete run directory (DESIGN.md §5b)::
 
-    <model_dir>/config.json          resolved ExperimentConfig (written first)
+    <model_dir>/config.json          resolved ExperimentConfig (written once the inputs check out)
+    <model_dir>/fingerprint.json     model name, config hash, vocabulary digest, variable shapes
     <model_dir>/best/weights*        weights of the best valid epoch (factory.BEST_WEIGHTS)
     <model_dir>/latest/weights*      weights after the latest epoch
     <model_dir>/backup/              BackupAndRestore state while training runs (removed at the end)
@@ -20,6 +21,9 @@ with them, and the results record is written.
 
 Rerunning the same command after a crash resumes from the backup: mid-epoch, with the optimizer,
 learning rate, plateau and early-stopping counters, best value and history of the killed run.
+Nothing is written before the config, the data dir and the model dir check out
+(``jsr_tf.training.run_dir``): a finished run, or an unfinished one with another config, is
+refused unless ``overwrite``, which replaces it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from jsr_tf.data.vocab import load_vocab
 from jsr_tf.layers.transformer import set_block_jit
 from jsr_tf.models import base, factory
 from jsr_tf.training import callbacks as cb
-from jsr_tf.training import datasets
+from jsr_tf.training import datasets, run_dir
 from jsr_tf.training import strategy as strategy_lib
 from jsr_tf.training.optimizers import FusedAdam
 
@@ -145,7 +149,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
           strategy_name: str = "default", verbose: int = 1,
           backup_steps: Optional[int] = None,
           protocol_list: Optional[Sequence[str]] = None,
-          full: Optional[Any] = None,
+          full: Optional[Any] = None, overwrite: bool = False,
           profile_steps: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Trains ``config`` on ``data_dir`` into ``model_dir`` (resuming a killed run there).
 
@@ -161,12 +165,18 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
             (``jsr_tf.evaluation.protocols``; default ``sampled`` only). Valid is evaluated under
             ``sampled`` (the selection protocol).
         full: ``evaluator.FullOptions`` of the ``full`` protocol.
+        overwrite: Replace a finished run, or an unfinished one with another config, in
+            ``model_dir`` (its run files only) instead of refusing.
         profile_steps: ``(first, last)`` steps (1-based, of the first epoch) to trace with the
             TensorFlow profiler into ``<model_dir>/profile`` (open with TensorBoard's Profile
             tab); None traces nothing.
 
     Returns:
         The results record written to ``<model_dir>/metrics.json``.
+
+    Raises:
+        run_dir.RunDirError: ``model_dir`` holds a run this call must not modify.
+        FileNotFoundError, ValueError: Bad inputs (checked before anything is written).
     """
     from jsr_tf.evaluation import evaluator, report
 
@@ -175,8 +185,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
     keras.utils.set_random_seed(config.train.seed)
     strategy = strategy_lib.make_strategy(strategy_name)
     chief = strategy_lib.is_chief(strategy)
-    if chief:
-        factory.save_config(config, model_dir)
+    profiler = None if profile_steps is None else profile_callback(model_dir, profile_steps)
+    target = run_dir.check_target(model_dir, config, overwrite)
     vocab = load_vocab(data_dir)
 
     with strategy.scope():
@@ -197,6 +207,12 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         del sample
         model.compile(optimizer=make_optimizer(config, model),
                       jit_compile=config.train.jit_compile)
+    if chief:  # every input has been read: only now touch the model dir
+        if target == run_dir.Target.REPLACE:
+            logging.info("--overwrite: replacing the run in %s", model_dir)
+            run_dir.clear(model_dir)
+        factory.save_config(config, model_dir)
+        factory.save_fingerprint(model, config, vocab, model_dir)
     # Work XLA cannot compile (hash-table id lookups) runs in the input pipeline.
     train_dataset = train_input.dataset.map(
         lambda inputs: {key: model.prepare(batch) for key, batch in inputs.items()},
@@ -210,8 +226,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
                                               config.train.eval_batch_size),
                                backup_steps)
     fit_callbacks = list(callbacks.values())
-    if profile_steps is not None:
-        fit_callbacks.append(profile_callback(model_dir, profile_steps))
+    if profiler is not None:
+        fit_callbacks.append(profiler)
     epochs = config.train.epochs
     resumed = cb.latest_backup_state(os.path.join(model_dir, BACKUP_DIR))
     if resumed is not None:

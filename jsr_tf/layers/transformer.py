@@ -49,6 +49,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from jsr_tf.layers import _checks
+from jsr_tf.layers.layer_norm import layer_norm
 
 
 def _project(x: tf.Tensor, kernel: tf.Tensor, bias: Optional[tf.Tensor]) -> tf.Tensor:
@@ -76,20 +77,27 @@ def _attend(
     batched matmuls instead of einsums through `(B, T, H, dh)` transposes (issue 14). Results
     agree to float32 round-off.
     """
+    self_attention = query is value
     query = _checks.to_compute_dtype(attention, query)
-    value = _checks.to_compute_dtype(attention, value)
+    value = query if self_attention else _checks.to_compute_dtype(attention, value)
     heads, key_dim = attention._num_heads, attention._key_dim
     scale = 1.0 / math.sqrt(float(key_dim))
 
-    def per_head(layer: keras.layers.EinsumDense, x: tf.Tensor) -> list:
-        # One matmul for all heads (kernel (d, H, dh) as (d, H*dh)), then H slices (B, T, dh).
-        bias = None if layer.bias is None else tf.reshape(layer.bias, [-1])
-        return tf.split(_project(x, tf.reshape(layer.kernel, [x.shape[-1], -1]), bias),
-                        heads, axis=-1)
+    def per_head(layers: list, x: tf.Tensor) -> list:
+        # One matmul for all heads of the projections that read `x` (each kernel (d, H, dh) as
+        # (d, H*dh), concatenated), then H slices (B, T, dh) per projection.
+        kernel = tf.concat([tf.reshape(layer.kernel, [x.shape[-1], -1]) for layer in layers], 1)
+        bias = (None if layers[0].bias is None  # use_bias is one setting for all projections
+                else tf.concat([tf.reshape(layer.bias, [-1]) for layer in layers], 0))
+        parts = tf.split(_project(x, kernel, bias), heads * len(layers), axis=-1)
+        return [parts[i * heads:(i + 1) * heads] for i in range(len(layers))]
 
-    queries = per_head(attention._query_dense, query)
-    keys = per_head(attention._key_dense, value)
-    values = per_head(attention._value_dense, value)
+    dense = attention._query_dense, attention._key_dense, attention._value_dense
+    if self_attention:  # Q, K and V in one matmul
+        queries, keys, values = per_head(list(dense), query)
+    else:  # cross-attention: K and V read the memory
+        (queries,) = per_head([dense[0]], query)
+        keys, values = per_head(list(dense[1:]), value)
     if attention_mask is not None:
         attention_mask = tf.cast(attention_mask, tf.bool)
         fill = _large_negative(query.dtype)
@@ -288,9 +296,9 @@ class TransformerEncoderBlock(_TransformerBlock):
              training: Optional[bool] = None) -> tf.Tensor:
         def compute(inputs, attention_mask):
             attended = _attend(self._self_attention, inputs, inputs, attention_mask, training)
-            x = self._self_attention_norm(
-                inputs + self._self_attention_dropout(attended, training=training))
-            return self._feedforward_norm(x + self._feedforward(x, training))
+            x = layer_norm(self._self_attention_norm,
+                           inputs + self._self_attention_dropout(attended, training=training))
+            return layer_norm(self._feedforward_norm, x + self._feedforward(x, training))
 
         return self._maybe_compiled(compute, inputs, attention_mask)
 
@@ -359,13 +367,14 @@ class TransformerDecoderBlock(_TransformerBlock):
                     cross_attention_mask):
             attended = _attend(self._self_attention, decoder_sequence, decoder_sequence,
                                self_attention_mask, training)
-            x = self._self_attention_norm(
+            x = layer_norm(
+                self._self_attention_norm,
                 decoder_sequence + self._self_attention_dropout(attended, training=training))
             attended = _attend(self._cross_attention, x, encoder_sequence, cross_attention_mask,
                                training)
-            x = self._cross_attention_norm(
-                x + self._cross_attention_dropout(attended, training=training))
-            return self._feedforward_norm(x + self._feedforward(x, training))
+            x = layer_norm(self._cross_attention_norm,
+                           x + self._cross_attention_dropout(attended, training=training))
+            return layer_norm(self._feedforward_norm, x + self._feedforward(x, training))
 
         return self._maybe_compiled(compute, decoder_sequence, encoder_sequence,
                                     self_attention_mask, cross_attention_mask)

@@ -18,9 +18,10 @@ slots per row, 15 items and 10 sessions each), ``sasrec`` with ``sasrec_nbr``, a
     .venv/bin/python benchmarks/bench_train.py --variants default,nbr,sasrec,sasrec_nbr,eval,nbr_eval
 
 ``--baseline_ref REF`` measures against another commit in the same run: each round runs the
-``default`` variant of ``REF`` (its own ``bench_train.py``, from a detached git worktree) and
-then this tree's variants, each in a fresh child process, and reports the median examples/s of
-each and its ratio to the baseline's median (issue 14: today's default = ``f0650d1``):
+``--baseline_variants`` (default: ``default``) of ``REF`` (its own ``bench_train.py``, from a
+detached git worktree) and then this tree's variants, each in a fresh child process, and
+reports the median examples/s of each and its ratio to the baseline's median of the same kind
+(``eval`` variants to its ``eval``; issue 14: today's default = ``f0650d1``):
 
     .venv/bin/python benchmarks/bench_train.py --baseline_ref f0650d1 --rounds 2 \
         --variants default,no_qi --output bench_output/train.json
@@ -169,6 +170,7 @@ VARIANTS = {
     # Named deviations (issue 14): measured, off by default, not part of the exact path.
     "qi256": ("unisar", ["model.num_qi_negatives=256"], False),
     "block_jit": ("unisar", ["train.block_jit_compile=true"], False),
+    "bf16": ("unisar", ["train.precision=mixed_bfloat16"], False),
 }
 # Variants that only change TensorFlow's thread pools (run alone in a fresh process).
 THREADS = {"inter1": 1}
@@ -189,6 +191,8 @@ def main() -> None:
                         help="Git commit whose default variant every round measures first, in a "
                              "fresh child process like each variant (see the module docstring).")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline_variants", default="default",
+                        help="Variants of --baseline_ref measured each round (e.g. default,eval).")
     args = parser.parse_args()
     if args.baseline_ref:
         against_baseline(args)
@@ -216,7 +220,8 @@ def main() -> None:
         if name == "unisar" or name == "unisar_nbr":
             model = UniSAR(config.model, vocab,
                            l2=0.0 if variant == "no_l2" else config.train.l2,
-                           dynamic_shapes=not config.train.jit_compile)
+                           dynamic_shapes=not config.train.jit_compile,
+                           precision=config.train.precision)
         else:
             model = factory.build_model(config, vocab)
         set_block_jit(model, config.train.block_jit_compile)
@@ -297,21 +302,26 @@ def against_baseline(args) -> None:
     """Rounds of (baseline default, this tree's variants), each in a fresh child process."""
     tree = baseline_worktree(args.baseline_ref)
     runs: Dict[str, List[Dict]] = {}
-    labels = [(f"default@{args.baseline_ref}", tree, "default")]
+    labels = [(f"{variant}@{args.baseline_ref}", tree, variant)
+              for variant in args.baseline_variants.split(",")]
     labels += [(variant, ROOT, variant) for variant in args.variants.split(",")]
     for round_ in range(args.rounds):
         for label, where, variant in labels:
             row = child_run(where, variant, args)
             runs.setdefault(label, []).append(row)
             print(json.dumps({"round": round_, "label": label, **row}), flush=True)
-    base = statistics.median(r["examples_per_s"] for r in runs[labels[0][0]])
+    medians = {label: statistics.median(r["examples_per_s"] for r in rows)
+               for label, rows in runs.items()}
     summary = []
     for label, rows in runs.items():
-        rate = statistics.median(r["examples_per_s"] for r in rows)
-        summary.append({"variant": label, "examples_per_s_median": round(rate, 1),
+        # Ratio to the baseline of the same kind (training variants to its default, eval
+        # variants to its eval), when the baseline measured one.
+        kind = "eval" if label.split("@")[0].endswith("eval") else "default"
+        base = medians.get(f"{kind}@{args.baseline_ref}")
+        summary.append({"variant": label, "examples_per_s_median": round(medians[label], 1),
                         "examples_per_s_runs": [r["examples_per_s"] for r in rows],
                         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in rows),
-                        "ratio_to_baseline": round(rate / base, 2)})
+                        "ratio_to_baseline": round(medians[label] / base, 2) if base else None})
     report = {"baseline_ref": args.baseline_ref, "rounds": args.rounds, "steps": args.steps,
               "summary": summary, "runs": runs, "machine": machine_info()}
     print(json.dumps({"summary": summary, "machine": report["machine"]}, indent=1))

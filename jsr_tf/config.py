@@ -17,6 +17,9 @@ from jsr_tf import features as F
 NEIGHBOUR_ENCODERS = ("none", "pooled", "shared")
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Model hyper-parameters; defaults are the UniSAR KuaiSAR reference (spec/unisar.md §11).
@@ -156,6 +159,11 @@ class TrainConfig:
         block_jit_compile: Compile each transformer block's call with XLA inside an otherwise
             uncompiled step (the dynamic-shape shortcuts stay outside; training only, the export
             never compiles them). Off by default: measured slower on AVX2 CPUs (BENCHMARKS §3).
+        precision: ``"float32"`` (the reference) or ``"mixed_bfloat16"``: the transformer blocks
+            and the query–item InfoNCE compute their matmuls in bfloat16 with float32 variables;
+            the InfoNCE's log-sum-exp and every loss stay float32. Worth it only where the
+            hardware has bf16 arithmetic (AVX512_BF16 / AMX, recent GPUs and TPUs); never
+            chosen automatically (BENCHMARKS §3).
         resample_negatives: Fresh training negatives per batch instead of the stored ones.
         shuffle_buffer: Examples in the train shuffle buffer.
     """
@@ -176,6 +184,7 @@ class TrainConfig:
     seed: int = 20230601
     jit_compile: bool = False
     block_jit_compile: bool = False
+    precision: str = "float32"
     resample_negatives: bool = False
     shuffle_buffer: int = 10_000
 
@@ -198,6 +207,9 @@ class TrainConfig:
                              f"`{self.min_learning_rate}` with learning_rate `{self.learning_rate}`")
         if self.l2 < 0:
             raise ValueError(f"`l2` should be >= 0. Received: `l2={self.l2}`")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"`precision` should be one of {PRECISIONS}. "
+                             f"Received: `precision={self.precision!r}`")
         return self
 
 

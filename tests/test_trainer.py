@@ -211,13 +211,17 @@ def test_cli_config_order(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"train": {"batch_size": 8, "epochs": 9, "learning_rate": 0.5}}))
     config = cli.resolve_config(T.TINY, str(path), epochs=4,
-                                overrides=["train.batch_size=16"], jit_compile=True)
+                                overrides=["train.batch_size=16", "train.precision=float32"],
+                                jit_compile=True, precision="mixed_bfloat16")
     assert config.model.name == T.TINY  # from the preset
     assert config.train.learning_rate == 0.5  # from the file
     assert config.train.epochs == 4  # --epochs beats the file
     assert config.train.batch_size == 16  # --override last
     assert config.train.jit_compile
+    assert config.train.precision == "mixed_bfloat16"  # --precision beats --override
     assert cli.resolve_config(T.TINY) == C.preset(T.TINY)
+    with pytest.raises(ValueError, match="precision"):
+        cli.resolve_config(T.TINY, overrides=["train.precision=float16"])
 
 
 # -- resume after early stopping had decided -----------------------------------------------------

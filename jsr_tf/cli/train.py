@@ -4,11 +4,12 @@ Usage::
 
     jsr-train --data_dir demo_output/data --model_dir runs/unisar_s1 [--model unisar] \\
         [--config my.json] [--epochs 20] [--strategy default|mirrored|multi_worker|tpu] \\
-        [--override train.batch_size=256 --override model.dropout=0.2] [--jit_compile]
+        [--override train.batch_size=256 --override model.dropout=0.2] [--jit_compile] \
+        [--precision mixed_bfloat16] [--profile 5,7]
 
 Config order: the preset named by ``--model`` → ``--config`` (JSON in ``ExperimentConfig.to_dict``
 layout; only the fields it holds replace the preset's) → ``--epochs`` → each ``--override`` →
-``--jit_compile``. Rerunning the same command after a crash resumes from ``<model_dir>/backup``.
+``--jit_compile`` → ``--precision``. Rerunning the same command after a crash resumes from ``<model_dir>/backup``.
 Nothing is written before the inputs check out; a model dir holding a finished run, or an
 unfinished one with another config, is refused unless ``--overwrite``. Errors print one line
 (``jsr_tf.cli.errors``); ``--verbosity=1`` shows TensorFlow's logs and tracebacks.
@@ -40,6 +41,9 @@ flags.register_validator(
     "profile", lambda v: v is None or (len(v) == 2 and all(x.strip().isdigit() for x in v)
                                        and 1 <= int(v[0]) <= int(v[1])),
     message="--profile should be FIRST,LAST with 1 <= FIRST <= LAST, e.g. --profile=5,7")
+flags.DEFINE_enum("precision", None, list(config_lib.PRECISIONS),
+                  "train.precision: float32 (the reference) or mixed_bfloat16 (bfloat16 "
+                  "transformer blocks and InfoNCE matmuls; only where the hardware has bf16).")
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (train.jit_compile).")
 flags.DEFINE_integer("verbose", 1, "fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 flags.DEFINE_integer("backup_steps", None, "Back up every N steps besides every epoch end "
@@ -59,7 +63,8 @@ def _merge(base: Dict[str, Any], update: Dict[str, Any]) -> Dict[str, Any]:
 
 def resolve_config(model: str, config_file: Optional[str] = None,
                    epochs: Optional[int] = None, overrides: Sequence[str] = (),
-                   jit_compile: Optional[bool] = None) -> config_lib.ExperimentConfig:
+                   jit_compile: Optional[bool] = None,
+                   precision: Optional[str] = None) -> config_lib.ExperimentConfig:
     """Applies the override order of the module docstring and validates the result."""
     config = config_lib.preset(model)
     if config_file:
@@ -72,6 +77,8 @@ def resolve_config(model: str, config_file: Optional[str] = None,
         assignments.insert(0, f"train.epochs={epochs}")
     if jit_compile is not None:
         assignments.append(f"train.jit_compile={json.dumps(jit_compile)}")
+    if precision is not None:
+        assignments.append(f"train.precision={precision}")
     return config.override(assignments) if assignments else config.validate()
 
 
@@ -80,7 +87,7 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     config = resolve_config(FLAGS.model, FLAGS.config, FLAGS.epochs, FLAGS.override,
-                            FLAGS.jit_compile)
+                            FLAGS.jit_compile, FLAGS.precision)
     logging.info("config:\n%s", config.to_json())
     record = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
                            strategy_name=FLAGS.strategy, verbose=FLAGS.verbose,

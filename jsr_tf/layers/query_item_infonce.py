@@ -26,6 +26,11 @@ import tf_keras as keras
 from jsr_tf.layers import _checks
 
 
+def _loss_dtype(dtype: tf.DType) -> tf.DType:
+    """The dtype of the InfoNCE's element-wise work and result: float32 for half precision."""
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
 @tf.custom_gradient
 def tanh_logsumexp(anchors: tf.Tensor, negatives: tf.Tensor, scale: tf.Tensor):
     """`logsumexp(tanh(anchors @ negatives^T) * scale, axis=-1)` with a hand-written gradient.
@@ -38,12 +43,14 @@ def tanh_logsumexp(anchors: tf.Tensor, negatives: tf.Tensor, scale: tf.Tensor):
     Args:
         anchors: Float `(A, D)`, the projected anchors `a W`.
         negatives: Float `(N, D)`.
-        scale: Float scalar, `1 / tau`.
+        scale: Float scalar, `1 / tau`, in the result's dtype.
 
     Returns:
-        Float `(A,)`.
+        `(A,)`, float32 for half-precision inputs, else their dtype.
     """
-    t = tf.tanh(tf.matmul(anchors, negatives, transpose_b=True))  # (A, N)
+    # The matmuls run in the inputs' dtype (bfloat16 under train.precision=mixed_bfloat16), the
+    # element-wise work and the result in float32 (a no-op for float32 inputs).
+    t = tf.tanh(tf.cast(tf.matmul(anchors, negatives, transpose_b=True), _loss_dtype(anchors.dtype)))  # (A, N)
     x = t * scale
     peak = tf.reduce_max(x, axis=-1, keepdims=True)
     lse = tf.math.log(tf.reduce_sum(tf.exp(x - peak), axis=-1, keepdims=True)) + peak
@@ -52,7 +59,7 @@ def tanh_logsumexp(anchors: tf.Tensor, negatives: tf.Tensor, scale: tf.Tensor):
         upstream = tf.convert_to_tensor(upstream)  # gathered per pair: may be IndexedSlices
         dx = tf.exp(x - lse) * upstream[:, tf.newaxis]  # (A, N)
         d_scale = tf.reduce_sum(dx * t)
-        dz = dx * scale * (1.0 - tf.square(t))
+        dz = tf.cast(dx * scale * (1.0 - tf.square(t)), anchors.dtype)
         return (tf.matmul(dz, negatives), tf.matmul(dz, anchors, transpose_a=True), d_scale)
 
     return tf.squeeze(lse, axis=-1), grad
@@ -82,7 +89,8 @@ class QueryItemInfoNCE(keras.layers.Layer):
             equal ids carry equal vectors (one item encoder).
 
     Returns:
-        Float scalar (0 if the batch has no pair).
+        Float scalar (0 if the batch has no pair): in the compute dtype, but float32 when that is
+        float16 or bfloat16 (the matmuls run in half precision, the log-sum-exp does not).
     """
 
     def __init__(self, temperature: float = 0.5, kernel_initializer: Any = "glorot_normal",
@@ -104,13 +112,14 @@ class QueryItemInfoNCE(keras.layers.Layer):
     def _negative_lse(self, anchors: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
         """`LSE_n(tanh(a W n) / tau)` per anchor: `(A, D), (N, D) -> (A,)`."""
         projected = tf.matmul(anchors, self.kernel)
-        return tanh_logsumexp(projected, negatives, 1.0 / self.tau)
+        return tanh_logsumexp(projected, negatives, 1.0 / tf.cast(self.tau, _loss_dtype(anchors.dtype)))
 
     def _pair_loss(self, anchors: tf.Tensor, positives: tf.Tensor,
                    negative_lse: tf.Tensor) -> tf.Tensor:
         """`CE([tanh(a W b+), negatives...] / tau, 0)` per pair from the anchors' negative LSE."""
-        positive = tf.tanh(tf.reduce_sum(tf.matmul(anchors, self.kernel) * positives,
-                                         axis=-1)) / self.tau
+        dtype = _loss_dtype(anchors.dtype)
+        positive = tf.tanh(tf.cast(tf.reduce_sum(tf.matmul(anchors, self.kernel) * positives,
+                                                 axis=-1), dtype)) / tf.cast(self.tau, dtype)
         both = tf.stack([positive, negative_lse], axis=-1)
         return tf.reduce_logsumexp(both, axis=-1) - positive
 

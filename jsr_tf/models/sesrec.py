@@ -72,7 +72,8 @@ from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
 from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded,
                                   check_item_features, encode_unique,
-                                  item_vectors, mean_bce, transformer_stack, user_rows)
+                                  item_vectors, mean_bce, precision_kwargs,
+                                  transformer_stack, user_rows)
 
 TRIPLET_WEIGHT = 0.001  # spec: L_feed = BCE + 0.1 L_align + 0.001 L_tri
 TRIPLET_MARGIN = 0.1
@@ -100,14 +101,17 @@ class SESRec(EncodedSideMixin, JsrModel):
         triplet_weight: Weight of ``L_tri`` in each task's loss.
         triplet_margin: Margin of the triplet loss.
         user_embedding_dims: Embedding widths of the user id and the four user features.
+        precision: ``train.precision`` (bfloat16 blocks and InfoNCE, as in UniSAR).
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  item_features: str = "unisar", dynamic_shapes: bool = True, seed: int = 0,
                  triplet_weight: float = TRIPLET_WEIGHT, triplet_margin: float = TRIPLET_MARGIN,
-                 user_embedding_dims: Sequence[int] = USER_EMBEDDING_DIMS, **kwargs) -> None:
+                 user_embedding_dims: Sequence[int] = USER_EMBEDDING_DIMS,
+                 precision: str = "float32", **kwargs) -> None:
         super().__init__(l2=l2, **kwargs)
         check_item_features(item_features)
+        mixed = precision_kwargs(precision)  # the blocks and the InfoNCE (train.precision)
         if triplet_weight < 0:
             raise ValueError("`triplet_weight` should be >= 0. "
                              f"Received: `triplet_weight={triplet_weight!r}`")
@@ -127,7 +131,7 @@ class SESRec(EncodedSideMixin, JsrModel):
 
         def encoders(name: str) -> List[keras.layers.Layer]:
             return transformer_stack(c, name, activation=_leaky_relu,
-                                     layer_norm_epsilon=LAYER_NORM_EPSILON)
+                                     layer_norm_epsilon=LAYER_NORM_EPSILON, **mixed)
 
         self.feed_encoder = encoders("feed_encoder")
         self.search_encoder = encoders("search_encoder")
@@ -139,7 +143,8 @@ class SESRec(EncodedSideMixin, JsrModel):
         self.heads = [MLP((*c.head_units, 1), dropout=c.dropout, name=f"{t.name.lower()}_head")
                       for t in F.Task]
         if c.use_query_item_alignment:
-            self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
+            self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce",
+                                                         **mixed)
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
@@ -171,7 +176,7 @@ class SESRec(EncodedSideMixin, JsrModel):
         mask = key_valid_mask(valid, valid.shape[1])  # (B, L, L): any slot reads the valid ones
         for block in blocks:
             x = block(x, attention_mask=mask, training=training)
-        return x
+        return tf.cast(x, tf.float32)  # a no-op unless the blocks compute in bfloat16
 
     def encode_user(self, batch: Dict[str, tf.Tensor], extra_items: Sequence[tf.Tensor] = (),
                     training: bool = False) -> Dict[str, tf.Tensor]:

@@ -134,10 +134,18 @@ def build_seeded(model_class: Type[keras.Model], config: ExperimentConfig,
     """The registered builder of the models with per-step InfoNCE draws (UniSAR, SESRec).
 
     ``model_class(config.model, vocab, l2=coupled_l2(config), dynamic_shapes=not
-    train.jit_compile, seed=train.seed)``: XLA needs the fixed-shape path.
+    train.jit_compile, seed=train.seed, precision=train.precision)``: XLA needs the fixed-shape
+    path.
     """
     return model_class(config.model, vocab, l2=coupled_l2(config),
-                       dynamic_shapes=not config.train.jit_compile, seed=config.train.seed)
+                       dynamic_shapes=not config.train.jit_compile, seed=config.train.seed,
+                       precision=config.train.precision)
+
+
+def precision_kwargs(precision: str) -> Dict[str, Any]:
+    """Layer arguments of the layers that follow ``train.precision``: ``{}`` for float32,
+    ``{"dtype": Policy(precision)}`` otherwise."""
+    return {} if precision == "float32" else {"dtype": keras.mixed_precision.Policy(precision)}
 
 
 def check_item_features(item_features: str) -> str:

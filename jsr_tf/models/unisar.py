@@ -55,8 +55,8 @@ from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_neighbour_encoder,
                                   build_neighbour_fusion, build_seeded, encode_unique, mean_bce,
-                                  neighbour_inputs, neighbour_session_mask, transformer_stack,
-                                  user_rows)
+                                  neighbour_inputs, neighbour_session_mask, precision_kwargs,
+                                  transformer_stack, user_rows)
 
 
 class UniSAR(EncodedSideMixin, JsrModel):
@@ -68,16 +68,20 @@ class UniSAR(EncodedSideMixin, JsrModel):
         l2: Coupled L2 coefficient (see ``JsrModel``).
         dynamic_shapes: Use the shape-changing shortcuts above (not XLA-compatible).
         seed: Seed of the per-step InfoNCE negative draws.
+        precision: ``train.precision``: ``"mixed_bfloat16"`` runs the transformer blocks and the
+            InfoNCE in bfloat16 (float32 variables; block outputs are cast back to float32).
     """
 
     supports_neighbours = True
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
-                 dynamic_shapes: bool = True, seed: int = 0, **kwargs) -> None:
+                 dynamic_shapes: bool = True, seed: int = 0, precision: str = "float32",
+                 **kwargs) -> None:
         super().__init__(l2=l2, **kwargs)
         self.config = config.validate()
         self.dynamic_shapes = dynamic_shapes
         self.seed = int(seed)
+        mixed = precision_kwargs(precision)  # the blocks and the InfoNCE (train.precision)
         self.item_cache: Optional[tf.Variable] = None  # see ``cache_item_vectors``
         c = config
         user_sizes = self.build_input_side(vocab)  # lookups, tables, query and item encoders
@@ -89,12 +93,12 @@ class UniSAR(EncodedSideMixin, JsrModel):
         self.global_positions = PositionalEmbedding(lengths, name="global_positions")
         self.feed_positions = PositionalEmbedding(F.MAX_FEED_HISTORY, name="feed_positions")
         self.search_positions = PositionalEmbedding(F.MAX_SEARCH_HISTORY, name="search_positions")
-        self.global_encoder = transformer_stack(c, "global_encoder")
-        self.feed_encoder = transformer_stack(c, "feed_encoder")
-        self.search_encoder = transformer_stack(c, "search_encoder")
-        self.feed_decoder = (transformer_stack(c, "feed_decoder", TransformerDecoderBlock)
+        self.global_encoder = transformer_stack(c, "global_encoder", **mixed)
+        self.feed_encoder = transformer_stack(c, "feed_encoder", **mixed)
+        self.search_encoder = transformer_stack(c, "search_encoder", **mixed)
+        self.feed_decoder = (transformer_stack(c, "feed_decoder", TransformerDecoderBlock, **mixed)
                              if c.use_fusion else [])
-        self.search_decoder = (transformer_stack(c, "search_decoder", TransformerDecoderBlock)
+        self.search_decoder = (transformer_stack(c, "search_decoder", TransformerDecoderBlock, **mixed)
                                if c.use_fusion else [])
         self.feed_target_attention = TargetAttention(name="feed_target_attention")
         self.search_target_attention = TargetAttention(name="search_target_attention")
@@ -110,7 +114,8 @@ class UniSAR(EncodedSideMixin, JsrModel):
             self.search_alignment = TransitionAlignmentLoss(c.his_cl_temp,
                                                             name="search_alignment")
         if c.use_query_item_alignment:
-            self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce")
+            self.query_item_alignment = QueryItemInfoNCE(c.q_i_cl_temp, name="query_item_infonce",
+                                                         **mixed)
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
         if c.uses_neighbours:  # created last: a base model keeps its variables and their order
             self.neighbour_encoder = build_neighbour_encoder(c)
@@ -163,13 +168,13 @@ class UniSAR(EncodedSideMixin, JsrModel):
     def _run(self, blocks, x, mask, training):
         for block in blocks:
             x = block(x, attention_mask=mask, training=training)
-        return x
+        return tf.cast(x, tf.float32)  # a no-op unless the blocks compute in bfloat16
 
     def _fuse(self, blocks, target, memory, mask, training):
         for block in blocks:
             target = block(target, memory, self_attention_mask=mask, cross_attention_mask=mask,
                            training=training)
-        return target
+        return tf.cast(target, tf.float32)
 
     def encode_user(self, batch: Dict[str, tf.Tensor], extra_items: Sequence[tf.Tensor] = (),
                     training: bool = False) -> Dict[str, tf.Tensor]:

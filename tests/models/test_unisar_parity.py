@@ -180,3 +180,30 @@ if __name__ == "__main__":
     with open(GOLDEN, "w") as f:
         json.dump(compute_parity(), f, indent=1, sort_keys=True)
     print(f"wrote {GOLDEN}")
+
+
+def test_mixed_bfloat16_precision_runs_blocks_and_infonce_in_bfloat16():
+    """``train.precision=mixed_bfloat16``: the blocks and the InfoNCE compute in bfloat16 with
+    float32 variables; the loss and every gradient are float32, finite and close to float32's
+    (bfloat16 keeps 8 bits of mantissa)."""
+    expected = compute_parity()["loss"]
+    config = preset("unisar").override(["model.dropout=0.0", "model.num_qi_negatives=64",
+                                        "train.precision=mixed_bfloat16"])
+    reference = parity_model()
+    model = UniSAR(config.model, parity_vocab(), l2=config.train.l2, seed=3,
+                   precision=config.train.precision)
+    feed = parity_batch(11, 6, 5, F.Task.FEED)
+    search = parity_batch(12, 4, 5, F.Task.SEARCH)
+    model.compute_loss({Inputs.FEED: feed, Inputs.SEARCH: search})
+    model.set_weights(reference.get_weights())
+    assert model.global_encoder[0].compute_dtype == "bfloat16"
+    assert model.query_item_alignment.compute_dtype == "bfloat16"
+    assert model.item_encoder.compute_dtype == "float32"
+    assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss({Inputs.FEED: feed, Inputs.SEARCH: search}, training=True)
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert loss.dtype == tf.float32 and np.isfinite(float(loss))
+    assert all(g is None or (g.dtype == tf.float32 and np.isfinite(
+        tf.convert_to_tensor(g).numpy()).all()) for g in gradients)
+    np.testing.assert_allclose(float(loss), expected, rtol=0.05)

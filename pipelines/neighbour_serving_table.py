@@ -9,7 +9,7 @@ each neighbour's payload cut at export time, in the request layout of the ``feed
     python -m pipelines.neighbour_serving_table ... --runner=DataflowRunner --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
-Rerun it at the payload cadence; a user without a row gets all-zero neighbour inputs, which is
+Rerun it at the payload cadence; a user without a row gets all-padding neighbour inputs, which is
 exactly the base path.
 
 **Inputs.** ``--input_dir``: the KuaiSAR CSVs (read with the importer of
@@ -29,13 +29,13 @@ search-side ones, best first (``payload.assemble_slots``, as in training; never 
 itself). Payload of each slot = ``payload.PayloadCutter`` over the neighbour's events that the
 visibility allows (``all``: every event) cut strictly before ``as_of``: the last ``Lf`` feed
 positives and ``Lq`` search sessions (first ``Wn`` words, first ``Kn`` clicks), oldest first,
-0-padded. The same code path as ``jsr-neighbour-features``, so a row equals the payload of a
+padded with ``RAW_PAD_ID = -1``. The same code path as ``jsr-neighbour-features``, so a row equals the payload of a
 training example of that visibility with ``target_ts − payload_lag = as_of`` at the same snapshot.
 
 **Steps**: parse the logs → ``BuildTimelines``; read the table rows of ``(visibility, k)`` →
 group by user → slots (one *request* per slot keyed by the neighbour) → ``CoGroupByKey`` with
 the neighbour's timeline → payloads → group by user → one row per user with a row on either
-side (a user whose rows list no neighbour gets an all-zero row) → shard ``user % num_shards``,
+side (a user whose rows list no neighbour gets an all-padding row) → shard ``user % num_shards``,
 users ascending (byte-identical reruns).
 
 **Outputs** under ``--output_dir``:
@@ -48,7 +48,7 @@ users ascending (byte-identical reruns).
        "nbr_users": [n], "nbr_last_ts": [n]}
 
   The five model inputs (``features.NEIGHBOUR_INPUTS``) are one row of the ``*_nbr`` request
-  layout, 0-padded to ``K = MAX_NEIGHBOURS`` slots (side 0 = empty slot), so rows of several
+  layout, padded to ``K = MAX_NEIGHBOURS`` slots (side 0 = empty slot, ids -1), so rows of several
   users stack into a batch and paste as-is into a REST row-format instance. ``nbr_users`` and
   ``nbr_last_ts`` (audit only, not model inputs) list the ``n`` real slots among them. Slots
   beyond ``K`` (``k_feed + k_search > K``) are left out of the JSON row (counted), as the

@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -90,6 +91,7 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import require
+from pipelines import outputs
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
@@ -284,13 +286,9 @@ def check_inputs(input_dir: str, neighbours_dir: str, output_dir: str, visibilit
                   snapshots, k)
 
 
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes the shards, stats, info and temporaries of an earlier run in ``output_dir``."""
-    patterns = [FileSystems.join(output_dir, f"{PREFIX}-*{suffix}")
-                for suffix in (JSONL_SUFFIX, TFRECORD_SUFFIX)]
-    patterns += [FileSystems.join(output_dir, name)
-                 for name in (STATS_FILE, INFO_FILE, _RAW, _FILE_COUNTS, _AS_OF)]
-    common.delete_stale(patterns, output_dir)
+# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = tuple(f"{PREFIX}{outputs.SHARD}" + re.escape(suffix)
+                       for suffix in (JSONL_SUFFIX, TFRECORD_SUFFIX))
 
 
 # --------------------------------------------------------------------------- steps
@@ -644,14 +642,18 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     start = time.time()
     inputs = check_inputs(args.input_dir, args.neighbours_dir, args.output_dir, args.visibility,
                           args.as_of_ms, args.preprocess_config)
-    clear_previous_outputs(args.output_dir)
     logging.info("serving_table: %s + %s -> %s, %s table, snapshot %d (%s), as_of %s",
                  args.input_dir, args.neighbours_dir, args.output_dir, inputs.visibility,
                  inputs.snapshot, snapshot_time_string(inputs.snapshot_ts),
                  args.as_of_ms if args.as_of_ms is not None else "newest event + 1 ms")
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, inputs, args.output_dir, args.as_of_ms, args.num_shards)
-    stats = finalize(args.output_dir, inputs, args, time.time() - start)
+
+    def produce(staging: str) -> Dict:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, inputs, staging, args.as_of_ms, args.num_shards)
+        return finalize(staging, inputs, args, time.time() - start)
+
+    stats = outputs.run_staged(args.output_dir, "jsr-neighbour-serving-table", produce,
+                               LEGACY_OUTPUTS)
     logging.info("serving_table: done in %.1f s", stats["elapsed_s"])
     return stats
 

@@ -18,16 +18,18 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import re
 import shutil
 import uuid
-from typing import Iterable, List, Set
+from typing import Callable, Dict, Iterable, List, Sequence, Set
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.stats import read_json, write_json
+from jsr_tf.data import kuaisar
+from pipelines.stats import ReconciliationError, read_json, write_json
 
-OWNED_FILE = "_jsr_owned_files.json"
-_LEGACY_MANIFEST = "manifest.json"
+OWNED_FILE = "jsr_owned_files.json"
+SHARD = r"-[0-9]{5}-of-[0-9]{5}"  # the shard part of every sharded file name the jobs write
 
 
 def staging_dir(output_dir: str) -> str:
@@ -56,19 +58,18 @@ def list_files(directory: str) -> List[str]:
     return sorted(_relative(m.path, directory) for m in matches)
 
 
-def previously_owned(output_dir: str) -> Set[str]:
+def previously_owned(output_dir: str, legacy: Sequence[str] = ()) -> Set[str]:
     """The files the job's previous run in ``output_dir`` wrote (relative paths).
 
-    From ``OWNED_FILE``; for a directory written before that file existed, the TFRecord shards its
-    ``manifest.json`` lists (the job's other files have fixed names and are simply replaced).
+    From ``OWNED_FILE``; in a directory written before that file existed, the files whose whole
+    relative path matches one of the ``legacy`` regular expressions: the job's own shard names,
+    e.g. ``train-feed-00000-of-00004.tfrecord.gz`` (its other files have fixed names and are
+    simply replaced).
     """
     owned = FileSystems.join(output_dir, OWNED_FILE)
     if FileSystems.exists(owned):
         return set(read_json(owned)["files"])
-    legacy = FileSystems.join(output_dir, _LEGACY_MANIFEST)
-    if FileSystems.exists(legacy):
-        return set(read_json(legacy).get("files", {}))
-    return set()
+    return {f for f in list_files(output_dir) if any(re.fullmatch(p, f) for p in legacy)}
 
 
 def _ensure_dirs(paths: Iterable[str]) -> None:
@@ -77,7 +78,7 @@ def _ensure_dirs(paths: Iterable[str]) -> None:
             FileSystems.mkdirs(directory)
 
 
-def publish(staging: str, output_dir: str, job: str) -> List[str]:
+def publish(staging: str, output_dir: str, job: str, legacy: Sequence[str] = ()) -> List[str]:
     """Moves every file of ``staging`` into ``output_dir`` and removes ``staging``.
 
     Deletes the previous run's files that this run did not write (and only those); writes
@@ -87,12 +88,13 @@ def publish(staging: str, output_dir: str, job: str) -> List[str]:
         staging: The finished run's directory (``staging_dir``).
         output_dir: The job's output directory (created if missing).
         job: The job's name, recorded in ``OWNED_FILE``.
+        legacy: See ``previously_owned``.
 
     Returns:
         The relative paths now owned by the job (``OWNED_FILE`` included).
     """
     new = [f for f in list_files(staging) if f != OWNED_FILE]
-    old = previously_owned(output_dir)
+    old = previously_owned(output_dir, legacy)
     owned_path = FileSystems.join(output_dir, OWNED_FILE)
     targets = [FileSystems.join(output_dir, f) for f in new]
     _ensure_dirs(targets + [owned_path])
@@ -119,3 +121,28 @@ def discard(staging: str) -> None:
         FileSystems.delete([FileSystems.join(staging, f) for f in files])
     if "://" not in staging and os.path.isdir(staging):  # local: the empty directories too
         shutil.rmtree(staging)
+
+
+def run_staged(output_dir: str, job: str, produce: Callable[[str], Dict],
+               legacy: Sequence[str] = ()) -> Dict:
+    """``produce(staging)`` writes a whole run into a fresh ``staging_dir`` and returns its stats
+    (raising if the run is unusable); then ``publish`` swaps it into ``output_dir``.
+
+    A run that fails with an ``InputError`` (e.g. ``cli.JobFailed``) or a
+    ``ReconciliationError`` keeps its staging directory for inspection, and the error's message
+    says so; any other failure removes it. Either way ``output_dir`` is untouched.
+    """
+    staging = staging_dir(output_dir)
+    logging.info("%s: writing into %s, then moving the files into %s", job, staging, output_dir)
+    try:
+        stats = produce(staging)
+    except (kuaisar.InputError, ReconciliationError) as err:
+        if err.args:
+            err.args = (f"{err.args[0]}. {output_dir} is unchanged; this run's files are in "
+                        f"{staging}.",) + err.args[1:]
+        raise
+    except BaseException:
+        discard(staging)
+        raise
+    publish(staging, output_dir, job, legacy)
+    return stats

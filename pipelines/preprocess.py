@@ -11,7 +11,7 @@ tries Prism, which downloads a binary).
 
 Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
 ``vocab/{items,words,users,queries}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
-``manifest.json``, ``preprocess_config.json`` and ``_jsr_owned_files.json`` (what the job owns).
+``manifest.json``, ``preprocess_config.json`` and ``jsr_owned_files.json`` (what the job owns).
 
 Safety (``pipelines/outputs.py``): the job writes into a temporary sibling
 (``<output_dir>.tmp-XXXXXXXX``) and swaps its files into ``--output_dir`` only when the counts
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -49,6 +50,9 @@ from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, Kuai
                                   SerializeExamples)
 
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
+# Files of a run from before ``jsr_owned_files.json`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = (rf"(train|valid|test)-(feed|search){outputs.SHARD}" + re.escape(F.TFRECORD_SUFFIX),
+                  rf"{F.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
 
 
 def resolve_inputs(input_dir: str) -> Dict[str, str]:
@@ -191,8 +195,15 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
 
     values = {}
     if args.config:
-        with FileSystems.open(args.config) as f:
-            values = json.loads(f.read().decode("utf-8"))
+        try:
+            with FileSystems.open(args.config) as f:
+                values = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError) as err:  # missing file, not UTF-8, not JSON
+            raise kuaisar.InputError(f"--config {args.config!r} is not a readable JSON file of "
+                                     f"PreprocessConfig fields: {err}") from None
+        if not isinstance(values, dict):
+            raise kuaisar.InputError(f"--config {args.config!r} should hold a JSON object of "
+                                     f"PreprocessConfig fields. Received: {type(values).__name__}")
     if args.candidate_seed is not None:
         values["candidate_seed"] = args.candidate_seed
     if args.num_shards is not None:
@@ -212,26 +223,19 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = choose_shards(paths, config)
-    staging = outputs.staging_dir(args.output_dir)
-    logging.info("preprocess: %s -> %s (via %s) with %s", args.input_dir, args.output_dir,
-                 staging, num_shards)
-    keep = f"{args.output_dir} is unchanged; this run's files, dead letters included, are in {staging}"
-    try:
+    logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
+
+    def produce(staging: str) -> Dict:
         with beam.Pipeline(options=options) as pipeline:
             build_pipeline(pipeline, paths, staging, config, num_shards)
         stats = stats_lib.finalize(staging, config, num_shards, time.time() - start,
                                    input_dir=args.input_dir)
-    except stats_lib.ReconciliationError as err:
-        raise stats_lib.ReconciliationError(f"{err}. {keep}.", err.stats) from None
-    except BaseException:
-        outputs.discard(staging)
-        raise
-    problems = stats_lib.guard_problems(stats, args.max_rejected_fraction)
-    if problems:
-        raise JobFailed(f"jsr-preprocess refused its output: {'; '.join(problems)}. {keep}.",
-                        stats)
-    outputs.publish(staging, args.output_dir, "jsr-preprocess")
-    return stats
+        problems = stats_lib.guard_problems(stats, args.max_rejected_fraction)
+        if problems:
+            raise JobFailed(f"jsr-preprocess refused its output: {'; '.join(problems)}", stats)
+        return stats
+
+    return outputs.run_staged(args.output_dir, "jsr-preprocess", produce, LEGACY_OUTPUTS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -416,7 +416,9 @@ def test_other_raw_data_does_not_reconcile(built, tmp_path):
     raw = future_poisoned_raw(str(tmp_path / "raw"))
     with pytest.raises(ReconciliationError, match="the same raw data"):
         run_features(raw, built["data"], built["nb"], str(tmp_path / "out"))
-    stats = json.load(open(str(tmp_path / "out" / nf.STATS_FILE)))
+    assert not (tmp_path / "out").exists()  # a failed run leaves the output dir as it was
+    (staging,) = tmp_path.glob("out.tmp-*")  # its files stay beside it for inspection
+    stats = json.load(open(str(staging / nf.STATS_FILE)))
     failed = [c["check"] for c in stats["checks"] if not c["ok"]]
     assert failed and all("the same raw data" in name for name in failed)
 

@@ -98,6 +98,12 @@ def test_bad_flag_values_exit_2_with_one_line(tmp_path, capsys):
                             flag, value])
         assert exit_info.value.code == 2
         assert f"`{flag[2:]}` should be" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    for config in (str(tmp_path / "missing.json"), str(tmp_path / "bad.json")):
+        with pytest.raises(SystemExit) as exit_info:
+            preprocess.main(["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "o"),
+                             "--config", config])
+        assert exit_info.value.code == 2
 
 
 # -- guards and safe outputs -----------------------------------------------------------------
@@ -144,21 +150,21 @@ def test_a_rerun_replaces_only_its_own_files(old_log, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith("out.tmp-")]
 
 
-def test_publish_cleans_a_legacy_directory_by_its_manifest_only(tmp_path):
+def test_publish_cleans_a_legacy_directory_by_shard_names_only(tmp_path):
+    """A directory from before the owned-files list: only the job's own shard names go."""
     out, staging = tmp_path / "out", tmp_path / "staging"
     (out / "dead_letter").mkdir(parents=True)
-    old = "train-feed-00000-of-00003.tfrecord.gz"
-    for name in (old, "train-feed-00009-of-00009.tfrecord.gz", "dead_letter/mine.jsonl"):
+    for name in ("train-feed-00000-of-00003.tfrecord.gz", "dead_letter/rejected-00000-of-00001.jsonl",
+                 "dead_letter/mine.jsonl", "train-feed-notes.txt", "train-feed-0-of-3.tfrecord.gz"):
         (out / name).write_text("x")
-    (out / "manifest.json").write_text(json.dumps({"files": {old: {"rows": 1}}}))
     (staging / "vocab").mkdir(parents=True)
     (staging / "vocab" / "items.tsv").write_text("new")
     (staging / "manifest.json").write_text("{}")
-    owned = outputs.publish(str(staging), str(out), "test")
+    owned = outputs.publish(str(staging), str(out), "test", preprocess.LEGACY_OUTPUTS)
     assert owned == sorted(["manifest.json", "vocab/items.tsv", outputs.OWNED_FILE])
-    assert sorted(outputs.list_files(str(out))) == sorted(
-        ["dead_letter/mine.jsonl", "manifest.json", "train-feed-00009-of-00009.tfrecord.gz",
-         "vocab/items.tsv", outputs.OWNED_FILE])
+    assert outputs.list_files(str(out)) == sorted(
+        ["dead_letter/mine.jsonl", "manifest.json", "train-feed-0-of-3.tfrecord.gz",
+         "train-feed-notes.txt", "vocab/items.tsv", outputs.OWNED_FILE])
     assert not staging.exists()
 
 

@@ -73,7 +73,7 @@ def full_payload(data_dir: str, rows: int, seed: int = 0) -> Dict[str, np.ndarra
     rng = np.random.default_rng(seed)
     k, lf, lq = F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
     words = rng.choice(vocab.word_ids, size=(rows, k, lq, F.NBR_QUERY_WORDS))
-    words[..., 4:] = 0
+    words[..., 4:] = F.RAW_PAD_ID
     return {F.NBR_SIDE: np.tile(np.repeat([1, 2], k // 2), (rows, 1)).astype(np.int64),
             F.NBR_SIM: rng.uniform(0.02, 0.5, (rows, k)).astype(np.float32),
             F.NBR_REC_ITEMS: rng.choice(vocab.item_ids, size=(rows, k, lf)).astype(np.int64),

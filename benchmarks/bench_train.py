@@ -71,13 +71,13 @@ ITEMS, WORDS, USERS = 673_414, 394_910, 22_698
 def synthetic_vocab(rng: np.random.Generator) -> Vocab:
     captions = rng.integers(1, WORDS + 1, size=(ITEMS, F.MAX_CAPTION_WORDS), dtype=np.int64)
     lengths = rng.integers(0, F.MAX_CAPTION_WORDS + 1, size=ITEMS)
-    captions[np.arange(F.MAX_CAPTION_WORDS)[None, :] >= lengths[:, None]] = 0
+    captions[np.arange(F.MAX_CAPTION_WORDS)[None, :] >= lengths[:, None]] = F.RAW_PAD_ID
     categories = np.stack([rng.integers(1, 38, ITEMS), rng.integers(1, 297, ITEMS),
                            np.zeros(ITEMS, np.int64), np.zeros(ITEMS, np.int64)], axis=1)
     users = np.stack([rng.integers(0, 7, USERS), rng.integers(0, 4, USERS),
                       rng.integers(0, 8, USERS), rng.integers(0, 3, USERS)], axis=1)
     queries = rng.integers(1, WORDS + 1, size=(20_000, F.MAX_QUERY_WORDS), dtype=np.int64)
-    queries[:, 6:] = 0
+    queries[:, 6:] = F.RAW_PAD_ID
     return Vocab(item_ids=np.arange(1, ITEMS + 1, dtype=np.int64),
                  item_feed_count=np.ones(ITEMS, np.int64),
                  item_search_count=np.ones(ITEMS, np.int64),
@@ -96,19 +96,19 @@ def synthetic_batch(rng: np.random.Generator, rows: int, candidates: int,
     feed_len = rng.integers(20, 31, rows)
     search_len = rng.integers(10, 31, rows)
     slots = np.arange(30)[None, :]
-    feed_items = np.where(slots < feed_len[:, None], ids(ITEMS, rows, 30), 0)
-    feed_ts = np.where(feed_items > 0, 1_684_700_000_000 + slots * 60_000, 0)
+    feed_items = np.where(slots < feed_len[:, None], ids(ITEMS, rows, 30), F.RAW_PAD_ID)
+    feed_ts = np.where(feed_items >= 0, 1_684_700_000_000 + slots * 60_000, 0)
     search_ts = np.where(slots < search_len[:, None], 1_684_700_030_000 + slots * 60_000, 0)
     words = ids(WORDS, rows, 30, 50)
-    words[:, :, 6:] = 0
-    words[search_ts == 0] = 0
+    words[:, :, 6:] = F.RAW_PAD_ID
+    words[search_ts == 0] = F.RAW_PAD_ID
     clicks = ids(ITEMS, rows, 30, 5)
-    clicks[:, :, 2:] = 0
-    clicks[search_ts == 0] = 0
+    clicks[:, :, 2:] = F.RAW_PAD_ID
+    clicks[search_ts == 0] = F.RAW_PAD_ID
     query = ids(WORDS, rows, 50)
-    query[:, 5:] = 0
+    query[:, 5:] = F.RAW_PAD_ID
     if task == F.Task.FEED:
-        query[:] = 0
+        query[:] = F.RAW_PAD_ID
     batch = {
         F.USER_ID: ids(USERS, rows), F.TARGET_TS: np.full(rows, 1_684_800_000_000),
         F.FEED_ITEMS: feed_items, F.FEED_TS: feed_ts, F.SEARCH_TS: search_ts,

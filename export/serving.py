@@ -1,12 +1,14 @@
 """``ServingModule``: the ``tf.Module`` whose signatures TF Serving loads.
 
-Signatures (all ids are raw KuaiSAR int64 ids; histories oldest first, 0-padded, any length;
-unknown and negative ids map to the OOV bucket; B and N are free):
+Signatures (all ids are raw KuaiSAR int64 ids, 0 included; histories oldest first, any length,
+id lists padded with ``RAW_PAD_ID = -1`` and timestamps with 0; unknown ids map to the OOV bucket,
+negative ids are padding; a model whose item and word vocabularies lack raw id 0 also reads 0 as
+padding, as before id 0 was supported; B and N are free):
 
 ``feed``
     ``user_id [B]``, ``feed_items [B, Lr]``, ``feed_ts [B, Lr]`` (ms), ``search_ts [B, Ls]``,
     ``search_words [B, Ls, W]``, ``search_clicks [B, Ls, K]`` (the items clicked in each
-    session; 0 = none), ``candidates [B, N]``
+    session; -1 = none), ``candidates [B, N]``
     → ``scores [B, N]`` float32 (feed-head logits).
 ``search``
     the same plus ``query_words [B, Wq]`` → ``scores [B, N]`` (search-head logits).
@@ -21,7 +23,7 @@ unknown and negative ids map to the OOV bucket; B and N are free):
     table's serving export holds it (``features.py``, ``spec/similar_users.md`` §5):
     ``nbr_side [B, K]`` (0 empty, 1 feed-similar, 2 search-similar), ``nbr_sim [B, K]`` float32,
     ``nbr_rec_items [B, K, Lf]``, ``nbr_src_words [B, K, Lq, Wn]``,
-    ``nbr_src_clicks [B, K, Lq, Kn]`` (any sizes: cut or 0-padded to K = 10 slots, the most
+    ``nbr_src_clicks [B, K, Lq, Kn]`` (any sizes: cut or padded to K = 10 slots, the most
     recent Lf = 15 items and Lq = 10 sessions, the first Wn = 8 words and Kn = 2 clicks)
     → ``scores [B, N]``. All-zero neighbour inputs (a user without a table row) give exactly
     the ``feed`` / ``search`` scores; those base signatures run such a ranker with no neighbours.
@@ -31,7 +33,7 @@ unknown and negative ids map to the OOV bucket; B and N are free):
     Rows with an all-padding query use the feed tower, others the search tower. With
     ``exclude_history`` the row's feed items and search clicks (the whole request, not just the
     capped part) are removed from the results. ``k = min(top_k, catalogue size)``; a slot left
-    empty after exclusions has item id 0 and score ``EMPTY_SCORE``.
+    empty after exclusions has item id ``RAW_PAD_ID`` (-1) and score ``EMPTY_SCORE``.
 
 Histories longer than the caps keep their most recent entries (``export.request``).
 
@@ -148,7 +150,21 @@ def uses_neighbours(model) -> bool:
     return getattr(getattr(model, "config", None), "neighbours", "none") != "none"
 
 
-def fit_neighbours(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+def is_id(ids: tf.Tensor, zero_is_id: bool = True) -> tf.Tensor:
+    """Which raw ids of a request are ids (not padding): ``ids >= 0``, or ``ids > 0`` for a model
+    whose vocabularies lack raw id 0 (0-padded requests keep their meaning there)."""
+    return ids >= 0 if zero_is_id else ids > 0
+
+
+def model_zero_is_id(model) -> bool:
+    """Whether raw id 0 is an item or word id of ``model`` (its ``item_lookup`` / ``word_lookup``
+    ``IdLookup`` layers; True for a model without them)."""
+    lookups = [getattr(model, name, None) for name in ("item_lookup", "word_lookup")]
+    lookups = [lookup for lookup in lookups if hasattr(lookup, "holds_raw_zero")]
+    return any(lookup.holds_raw_zero for lookup in lookups) or not lookups
+
+
+def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dict[str, tf.Tensor]:
     """A request's neighbour tensors (any sizes) → the reader's ``[B, K, ...]`` layout.
 
     Slots beyond ``K`` are dropped (the table lists the best first); each slot keeps its most
@@ -168,13 +184,15 @@ def fit_neighbours(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         values = request.pad_axis(values, 1, k)[:, :k]
         return tf.reshape(values, tf.concat([[rows * k], tf.shape(values)[2:]], 0))
 
+    pad = F.RAW_PAD_ID
     items = slots(items)
-    (items,) = request.fit_history(tf.not_equal(items, 0), [items], F.NBR_FEED_ITEMS)
-    words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], F.NBR_QUERY_WORDS))
-    clicks = slots(request.fit_width(inputs[F.NBR_SRC_CLICKS], F.NBR_SESSION_CLICKS))
-    valid = (tf.reduce_any(tf.not_equal(words, 0), axis=-1)
-             | tf.reduce_any(tf.not_equal(clicks, 0), axis=-1))
-    words, clicks = request.fit_history(valid, [words, clicks], F.NBR_SEARCH_SESSIONS)
+    (items,) = request.fit_history(is_id(items, zero_is_id), [items], F.NBR_FEED_ITEMS, [pad])
+    words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], F.NBR_QUERY_WORDS, pad))
+    clicks = slots(request.fit_width(inputs[F.NBR_SRC_CLICKS], F.NBR_SESSION_CLICKS, pad))
+    valid = (tf.reduce_any(is_id(words, zero_is_id), axis=-1)
+             | tf.reduce_any(is_id(clicks, zero_is_id), axis=-1))
+    words, clicks = request.fit_history(valid, [words, clicks], F.NBR_SEARCH_SESSIONS,
+                                        [pad, pad])
     lq = F.NBR_SEARCH_SESSIONS
     return {F.NBR_SIDE: tf.ensure_shape(side, [None, k]),
             F.NBR_SIM: tf.ensure_shape(sim, [None, k]),
@@ -183,24 +201,28 @@ def fit_neighbours(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
             F.NBR_SRC_CLICKS: tf.reshape(clicks, [-1, k, lq, F.NBR_SESSION_CLICKS])}
 
 
-def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """A request's raw tensors → the model's batch layout at the caps (most recent kept)."""
+def fit_request(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dict[str, tf.Tensor]:
+    """A request's raw tensors → the model's batch layout at the caps (most recent kept).
+
+    ``zero_is_id``: see ``is_id`` (``ServingModule`` passes ``model_zero_is_id(ranker)``).
+    """
+    pad = F.RAW_PAD_ID
     out = {F.USER_ID: tf.cast(inputs[F.USER_ID], _I64)}
     feed_items, feed_ts = request.fit_history(
-        tf.not_equal(inputs[F.FEED_ITEMS], 0), [inputs[F.FEED_ITEMS], inputs[F.FEED_TS]],
-        F.MAX_FEED_HISTORY)
+        is_id(inputs[F.FEED_ITEMS], zero_is_id), [inputs[F.FEED_ITEMS], inputs[F.FEED_TS]],
+        F.MAX_FEED_HISTORY, [pad, 0])
     out[F.FEED_ITEMS] = tf.ensure_shape(feed_items, [None, F.MAX_FEED_HISTORY])
     out[F.FEED_TS] = tf.ensure_shape(feed_ts, [None, F.MAX_FEED_HISTORY])
-    words = request.fit_width(inputs[F.SEARCH_WORDS], F.MAX_QUERY_WORDS)
-    clicks = request.fit_width(inputs[F.SEARCH_CLICKS], F.MAX_SESSION_CLICKS)
-    # Sessions of a request list the items actually clicked (none: all 0). An Example in the
+    words = request.fit_width(inputs[F.SEARCH_WORDS], F.MAX_QUERY_WORDS, pad)
+    clicks = request.fit_width(inputs[F.SEARCH_CLICKS], F.MAX_SESSION_CLICKS, pad)
+    # Sessions of a request list the items actually clicked (none: all -1). An Example in the
     # training schema carries ``search_has_click`` (its no-click sessions hold a fallback item).
     has_click = inputs.get(F.SEARCH_HAS_CLICK)
     if has_click is None:
-        has_click = tf.cast(tf.reduce_any(tf.not_equal(clicks, 0), axis=-1), _I64)
+        has_click = tf.cast(tf.reduce_any(is_id(clicks, zero_is_id), axis=-1), _I64)
     search_ts, words, clicks, has_click = request.fit_history(
         tf.not_equal(inputs[F.SEARCH_TS], 0), [inputs[F.SEARCH_TS], words, clicks, has_click],
-        F.MAX_SEARCH_HISTORY)
+        F.MAX_SEARCH_HISTORY, [0, pad, pad, 0])
     out[F.SEARCH_HAS_CLICK] = tf.ensure_shape(has_click, [None, F.MAX_SEARCH_HISTORY])
     out[F.SEARCH_TS] = tf.ensure_shape(search_ts, [None, F.MAX_SEARCH_HISTORY])
     out[F.SEARCH_WORDS] = tf.ensure_shape(words, [None, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS])
@@ -208,12 +230,12 @@ def fit_request(inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         clicks, [None, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS])
     if F.QUERY_WORDS in inputs:
         out[F.QUERY_WORDS] = tf.ensure_shape(
-            request.fit_width(inputs[F.QUERY_WORDS], F.MAX_QUERY_WORDS),
+            request.fit_width(inputs[F.QUERY_WORDS], F.MAX_QUERY_WORDS, pad),
             [None, F.MAX_QUERY_WORDS])
     if CANDIDATES in inputs:
         out[CANDIDATES] = inputs[CANDIDATES]
     if F.NBR_SIDE in inputs:
-        out.update(fit_neighbours(inputs))
+        out.update(fit_neighbours(inputs, zero_is_id))
     return out
 
 
@@ -240,13 +262,14 @@ def parse_examples(serialized: tf.Tensor, neighbours: bool = False) -> Dict[str,
                      for name in F.NEIGHBOUR_INPUTS})
     parsed = tf.io.parse_example(serialized, spec)
     nbr = reader.neighbour_tensors(parsed) if neighbours else {}
-    out = {name: value.to_tensor(default_value=0) for name, value in parsed.items()
-           if name not in F.NEIGHBOUR_INPUTS}
+    times = (F.FEED_TS, F.SEARCH_TS, F.SEARCH_HAS_CLICK)
+    out = {name: value.to_tensor(default_value=0 if name in times else F.RAW_PAD_ID)
+           for name, value in parsed.items() if name not in F.NEIGHBOUR_INPUTS}
     out.update(nbr)
     out[F.USER_ID] = pad_first(out[F.USER_ID])
     # Examples without the flag (older writers): derive it from the clicks, as for requests.
-    has_click = tf.cast(tf.reduce_any(tf.not_equal(
-        request.pad_axis(out[F.SEARCH_CLICKS], 2, 1), 0), axis=-1), _I64)
+    has_click = tf.cast(tf.reduce_any(
+        request.pad_axis(out[F.SEARCH_CLICKS], 2, 1, F.RAW_PAD_ID) >= 0, axis=-1), _I64)
     flag = request.pad_axis(out[F.SEARCH_HAS_CLICK], 1, tf.shape(has_click)[1])
     out[F.SEARCH_HAS_CLICK] = tf.where(tf.shape(out[F.SEARCH_HAS_CLICK])[1] > 0,
                                        flag[:, :tf.shape(has_click)[1]], has_click)
@@ -269,8 +292,8 @@ def bucket(size: tf.Tensor) -> tf.Tensor:
 
 
 def pad_first(values: tf.Tensor) -> tf.Tensor:
-    """``[B, <=1]`` → ``[B]``: the first entry, 0 where the list is empty."""
-    return request.pad_axis(values, 1, 1)[:, 0]
+    """``[B, <=1]`` → ``[B]``: the first entry, ``RAW_PAD_ID`` where the list is empty."""
+    return request.pad_axis(values, 1, 1, F.RAW_PAD_ID)[:, 0]
 
 
 class ServingModule(tf.Module):
@@ -314,6 +337,7 @@ class ServingModule(tf.Module):
                 "both": tf.function(self._plain_both, jit_compile=True)}
         self.ranker = ranker
         self.retriever = retriever
+        self.zero_is_id = model_zero_is_id(ranker)
         self.index = None
         if retriever is not None:
             item_ids, vectors = retriever.catalogue()
@@ -332,7 +356,7 @@ class ServingModule(tf.Module):
     def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
         """``plain(batch)``, or ``compiled()`` (the XLA function) on the batch padded to bucket
         sizes, cut back."""
-        batch = fit_request(within_limits(self.limits, inputs, F.USER_ID))
+        batch = fit_request(within_limits(self.limits, inputs, F.USER_ID), self.zero_is_id)
         if not self.jit_compile:
             return plain(batch)
         batch = self.ranker.prepare(batch)
@@ -355,11 +379,12 @@ class ServingModule(tf.Module):
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
         inputs = within_limits(self.limits, inputs, F.USER_ID)
-        users = self.retriever.request_vectors(fit_request(inputs))
+        users = self.retriever.request_vectors(fit_request(inputs, self.zero_is_id))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
                                 tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)
-        exclusions = tf.where(exclude_history[:, None], exclusions, tf.zeros_like(exclusions))
+        exclusions = tf.where(exclude_history[:, None], exclusions,
+                              tf.fill(tf.shape(exclusions), tf.constant(F.RAW_PAD_ID, _I64)))
         catalogue = tf.shape(self.index._identifiers)[0]
         k_total = tf.minimum(self.top_k + tf.shape(exclusions)[1], catalogue)
         scores, ids = self.index(users, k=k_total)
@@ -369,7 +394,8 @@ class ServingModule(tf.Module):
         kept_ids = tf.gather(ids, order, batch_dims=1)
         kept_scores = tf.gather(scores, order, batch_dims=1)
         empty = tf.gather(excluded, order, batch_dims=1)
-        return {ITEM_IDS: tf.where(empty, tf.zeros_like(kept_ids), kept_ids),
+        return {ITEM_IDS: tf.where(empty, tf.fill(tf.shape(kept_ids),
+                                                  tf.constant(F.RAW_PAD_ID, _I64)), kept_ids),
                 SCORES: tf.where(empty, tf.fill(tf.shape(kept_scores), EMPTY_SCORE),
                                  kept_scores)}
 

@@ -30,7 +30,7 @@ def sample_requests(data_dir: str, rows: int = 2, candidates: int = F.NUM_EVAL_C
     """One request per signature from the first valid rows: signature → input name → array.
 
     With ``neighbours`` the ``feed_nbr`` / ``search_nbr`` requests carry the rows' stored
-    neighbour payload (all zeros if the data dir has none).
+    neighbour payload (all padding if the data dir has none).
     """
     out: Dict[str, Dict[str, np.ndarray]] = {}
     for task, name, nbr_name in ((F.Task.FEED, S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE),

@@ -50,6 +50,20 @@ parses them only when an evaluation protocol asks, see ``jsr_tf/evaluation/proto
 
 Ids in the files are raw KuaiSAR ids (int64, not contiguous, may exceed 2^31). The model maps
 them to dense indices with lookup tables built from ``vocab/``.
+
+Padding (issue #12: Kuaishou numbers users, items and words from 0):
+    Every non-negative int64 is a valid raw id, 0 included. The padding value of every raw-id
+    list is ``RAW_PAD_ID = -1``: the reader pads ``feed_items``, ``search_words``,
+    ``search_clicks``, ``query_words``, ``negatives``, the evaluation lists and the neighbour
+    payload's id blocks with it, the neighbour jobs write it into their fixed-size blocks, and a
+    serving request pads id lists with it. ``IdLookup`` maps every negative raw id to the dense
+    padding index ``PAD_ID = 0`` (the models' masks are computed on dense indices, after the
+    lookup), raw ids of the vocabulary to ``2 + k`` and other raw ids to OOV (1).
+    Compatibility: when raw id 0 is *not* in a vocabulary it also maps to the padding index, so
+    data written before this change (0-padded lists) and 0-padded requests to such a model keep
+    their meaning exactly. Timestamps keep 0 = empty slot: the importer rejects a timestamp of 0
+    (``timestamp_out_of_period``). Item side features keep the format's own conventions
+    (``author_id`` and category ids: 0 = unknown / missing).
 """
 
 from __future__ import annotations
@@ -71,8 +85,10 @@ NUM_EVAL_NEGATIVES = 99
 NUM_EVAL_CANDIDATES = 1 + NUM_EVAL_NEGATIVES
 MAX_IMPRESSIONS = 99  # shown-but-not-clicked items kept per target session (evaluation only)
 
-# Padding value of every id space; dense index 1 is the OOV bucket in the model's lookups.
-PAD_ID = 0
+# Padding: raw id lists are padded with ``RAW_PAD_ID`` (raw 0 is a valid id); the model's lookups
+# map it (every negative raw id) to the dense padding index ``PAD_ID``; dense index 1 is OOV.
+RAW_PAD_ID = -1
+PAD_ID = 0  # dense padding index (after ``IdLookup``)
 
 
 class Task(enum.IntEnum):
@@ -177,12 +193,12 @@ SEARCH_PARALLEL = (SEARCH_TS, SEARCH_ROWS, SEARCH_HAS_CLICK, SEARCH_WORD_LENGTHS
 # Neighbour payload (spec/similar_users.md §4): optional fields written by
 # ``pipelines/neighbour_features.py`` (``jsr-neighbour-features``) onto a copy of the examples.
 # Absent fields mean "no neighbours"; the reader parses them only when asked (``neighbours=True``)
-# and gives all-zero tensors for examples without them.
+# and gives padding (ids ``RAW_PAD_ID``, ``nbr_side``/``nbr_sim`` 0) for examples without them.
 #
 # One *slot* per neighbour of the example's user at list snapshot ``k(target_ts)``: the feed-side
 # neighbours first (best first), then the search-side ones. Per slot, the neighbour's most recent
 # events with ``ts < target_ts - payload_lag`` from the events the example's split may see, each
-# block oldest first and right-padded with 0 to its fixed size, so a slot's values have a fixed
+# block oldest first and right-padded with ``RAW_PAD_ID`` to its fixed size, so a slot's values have a fixed
 # length and the lists below are ``slots x size`` long, row-major.
 MAX_NEIGHBOURS = 10            # K = k_feed + k_search slots in the reader (default 5 + 5)
 NBR_FEED_ITEMS = 15            # Lf: feed positives per neighbour
@@ -227,11 +243,11 @@ def neighbour_feature_description() -> Dict[str, str]:
         NBR_SIDE: "int64 [n slots], 1 = feed-similar, 2 = search-similar; feed side first",
         NBR_SIM: "float [n], exact Jaccard of the user and the slot's neighbour",
         NBR_REC_ITEMS: f"int64 [n * {lf}], per slot the neighbour's last {lf} feed positives "
-                       "before target_ts - payload_lag, oldest first, 0-padded",
+                       "before target_ts - payload_lag, oldest first, -1-padded",
         NBR_SRC_WORDS: f"int64 [n * {lq} * {NBR_QUERY_WORDS}], per slot the last {lq} search "
-                       f"sessions' first {NBR_QUERY_WORDS} query words, 0-padded",
+                       f"sessions' first {NBR_QUERY_WORDS} query words, -1-padded",
         NBR_SRC_CLICKS: f"int64 [n * {lq} * {NBR_SESSION_CLICKS}], the same sessions' first "
-                        f"{NBR_SESSION_CLICKS} items (as in search_clicks), 0-padded",
+                        f"{NBR_SESSION_CLICKS} items (as in search_clicks), -1-padded",
         NBR_USERS: "int64 [n], the neighbours' raw user ids (audit only, not a model input)",
         NBR_LAST_TS: "int64 [n], ts of the slot's newest payload event, 0 if none (audit only)",
     }

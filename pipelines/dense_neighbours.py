@@ -88,6 +88,7 @@ from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
 from pipelines import neighbour_common as common
 from pipelines import neighbours as nb
 from pipelines.cli import console_main
+from pipelines import outputs
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
@@ -365,15 +366,6 @@ def check_inputs(input_dir: str, model_dir: str, data_dir: str, output_dir: str
     return paths, preprocess
 
 
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes table shards, stats, config and dead letters of an earlier run."""
-    patterns = [FileSystems.join(output_dir, f"{TABLE_PREFIX}-*{TABLE_SUFFIX}"),
-                FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "*"),
-                FileSystems.join(output_dir, STATS_FILE),
-                FileSystems.join(output_dir, CONFIG_FILE)]
-    common.delete_stale(patterns, output_dir)
-
-
 def parse_args(argv: Optional[Sequence[str]]):
     from jsr_tf.neighbours.dense import DenseConfig  # pylint: disable=g-import-not-at-top
 
@@ -432,7 +424,6 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     if not callable(getattr(model, "encode_user", None)):
         raise kuaisar.InputError(f"--model_dir holds a `{model_config.model.name}` model: the "
                                  "dense option needs one with `encode_user` (F_r, F_s): unisar.")
-    clear_previous_outputs(args.output_dir)
     logging.info("dense_neighbours: %s + %s -> %s, visibilities %s", args.input_dir,
                  args.model_dir, args.output_dir, list(config.visibilities))
 
@@ -456,16 +447,21 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     rows, retrieval_counts = retrieve(plan, vectors, snapshots, config, dense_config.block_size)
     counters.update(retrieval_counts)
 
-    write_table(rows, args.output_dir, args.num_shards)
-    write_dead_letters(dead, args.output_dir)
     stats = summarise(dict(sorted(counters.items())), snapshots, config)
     stats.update(elapsed_s=round(time.time() - start, 2), input_dir=args.input_dir,
                  model_dir=args.model_dir, data_dir=args.data_dir, mode=config.mode,
                  retrieval=dense.RETRIEVAL, jsr_tf_version=jsr_tf.__version__)
-    write_json(stats, FileSystems.join(args.output_dir, STATS_FILE))
-    write_json(table_config(dense_config, config, preprocess, model_config.model.name),
-                FileSystems.join(args.output_dir, CONFIG_FILE))
-    raise_unless_reconciled(stats, "Dense neighbour counts")
+
+    def produce(staging: str) -> Dict:
+        write_table(rows, staging, args.num_shards)
+        write_dead_letters(dead, staging)
+        write_json(stats, FileSystems.join(staging, STATS_FILE))
+        write_json(table_config(dense_config, config, preprocess, model_config.model.name),
+                   FileSystems.join(staging, CONFIG_FILE))
+        raise_unless_reconciled(stats, "Dense neighbour counts")
+        return stats
+
+    outputs.run_staged(args.output_dir, "jsr-dense-neighbours", produce, nb.LEGACY_OUTPUTS)
     logging.info("dense_neighbours: done in %.1f s", stats["elapsed_s"])
     return stats
 

@@ -10,7 +10,6 @@ output-dir checks too.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -93,14 +92,6 @@ def table_pattern(neighbours_dir: str) -> str:
         raise kuaisar.InputError(f"No neighbour table ({nb.TABLE_PREFIX}-*{nb.TABLE_SUFFIX}) in "
                                  f"{neighbours_dir!r}.")
     return pattern
-
-
-def delete_stale(patterns: Sequence[str], output_dir: str) -> None:
-    """Deletes the files of an earlier run in ``output_dir`` that match ``patterns``."""
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        logging.warning("Deleting %d files of an earlier run in %s.", len(stale), output_dir)
-        FileSystems.delete(stale)
 
 
 # --------------------------------------------------------------------------- pipeline pieces

@@ -68,6 +68,8 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import TIMELINE_FIELDS, require
+from pipelines import outputs
+from pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
@@ -222,13 +224,8 @@ def check_inputs(input_dir: str, examples_dir: str, neighbours_dir: str,
                   neighbour_config, table_pattern, snapshots, source_rows)
 
 
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes example shards, stats and temporaries of an earlier run in ``output_dir``."""
-    patterns = [FileSystems.join(output_dir, F.file_pattern(s.value, t))
-                for s in F.Split for t in F.Task]
-    patterns += [FileSystems.join(output_dir, name)
-                 for name in (STATS_FILE, F.MANIFEST_FILE, _RAW, _FILE_COUNTS)]
-    common.delete_stale(patterns, output_dir)
+# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = PREPROCESS_LEGACY_OUTPUTS[:1]  # the example shards
 
 
 # --------------------------------------------------------------------------- steps
@@ -582,13 +579,17 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     start = time.time()
     inputs = check_inputs(args.input_dir, args.examples_dir, args.neighbours_dir,
                           args.output_dir)
-    clear_previous_outputs(args.output_dir)
     logging.info("neighbour_features: %s + %s -> %s, %d files, %d snapshots, lag %d ms",
                  args.examples_dir, args.neighbours_dir, args.output_dir, len(inputs.files),
                  len(inputs.snapshots), args.payload_lag_ms)
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, inputs, args.output_dir, args.payload_lag_ms)
-    stats = finalize(args.output_dir, inputs, args, time.time() - start)
+
+    def produce(staging: str) -> Dict:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, inputs, staging, args.payload_lag_ms)
+        return finalize(staging, inputs, args, time.time() - start)
+
+    stats = outputs.run_staged(args.output_dir, "jsr-neighbour-features", produce,
+                               LEGACY_OUTPUTS)
     logging.info("neighbour_features: done in %.1f s", stats["elapsed_s"])
     return stats
 

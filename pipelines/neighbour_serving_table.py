@@ -9,7 +9,7 @@ each neighbour's payload cut at export time, in the request layout of the ``feed
     python -m pipelines.neighbour_serving_table ... --runner=DataflowRunner --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
-Rerun it at the payload cadence; a user without a row gets all-zero neighbour inputs, which is
+Rerun it at the payload cadence; a user without a row gets all-padding neighbour inputs, which is
 exactly the base path.
 
 **Inputs.** ``--input_dir``: the KuaiSAR CSVs (read with the importer of
@@ -29,13 +29,13 @@ search-side ones, best first (``payload.assemble_slots``, as in training; never 
 itself). Payload of each slot = ``payload.PayloadCutter`` over the neighbour's events that the
 visibility allows (``all``: every event) cut strictly before ``as_of``: the last ``Lf`` feed
 positives and ``Lq`` search sessions (first ``Wn`` words, first ``Kn`` clicks), oldest first,
-0-padded. The same code path as ``jsr-neighbour-features``, so a row equals the payload of a
+padded with ``RAW_PAD_ID = -1``. The same code path as ``jsr-neighbour-features``, so a row equals the payload of a
 training example of that visibility with ``target_ts − payload_lag = as_of`` at the same snapshot.
 
 **Steps**: parse the logs → ``BuildTimelines``; read the table rows of ``(visibility, k)`` →
 group by user → slots (one *request* per slot keyed by the neighbour) → ``CoGroupByKey`` with
 the neighbour's timeline → payloads → group by user → one row per user with a row on either
-side (a user whose rows list no neighbour gets an all-zero row) → shard ``user % num_shards``,
+side (a user whose rows list no neighbour gets an all-padding row) → shard ``user % num_shards``,
 users ascending (byte-identical reruns).
 
 **Outputs** under ``--output_dir``:
@@ -48,7 +48,7 @@ users ascending (byte-identical reruns).
        "nbr_users": [n], "nbr_last_ts": [n]}
 
   The five model inputs (``features.NEIGHBOUR_INPUTS``) are one row of the ``*_nbr`` request
-  layout, 0-padded to ``K = MAX_NEIGHBOURS`` slots (side 0 = empty slot), so rows of several
+  layout, padded to ``K = MAX_NEIGHBOURS`` slots (side 0 = empty slot, ids -1), so rows of several
   users stack into a batch and paste as-is into a REST row-format instance. ``nbr_users`` and
   ``nbr_last_ts`` (audit only, not model inputs) list the ``n`` real slots among them. Slots
   beyond ``K`` (``k_feed + k_search > K``) are left out of the JSON row (counted), as the
@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -90,6 +91,7 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import require
+from pipelines import outputs
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
@@ -284,13 +286,9 @@ def check_inputs(input_dir: str, neighbours_dir: str, output_dir: str, visibilit
                   snapshots, k)
 
 
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes the shards, stats, info and temporaries of an earlier run in ``output_dir``."""
-    patterns = [FileSystems.join(output_dir, f"{PREFIX}-*{suffix}")
-                for suffix in (JSONL_SUFFIX, TFRECORD_SUFFIX)]
-    patterns += [FileSystems.join(output_dir, name)
-                 for name in (STATS_FILE, INFO_FILE, _RAW, _FILE_COUNTS, _AS_OF)]
-    common.delete_stale(patterns, output_dir)
+# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = tuple(f"{PREFIX}{outputs.SHARD}" + re.escape(suffix)
+                       for suffix in (JSONL_SUFFIX, TFRECORD_SUFFIX))
 
 
 # --------------------------------------------------------------------------- steps
@@ -644,14 +642,18 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     start = time.time()
     inputs = check_inputs(args.input_dir, args.neighbours_dir, args.output_dir, args.visibility,
                           args.as_of_ms, args.preprocess_config)
-    clear_previous_outputs(args.output_dir)
     logging.info("serving_table: %s + %s -> %s, %s table, snapshot %d (%s), as_of %s",
                  args.input_dir, args.neighbours_dir, args.output_dir, inputs.visibility,
                  inputs.snapshot, snapshot_time_string(inputs.snapshot_ts),
                  args.as_of_ms if args.as_of_ms is not None else "newest event + 1 ms")
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, inputs, args.output_dir, args.as_of_ms, args.num_shards)
-    stats = finalize(args.output_dir, inputs, args, time.time() - start)
+
+    def produce(staging: str) -> Dict:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, inputs, staging, args.as_of_ms, args.num_shards)
+        return finalize(staging, inputs, args, time.time() - start)
+
+    stats = outputs.run_staged(args.output_dir, "jsr-neighbour-serving-table", produce,
+                               LEGACY_OUTPUTS)
     logging.info("serving_table: done in %.1f s", stats["elapsed_s"])
     return stats
 

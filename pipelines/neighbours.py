@@ -61,6 +61,7 @@ import argparse
 import collections
 import json
 import logging
+import re
 import time
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -78,6 +79,7 @@ from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, Ne
                                parse_snapshot, snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
+from pipelines import outputs
 from pipelines.preprocess import resolve_inputs
 from pipelines.cli import console_main, pipeline_options
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
@@ -514,14 +516,9 @@ class RetrieveNeighbours(beam.PTransform):
 # --------------------------------------------------------------------------- pipeline
 
 
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes the table shards and dead letters of an earlier run in ``output_dir``."""
-    patterns = [FileSystems.join(output_dir, f"{TABLE_PREFIX}-*{TABLE_SUFFIX}"),
-                FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "*")]
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        logging.warning("Deleting %d files of an earlier run in %s.", len(stale), output_dir)
-        FileSystems.delete(stale)
+# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = (f"{TABLE_PREFIX}{outputs.SHARD}" + re.escape(TABLE_SUFFIX),
+                  rf"{F.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
 
 
 def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
@@ -765,14 +762,16 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
-    clear_previous_outputs(args.output_dir)
     logging.info("neighbours: %s -> %s, mode %s, visibilities %s", args.input_dir,
                  args.output_dir, config.mode, list(config.visibilities))
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, paths, args.output_dir, config, preprocess_config,
-                       args.num_shards)
-    stats = finalize(args.output_dir, config, preprocess_config, time.time() - start,
-                     input_dir=args.input_dir)
+
+    def produce(staging: str) -> Dict:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, paths, staging, config, preprocess_config, args.num_shards)
+        return finalize(staging, config, preprocess_config, time.time() - start,
+                        input_dir=args.input_dir)
+
+    stats = outputs.run_staged(args.output_dir, "jsr-neighbours", produce, LEGACY_OUTPUTS)
     logging.info("neighbours: done in %.1f s", stats["elapsed_s"])
     return stats
 

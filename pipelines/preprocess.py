@@ -11,7 +11,19 @@ tries Prism, which downloads a binary).
 
 Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
 ``vocab/{items,words,users,queries}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
-``manifest.json`` and ``preprocess_config.json``.
+``manifest.json``, ``preprocess_config.json`` and ``jsr_owned_files.json`` (what the job owns).
+
+Safety (``pipelines/outputs.py``): the job writes into a temporary sibling
+(``<output_dir>.tmp-XXXXXXXX``) and swaps its files into ``--output_dir`` only when the counts
+reconcile and the checks pass: at most ``--max_rejected_fraction`` of any input file's rows
+rejected, and at least one feed and one search example. Otherwise it exits with status 2, prints
+the summary table and one line naming the file or the task, and leaves ``--output_dir`` as it was
+(the failed run's files, dead letters included, stay in the temporary sibling). Clean-up only
+deletes files the job's previous run wrote there.
+
+Period: without ``--period_start`` / ``--period_end`` (or the config's ``period_start_ms`` /
+``period_end_ms``) every positive timestamp before 2100 is accepted, so a log keeps its own span,
+which ``stats.json`` records under ``period``.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -28,13 +41,18 @@ from apache_beam.io.filesystems import FileSystems
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
+from pipelines import outputs
 from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
-from pipelines.cli import DEFAULT_RUNNER, console_main, pipeline_options  # noqa: F401 (re-exported)
+from pipelines.cli import (DEFAULT_RUNNER, JobFailed, console_main,  # noqa: F401 (re-exported)
+                           fraction, pipeline_options, time_ms)
 from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
                                   SerializeExamples)
 
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
+# Files of a run from before ``jsr_owned_files.json`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = (rf"(train|valid|test)-(feed|search){outputs.SHARD}" + re.escape(F.TFRECORD_SUFFIX),
+                  rf"{F.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
 
 
 def resolve_inputs(input_dir: str) -> Dict[str, str]:
@@ -58,21 +76,6 @@ def resolve_inputs(input_dir: str) -> Dict[str, str]:
                 raise kuaisar.InputError(f"Input file {path!r} has a header but no data rows.")
         paths[name] = path
     return paths
-
-
-def clear_previous_outputs(output_dir: str) -> None:
-    """Deletes example shards and dead letters of an earlier run in ``output_dir``.
-
-    The reader globs ``<split>-<task>-*``: shards left by a run with another shard count would be
-    read together with the new ones.
-    """
-    patterns = [FileSystems.join(output_dir, F.file_pattern(s.value, t))
-                for s in F.Split for t in F.Task]
-    patterns.append(FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "*"))
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        logging.warning("Deleting %d files of an earlier run in %s.", len(stale), output_dir)
-        FileSystems.delete(stale)
 
 
 def choose_shards(paths: Dict[str, str], config: PreprocessConfig) -> Dict[str, int]:
@@ -178,30 +181,61 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     parser.add_argument("--candidate_seed", type=int, default=None)
     parser.add_argument("--num_shards", type=int, default=None,
                         help="Train shards per task (0 = from input size).")
+    parser.add_argument("--period_start", type=time_ms("period_start"), default=None,
+                        help="Earliest accepted timestamp (inclusive): ISO date or date-time "
+                             "(UTC unless an offset is given) or unix ms. Default: any.")
+    parser.add_argument("--period_end", type=time_ms("period_end"), default=None,
+                        help="Latest accepted timestamp (exclusive), as --period_start. "
+                             "Default: 2100-01-01.")
+    parser.add_argument("--max_rejected_fraction", type=fraction("max_rejected_fraction"),
+                        default=0.01,
+                        help="Fail (exit 2, output dir untouched) when more than this fraction "
+                             "of any input file's rows is dead-lettered. Default: 0.01.")
     args, beam_args = parser.parse_known_args(argv)
 
     values = {}
     if args.config:
-        with FileSystems.open(args.config) as f:
-            values = json.loads(f.read().decode("utf-8"))
+        try:
+            with FileSystems.open(args.config) as f:
+                values = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError) as err:  # missing file, not UTF-8, not JSON
+            raise kuaisar.InputError(f"--config {args.config!r} is not a readable JSON file of "
+                                     f"PreprocessConfig fields: {err}") from None
+        if not isinstance(values, dict):
+            raise kuaisar.InputError(f"--config {args.config!r} should hold a JSON object of "
+                                     f"PreprocessConfig fields. Received: {type(values).__name__}")
     if args.candidate_seed is not None:
         values["candidate_seed"] = args.candidate_seed
     if args.num_shards is not None:
         values["num_shards"] = args.num_shards
-    config = (PreprocessConfig.reference(**values) if args.reference
-              else PreprocessConfig.from_dict(values))
+    if args.period_start is not None:
+        values["period_start_ms"] = args.period_start
+    if args.period_end is not None:
+        values["period_end_ms"] = args.period_end
+    try:
+        config = (PreprocessConfig.reference(**values) if args.reference
+                  else PreprocessConfig.from_dict(values))
+    except (TypeError, ValueError) as err:
+        raise kuaisar.InputError(f"Invalid preprocessing settings: {err}") from None
 
     options = pipeline_options(beam_args, save_main_session)
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = choose_shards(paths, config)
-    clear_previous_outputs(args.output_dir)
     logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, paths, args.output_dir, config, num_shards)
-    return stats_lib.finalize(args.output_dir, config, num_shards, time.time() - start,
-                              input_dir=args.input_dir)
+
+    def produce(staging: str) -> Dict:
+        with beam.Pipeline(options=options) as pipeline:
+            build_pipeline(pipeline, paths, staging, config, num_shards)
+        stats = stats_lib.finalize(staging, config, num_shards, time.time() - start,
+                                   input_dir=args.input_dir)
+        problems = stats_lib.guard_problems(stats, args.max_rejected_fraction)
+        if problems:
+            raise JobFailed(f"jsr-preprocess refused its output: {'; '.join(problems)}", stats)
+        return stats
+
+    return outputs.run_staged(args.output_dir, "jsr-preprocess", produce, LEGACY_OUTPUTS)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

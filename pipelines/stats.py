@@ -9,23 +9,28 @@ dropped for lack of negatives). A mismatch raises: a pipeline that loses rows mu
 
 from __future__ import annotations
 
+import datetime
 import json
-from typing import Dict
+from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
 import jsr_tf
 from jsr_tf import features as F
-from jsr_tf.data.config import PreprocessConfig
+from jsr_tf.data.config import DEFAULT_PERIOD_END_MS, DEFAULT_PERIOD_START_MS, PreprocessConfig
 from pipelines import tfrecord_io
-from pipelines.transforms import ITEMS, REC, SOCIAL, SRC, USERS
+from pipelines.transforms import FIRST_TS, ITEMS, LAST_TS, REC, SOCIAL, SRC, USERS
 
 _RAW = "_raw_counters.json"
 _SHARDS = "_shard_counts.json"
 
 
 class ReconciliationError(RuntimeError):
-    """Counts in and out do not add up."""
+    """Counts in and out do not add up; ``stats`` is the job's summary (printed by the CLI)."""
+
+    def __init__(self, message: str, stats: Optional[Dict] = None) -> None:
+        super().__init__(message)
+        self.stats = stats
 
 
 def read_json(path: str):
@@ -57,13 +62,31 @@ def raise_unless_reconciled(stats: Dict, what: str) -> None:
     ``stats["reconciled"]``."""
     if not stats["reconciled"]:
         bad = [x for x in stats["checks"] if not x["ok"]]
-        raise ReconciliationError(f"{what} do not reconcile: {bad}")
+        raise ReconciliationError(f"{what} do not reconcile: {bad}", stats)
 
 
 def reconcile_line(stats: Dict) -> str:
     """The last line of every job's summary table: reconciled or not, checks, elapsed time."""
     return (f"counts reconcile: {'yes' if stats['reconciled'] else 'NO'} "
             f"({len(stats['checks'])} checks); {stats['elapsed_s']:.1f} s")
+
+
+def utc_string(ts_ms: Optional[int]) -> Optional[str]:
+    """``ts_ms`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (None stays None)."""
+    if ts_ms is None:
+        return None
+    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+        milliseconds=int(ts_ms))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def observed_span(counters: Dict[str, int]) -> Dict:
+    """The time span of the accepted feed and search rows (the data's own period)."""
+    firsts = [counters[f"{n}/{FIRST_TS}"] for n in (REC, SRC) if f"{n}/{FIRST_TS}" in counters]
+    lasts = [counters[f"{n}/{LAST_TS}"] for n in (REC, SRC) if f"{n}/{LAST_TS}" in counters]
+    first, last = (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+    return {"first_ts_ms": first, "last_ts_ms": last,
+            "first_utc": utc_string(first), "last_utc": utc_string(last)}
 
 
 def summarise(counters: Dict[str, int]) -> Dict:
@@ -143,6 +166,7 @@ def summarise(counters: Dict[str, int]) -> Dict:
                 "fair_negatives/written", "fair_negatives/short", "impressions/written",
                 "impressions/empty")} for t in F.Task},
             "fair_fallback_exhaustive": c("fair_negatives/fallback_exhaustive", 0)},
+        "period": {"observed": observed_span(counters)},
         "checks": list(check),
         "reconciled": check.reconciled,
         "counters": counters,
@@ -161,6 +185,11 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     stats = summarise(counters)
     stats["elapsed_s"] = round(elapsed_s, 2)
     stats["input_dir"] = input_dir
+    stats["period"]["accepted"] = {
+        "start_ms": config.period_start_ms, "end_ms": config.period_end_ms,
+        "start_utc": utc_string(config.period_start_ms), "end_utc": utc_string(config.period_end_ms),
+        "default": (config.period_start_ms, config.period_end_ms) == (
+            DEFAULT_PERIOD_START_MS, DEFAULT_PERIOD_END_MS)}
     stats["jsr_tf_version"] = jsr_tf.__version__
 
     files = {}
@@ -214,6 +243,29 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     return stats
 
 
+def guard_problems(stats: Dict, max_rejected_fraction: float) -> List[str]:
+    """What makes a finished preprocessing run unusable, one phrase per problem (empty if none).
+
+    - an input file whose rejected rows exceed ``max_rejected_fraction`` of the rows read (a
+      wrong period, a wrong file, a broken export: dead-lettering most of a file silently
+      would train on the rest);
+    - a task (feed or search) without a single example.
+    """
+    problems = []
+    for name, f in stats["files"].items():
+        read, rejected = f["rows_read"], f["rejected_total"]
+        if read and rejected / read > max_rejected_fraction:
+            top = max(f["rejected"].items(), key=lambda kv: kv[1])[0]
+            problems.append(f"{name}: {rejected:,} of {read:,} rows rejected "
+                            f"({rejected / read:.1%}, mostly {top}) > --max_rejected_fraction="
+                            f"{max_rejected_fraction:g}")
+    for task in F.Task:
+        name = F.task_name(task)
+        if not sum(stats["examples"][s.value][name] for s in F.Split):
+            problems.append(f"no {name} examples (targets: {stats['targets'][name]['targets']:,})")
+    return problems
+
+
 def format_table(stats: Dict) -> str:
     """A plain-text table of the main counts."""
     lines = ["", f"{'file':<22}{'read':>12}{'used':>12}{'duplicate':>11}{'rejected':>10}"]
@@ -231,5 +283,11 @@ def format_table(stats: Dict) -> str:
     lines.append("")
     lines.append(f"vocab: {stats['users']['vocab']:,} users, {stats['items']['vocab']:,} items, "
                  f"{stats['words']['vocab']:,} words")
+    period = stats.get("period", {})
+    observed, accepted = period.get("observed", {}), period.get("accepted", {})
+    if observed.get("first_utc"):
+        lines.append(f"period: data {observed['first_utc'][:19]} .. {observed['last_utc'][:19]} UTC; "
+                     + ("accepted: any timestamp (default)" if accepted.get("default", True) else
+                        f"accepted: {accepted['start_utc'][:19]} .. {accepted['end_utc'][:19]}"))
     lines.append(reconcile_line(stats))
     return "\n".join(lines)

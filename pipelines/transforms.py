@@ -35,6 +35,7 @@ OPTIONAL_FILES = (SOCIAL,)
 
 STATS = "stats"
 DEAD = "dead_letter"
+FIRST_TS, LAST_TS = "first_ts_ms", "last_ts_ms"  # per-file span of the accepted events
 _PROGRESS_ROWS = 1_000_000
 _PROGRESS_USERS = 5_000
 
@@ -92,6 +93,7 @@ class ReadKuaisarFile(beam.DoFn):
             parser = kuaisar.RowParser(file_name, header, period=period,
                                        max_words=self._config.max_query_words)
             keep_row = file_name not in (REC, SRC)
+            first_ts = last_ts = None
             for row, line, raw in kuaisar.iter_lines(stream):
                 result = parser.parse(row, line, raw)
                 counts[f"{file_name}/rows_read"] += 1
@@ -100,10 +102,18 @@ class ReadKuaisarFile(beam.DoFn):
                 if result.rejection is not None:
                     counts[f"{file_name}/rejected/{result.rejection.reason}"] += 1
                     yield beam.pvalue.TaggedOutput(DEAD, result.rejection)
+                elif keep_row:
+                    yield row, result.record
                 else:
-                    yield (row, result.record) if keep_row else result.record
+                    ts = result.record.ts
+                    first_ts = ts if first_ts is None else min(first_ts, ts)
+                    last_ts = ts if last_ts is None else max(last_ts, ts)
+                    yield result.record
                 if (row + 1) % _PROGRESS_ROWS == 0:
                     logging.info("%s: %d rows read", file_name, row + 1)
+        if first_ts is not None:  # one stats dict per file: merging keeps these as they are
+            counts[f"{file_name}/{FIRST_TS}"] = first_ts
+            counts[f"{file_name}/{LAST_TS}"] = last_ts
         logging.info("%s: done, %d rows read", file_name, counts[f"{file_name}/rows_read"])
         yield beam.pvalue.TaggedOutput(STATS, dict(counts))
 

@@ -27,12 +27,12 @@ class TinyModel(JsrModel):
 
     def score(self, batch, task, training=False):
         hist = batch[F.FEED_ITEMS]
-        valid = tf.cast(hist != 0, tf.float32)[..., None]
+        valid = tf.cast(hist > 0, tf.float32)[..., None]
         user = tf.reduce_sum(self.items(self.hash(hist)) * valid, 1) / tf.maximum(
             tf.reduce_sum(valid, 1), 1.0)
         if task == F.Task.SEARCH:
             q = batch[F.QUERY_WORDS]
-            qv = tf.cast(q != 0, tf.float32)[..., None]
+            qv = tf.cast(q > 0, tf.float32)[..., None]
             user += tf.reduce_sum(self.words(self.hash(q)) * qv, 1) / tf.maximum(
                 tf.reduce_sum(qv, 1), 1.0)
         cands = self.items(self.hash(batch[reader.CANDIDATES]))

@@ -33,7 +33,7 @@ import tensorflow as tf
 from jsr_tf import config as C
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import Event
-from jsr_tf.features import EventKind
+from jsr_tf.features import RAW_PAD_ID, EventKind
 from jsr_tf.neighbours import NeighbourConfig, NeighbourRow, VIS_TEST, VIS_TRAIN
 from jsr_tf.neighbours import dense
 from pipelines import dense_neighbours as dn
@@ -130,8 +130,9 @@ def test_history_batch_caps_and_layout():
     batch = dense.history_batch([(7, ts(500), feed + search), (8, ts(500), [])], config)
     assert list(batch["user_id"].numpy()) == [7, 8]
     assert list(batch["feed_items"].numpy()[0]) == list(range(1010, 1040))  # last 30
-    assert batch["feed_items"].shape == (2, 30) and not batch["feed_items"].numpy()[1].any()
-    assert list(batch["search_words"].numpy()[0, 2, :3]) == [5, 8, 0]
+    assert batch["feed_items"].shape == (2, 30)
+    assert (batch["feed_items"].numpy()[1] == RAW_PAD_ID).all()  # no history: all padding
+    assert list(batch["search_words"].numpy()[0, 2, :3]) == [5, 8, RAW_PAD_ID]
     assert list(batch["search_clicks"].numpy()[0, :3, 0]) == [2000, 2001, 2002]
 
 

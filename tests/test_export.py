@@ -319,10 +319,10 @@ def _call(loaded, sig, inputs):
     return scores
 
 
-def test_unknown_and_negative_ids_score_as_oov(run, loaded):
+def test_unknown_ids_score_as_oov_and_negative_ids_as_padding(run, loaded):
     inputs = _requests(run["data_dir"], 2, 3)[F.Task.SEARCH]
     variants = []
-    for unknown in (987654321, 123456789, -7):
+    for unknown in (987654321, 123456789, -7, F.RAW_PAD_ID):
         x = {k: v.copy() for k, v in inputs.items()}
         x[S.CANDIDATES][:, 1] = unknown
         x[F.FEED_ITEMS][:, 0] = unknown
@@ -330,8 +330,8 @@ def test_unknown_and_negative_ids_score_as_oov(run, loaded):
         x[F.SEARCH_WORDS][:, 0, 0] = unknown
         x[F.USER_ID][:] = unknown
         variants.append(_call(loaded, "search", x))
-    np.testing.assert_allclose(variants[0], variants[1], atol=TOL)
-    np.testing.assert_allclose(variants[0], variants[2], atol=TOL)
+    np.testing.assert_allclose(variants[0], variants[1], atol=TOL)  # both OOV
+    np.testing.assert_allclose(variants[2], variants[3], atol=TOL)  # any negative id = padding
 
 
 def test_empty_histories_and_an_empty_query_give_finite_scores(run, loaded):
@@ -485,13 +485,13 @@ def test_retrieve_excludes_history_on_request(run, loaded):
     excluded = set(long_items.ravel()) | set(request[F.SEARCH_CLICKS].ravel())
     got = ids(True)
     assert top not in got
-    # The 12-item fixture catalogue minus the excluded items leaves empty slots: id 0, -1e9.
+    # The 12-item fixture catalogue minus the excluded items leaves empty slots: id -1, -1e9.
     out = fn(**{k: tf.constant(v) for k, v in request.items()},
              exclude_history=tf.constant([True]))
-    empty = out["item_ids"].numpy()[0] == 0
+    empty = out["item_ids"].numpy()[0] == F.RAW_PAD_ID
     assert empty.sum() == TOP_K - len(set(vocab.item_ids) - excluded)
     np.testing.assert_array_equal(out["scores"].numpy()[0][empty], S.EMPTY_SCORE)
-    assert not (set(got) - {0}) & excluded
+    assert not (set(got) - {F.RAW_PAD_ID}) & excluded
 
 
 def test_xla_serving_functions_match_the_plain_ones(run):

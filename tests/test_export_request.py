@@ -55,8 +55,26 @@ def test_fit_request_gives_the_model_caps():
     assert out[F.SEARCH_CLICKS].shape == (b, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS)
     assert out[F.QUERY_WORDS].shape == (b, F.MAX_QUERY_WORDS)
     # One session kept, its 50 first words and 5 first clicks; the other 29 slots are padding.
-    assert int(tf.reduce_sum(out[F.SEARCH_WORDS])) == b * F.MAX_QUERY_WORDS
-    assert int(tf.reduce_sum(out[F.SEARCH_CLICKS])) == b * F.MAX_SESSION_CLICKS
+    assert int(tf.reduce_sum(tf.cast(out[F.SEARCH_WORDS] == 1, tf.int64))) == b * F.MAX_QUERY_WORDS
+    assert int(tf.reduce_sum(tf.cast(out[F.SEARCH_CLICKS] == 1, tf.int64))) == (
+        b * F.MAX_SESSION_CLICKS)
+    assert bool(tf.reduce_all(out[F.SEARCH_WORDS][:, 1:] == F.RAW_PAD_ID))  # -1 = padding
+
+
+def test_fit_request_keeps_raw_id_zero_and_pads_with_minus_one():
+    """Raw id 0 is an event; -1 is padding (a model whose vocabularies lack 0 reads 0 as padding)."""
+    inputs = {F.USER_ID: tf.constant([0], tf.int64),
+              F.FEED_ITEMS: tf.constant([[5] * 30 + [0, -1]], tf.int64),
+              F.FEED_TS: tf.constant([[1] * 30 + [2, 0]], tf.int64),
+              F.SEARCH_TS: tf.constant([[3]], tf.int64),
+              F.SEARCH_WORDS: tf.constant([[[0, -1]]], tf.int64),
+              F.SEARCH_CLICKS: tf.constant([[[-1]]], tf.int64)}
+    out = S.fit_request(inputs)
+    assert int(out[F.FEED_ITEMS][0, -1]) == 0 and int(out[F.FEED_TS][0, -1]) == 2  # most recent
+    assert int(out[F.SEARCH_WORDS][0, 0, 0]) == 0
+    assert int(out[F.SEARCH_HAS_CLICK][0, 0]) == 0
+    legacy = S.fit_request(inputs, zero_is_id=False)
+    assert int(legacy[F.FEED_ITEMS][0, -1]) == 5  # 0 read as padding
 
 
 DTYPES = {"user_id": np.int64, "candidates": np.int64, "exclude_history": np.bool_}

@@ -343,7 +343,19 @@ def test_blank_search_strings(column):
 
 @pytest.mark.parametrize("column", ["first_level_category_id", "fourth_level_category_id"])
 def test_bad_item_category(column):
-    assert reason(ITEM, **{column: "-1"}) == "bad_category"
+    assert reason(ITEM, **{column: "x"}) == "bad_category"
+    assert reason(ITEM, **{column: "-1.5"}) == "bad_category"
+
+
+@pytest.mark.parametrize("sentinel", ["-1", " -1.0 ", "-99"])
+def test_negative_item_category_is_the_missing_sentinel(sentinel):
+    """A negative category id means "missing": the item keeps its row, the level reads 0."""
+    result = parse_fields(ITEM, item_values(second_level_category_id=sentinel))
+    assert result.rejection is None and result.notes == ("category_missing",)
+    assert result.record.categories == (3, 0, 0, 0)
+    both = parse_fields(ITEM, item_values(first_level_category_id="-1", caption=""))
+    assert both.record.categories == (0, 17, 0, 0)
+    assert both.notes == ("caption_missing", "category_missing")
 
 
 @pytest.mark.parametrize("column", ["search_active_level", "rec_active_level", "onehot_feat1",

@@ -100,8 +100,9 @@ def slots_of(d):
     return out
 
 
-def pad(values, size):
-    return list(values) + [0] * (size - len(values))
+def pad(values, size, value=F.RAW_PAD_ID):
+    """``values`` padded to ``size``: ids with ``RAW_PAD_ID`` (default), side and sim with 0."""
+    return list(values) + [value] * (size - len(values))
 
 
 def expect(user, side, sim, last_minutes, rec=(), sessions=()):
@@ -109,8 +110,10 @@ def expect(user, side, sim, last_minutes, rec=(), sessions=()):
     return {"side": int(side), "sim": pytest.approx(sim, rel=1e-6), "user": user,
             "last_ts": ts(last_minutes) if last_minutes is not None else 0,
             "rec": pad(rec, Lf),
-            "words": [pad(w[:Wn], Wn) for w, _ in sessions] + [[0] * Wn] * (Lq - len(sessions)),
-            "clicks": [pad(c[:Kn], Kn) for _, c in sessions] + [[0] * Kn] * (Lq - len(sessions))}
+            "words": [pad(w[:Wn], Wn) for w, _ in sessions] + [[F.RAW_PAD_ID] * Wn] * (
+                Lq - len(sessions)),
+            "clicks": [pad(c[:Kn], Kn) for _, c in sessions] + [[F.RAW_PAD_ID] * Kn] * (
+                Lq - len(sessions))}
 
 
 FEED_SIDE, SEARCH_SIDE = NeighbourSide.FEED, NeighbourSide.SEARCH
@@ -355,8 +358,8 @@ def test_reader_parses_the_payload(built):
                 n = len(d[F.NBR_SIDE])
                 K = F.MAX_NEIGHBOURS
                 assert row[F.NBR_SIDE].shape == (K,)
-                assert list(row[F.NBR_SIDE]) == pad(d[F.NBR_SIDE], K)
-                np.testing.assert_allclose(row[F.NBR_SIM], pad(d[F.NBR_SIM], K))
+                assert list(row[F.NBR_SIDE]) == pad(d[F.NBR_SIDE], K, 0)
+                np.testing.assert_allclose(row[F.NBR_SIM], pad(d[F.NBR_SIM], K, 0))
                 assert row[F.NBR_REC_ITEMS].shape == (K, Lf)
                 assert list(row[F.NBR_REC_ITEMS].ravel()) == pad(d[F.NBR_REC_ITEMS], K * Lf)
                 assert row[F.NBR_SRC_WORDS].shape == (K, Lq, Wn)
@@ -413,7 +416,9 @@ def test_other_raw_data_does_not_reconcile(built, tmp_path):
     raw = future_poisoned_raw(str(tmp_path / "raw"))
     with pytest.raises(ReconciliationError, match="the same raw data"):
         run_features(raw, built["data"], built["nb"], str(tmp_path / "out"))
-    stats = json.load(open(str(tmp_path / "out" / nf.STATS_FILE)))
+    assert not (tmp_path / "out").exists()  # a failed run leaves the output dir as it was
+    (staging,) = tmp_path.glob("out.tmp-*")  # its files stay beside it for inspection
+    stats = json.load(open(str(staging / nf.STATS_FILE)))
     failed = [c["check"] for c in stats["checks"] if not c["ok"]]
     assert failed and all("the same raw data" in name for name in failed)
 

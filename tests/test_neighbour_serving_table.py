@@ -88,10 +88,11 @@ def slots_of(row):
 
 
 def assert_padding(row):
-    """Slots past ``num_slots`` are all zero (side 0 = empty)."""
+    """Slots past ``num_slots`` are padding (side and sim 0, ids ``RAW_PAD_ID``)."""
     n = row["num_slots"]
     for name in F.NEIGHBOUR_INPUTS:
-        assert not np.asarray(row[name])[n:].any(), name
+        pad_value = 0 if name in (F.NBR_SIDE, F.NBR_SIM) else F.RAW_PAD_ID
+        assert (np.asarray(row[name])[n:] == pad_value).all(), name
     assert len(row["nbr_users"]) == len(row["nbr_last_ts"]) == n
 
 
@@ -123,31 +124,32 @@ def middle(built):
 
 def _payload(items, ts_):
     rec = tuple(pad(items, Lf))
-    return pl.Payload(rec, (0,) * (Lq * Wn), (0,) * (Lq * Kn), ts_, len(items), 0)
+    empty = (F.RAW_PAD_ID,)
+    return pl.Payload(rec, empty * (Lq * Wn), empty * (Lq * Kn), ts_, len(items), 0)
 
 
 def test_serving_row_layout_padding_and_cut_at_k():
     slots = [pl.Slot(1, 0.5, 7), pl.Slot(2, 0.25, 8)]
     words = tuple(pad(range(1, 9), Lq * Wn))
     clicks = tuple(pad([5, 6, 7], Lq * Kn))
-    payloads = [_payload([3, 4], 40), pl.Payload((0,) * Lf, words, clicks, 50, 0, 2)]
+    payloads = [_payload([3, 4], 40), pl.Payload((F.RAW_PAD_ID,) * Lf, words, clicks, 50, 0, 2)]
     row = st.serving_row(11, slots, payloads, 1, 1000, 2000)
     assert (row["user_id"], row["snapshot"], row["snapshot_ts"], row["as_of_ms"],
             row["num_slots"]) == (11, 1, 1000, 2000, 2)
-    assert row["nbr_side"] == pad([1, 2], K) and row["nbr_sim"] == pad([0.5, 0.25], K)
+    assert row["nbr_side"] == pad([1, 2], K, 0) and row["nbr_sim"] == pad([0.5, 0.25], K, 0)
     assert row["nbr_users"] == [7, 8] and row["nbr_last_ts"] == [40, 50]
     assert np.asarray(row["nbr_rec_items"]).shape == (K, Lf)
     assert np.asarray(row["nbr_src_words"]).shape == (K, Lq, Wn)
     assert np.asarray(row["nbr_src_clicks"]).shape == (K, Lq, Kn)
     assert row["nbr_rec_items"][0] == pad([3, 4], Lf)
     assert row["nbr_src_words"][1][0] == list(range(1, 9))
-    assert row["nbr_src_clicks"][1][:2] == [[5, 6], [7, 0]]
+    assert row["nbr_src_clicks"][1][:2] == [[5, 6], [7, F.RAW_PAD_ID]]
     assert_padding(row)
     json.dumps(row)  # plain JSON types only
-    # No slots: the all-zero row a missing user also gets.
+    # No slots: the all-padding row a missing user also gets.
     empty = st.serving_row(11, [], [], 1, 1000, 2000)
-    assert empty["num_slots"] == 0 and not any(np.asarray(empty[n]).any()
-                                               for n in F.NEIGHBOUR_INPUTS)
+    assert empty["num_slots"] == 0
+    assert_padding(empty)
     # More than K slots: the JSON row keeps the first K (the TFRecord keeps them all).
     many = [pl.Slot(1, 1.0 / (i + 1), 100 + i) for i in range(K + 3)]
     cut = st.serving_row(11, many, [_payload([i + 1], i + 1) for i in range(K + 3)], 0, 1, 2)

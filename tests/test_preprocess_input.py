@@ -52,7 +52,7 @@ def dirty(tmp_path_factory):
     clean_out = str(root / "clean")
     clean = run_preprocess(G.write(str(root / "clean_raw")), clean_out, "--config", str(config))
     out = str(root / "out")
-    stats = run_preprocess(raw, out, "--config", str(config))
+    stats = run_preprocess(raw, out, "--config", str(config), "--max_rejected_fraction", "1")
     return out, stats, clean_out, clean
 
 

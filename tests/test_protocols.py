@@ -136,9 +136,9 @@ def test_full_subset_is_fixed_and_about_the_asked_size():
 # -- impressions and padding ----------------------------------------------------------------------
 def test_impressions_golden_rank_ignores_padding():
     batch = {reader.CANDIDATES: np.array([[10, 1, 2, 3], [11, 4, 5, 6]]),
-             F.IMPRESSIONS: np.array([[20, 21, 0], [0, 0, 0]])}
+             F.IMPRESSIONS: np.array([[20, 21, -1], [-1, -1, -1]])}
     candidates, valid, keep = protocols.protocol_candidates(batch, protocols.IMPRESSIONS)
-    assert candidates.tolist() == [[10, 20, 21, 0], [11, 0, 0, 0]]
+    assert candidates.tolist() == [[10, 20, 21, -1], [11, -1, -1, -1]]
     assert valid.tolist() == [[True, True, True, False], [True, False, False, False]]
     assert keep.tolist() == [True, False]  # a session that showed nothing else is skipped
     # Scores: 21 beats the positive, 20 ties it, the padding column's 9 is ignored.
@@ -162,9 +162,9 @@ def test_padding_never_ties_or_beats_the_positive():
 
 def test_sampled_fair_skips_rows_without_fair_negatives():
     batch = {reader.CANDIDATES: np.array([[10, 1, 2], [11, 2, 3]]),
-             F.NEGATIVES_FAIR: np.array([[3, 4, 0, 0], [0, 0, 0, 0]])}  # padded past C - 1
+             F.NEGATIVES_FAIR: np.array([[3, 4, -1, -1], [-1, -1, -1, -1]])}  # padded past C - 1
     candidates, valid, keep = protocols.protocol_candidates(batch, protocols.SAMPLED_FAIR)
-    assert candidates.tolist() == [[10, 3, 4], [11, 0, 0]]
+    assert candidates.tolist() == [[10, 3, 4], [11, -1, -1]]
     assert valid.all() and keep.tolist() == [True, False]
 
 

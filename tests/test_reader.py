@@ -46,7 +46,7 @@ def test_round_trip(data_dir, split, task):
         e = written[(int(row[F.USER_ID]), int(row[F.TARGET_ROW]))]
         n_feed = len(e[F.FEED_ITEMS])
         np.testing.assert_array_equal(row[F.FEED_ITEMS][:n_feed], e[F.FEED_ITEMS])
-        np.testing.assert_array_equal(row[F.FEED_ITEMS][n_feed:], 0)
+        np.testing.assert_array_equal(row[F.FEED_ITEMS][n_feed:], F.RAW_PAD_ID)
         np.testing.assert_array_equal(row[F.FEED_TS][:n_feed], e[F.FEED_TS])
         assert row[F.FEED_ITEMS].shape == (F.MAX_FEED_HISTORY,)
         assert row[F.SEARCH_WORDS].shape == (F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS)
@@ -55,7 +55,7 @@ def test_round_trip(data_dir, split, task):
         for i, s in enumerate(sessions):
             assert row[F.SEARCH_TS][i] == s["ts"]
             assert list(row[F.SEARCH_WORDS][i][:len(s["words"])]) == s["words"]
-            assert not row[F.SEARCH_WORDS][i][len(s["words"]):].any()
+            assert (row[F.SEARCH_WORDS][i][len(s["words"]):] == F.RAW_PAD_ID).all()
             assert list(row[F.SEARCH_CLICKS][i][:len(s["clicks"])]) == s["clicks"]
             assert row[F.SEARCH_HAS_CLICK][i] == s["has_click"]
         assert not row[F.SEARCH_TS][len(sessions):].any()

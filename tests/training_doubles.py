@@ -41,12 +41,12 @@ class SafeTinyModel(TinyModel):
             return table(tf.math.floormod(ids, self.bins))
 
         hist = batch[F.FEED_ITEMS]
-        valid = tf.cast(hist != 0, tf.float32)[..., None]
+        valid = tf.cast(hist > 0, tf.float32)[..., None]
         user = tf.reduce_sum(embed(self.items, hist) * valid, 1) / tf.maximum(
             tf.reduce_sum(valid, 1), 1.0)
         if task == F.Task.SEARCH:
             q = batch[F.QUERY_WORDS]
-            qv = tf.cast(q != 0, tf.float32)[..., None]
+            qv = tf.cast(q > 0, tf.float32)[..., None]
             user += tf.reduce_sum(embed(self.words, q) * qv, 1) / tf.maximum(
                 tf.reduce_sum(qv, 1), 1.0)
         return tf.einsum("bd,bcd->bc", user, embed(self.items, batch[reader.CANDIDATES]))

@@ -11,11 +11,13 @@ import json
 from typing import Any, Dict
 
 from jsr_tf import features
-from jsr_tf.data.kuaisar_values import KUAISAR_PERIOD
+from jsr_tf.data.kuaisar_values import OPEN_PERIOD
 
-# Valid timestamp range: both KuaiSAR releases (2023-05-22 → 2023-06-10) with a day of slack.
-DEFAULT_PERIOD_START_MS = KUAISAR_PERIOD.start_ms
-DEFAULT_PERIOD_END_MS = KUAISAR_PERIOD.end_ms
+# Valid timestamp range by default: any positive timestamp before 2100 (``OPEN_PERIOD``), so a log
+# of any period keeps all its rows; the span it really covers is recorded in ``stats.json``.
+# ``kuaisar_values.KUAISAR_PERIOD`` (both releases plus a day of slack) restricts it to KuaiSAR's.
+DEFAULT_PERIOD_START_MS = OPEN_PERIOD.start_ms
+DEFAULT_PERIOD_END_MS = OPEN_PERIOD.end_ms
 
 FALLBACK_FIRST_SHOWN = "first_shown"
 FALLBACK_NONE = "none"
@@ -49,8 +51,9 @@ class PreprocessConfig:
             reference), events at the same timestamp that come earlier in canonical order
             ``(ts, kind, row)`` are history too. Default True: items of one feed delivery share a
             timestamp and their click order is unknown.
-        period_start_ms: Earliest valid timestamp (inclusive).
-        period_end_ms: Latest valid timestamp (exclusive).
+        period_start_ms: Earliest valid timestamp (inclusive); default 1 (any positive one).
+        period_end_ms: Latest valid timestamp (exclusive); default 2100-01-01 UTC. Rows outside
+            the period are dead-lettered (``timestamp_out_of_period``).
         num_shards: TFRecord shards per (split, task); 0 chooses from the data size.
     """
 

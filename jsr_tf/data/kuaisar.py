@@ -29,7 +29,8 @@ Rejection reasons (``Rejection.reason``; stable names, used as dead-letter count
 ``bad_keyword``             ``keyword`` is not a well-formed list string
 ``empty_keyword``           ``keyword`` is empty (blank field or ``[]``): a query with no words
 ``empty_string``            ``search_source`` or ``src_inter.item_type`` is blank
-``bad_category``            an item category id or a user feature is not an integer >= 0
+``bad_category``            an item category id is not an integer (a negative one is the "missing"
+                            sentinel, see the notes), or a user feature is not an integer >= 0
 ==========================  ==================================================================
 
 Notes (``ParseResult.notes``; non-fatal, the record is still produced; count them):
@@ -43,6 +44,8 @@ Notes (``ParseResult.notes``; non-fatal, the record is still produced; count the
                                        the numeric timestamp (the numeric value wins)
 ``time_string_unparseable``            that string is not a ``YYYY-MM-DD HH:MM:SS`` time
 ``search_item_related_without_search`` ``search_item_related == 1`` while ``search == 0`` (kept)
+``category_missing``                   an item category id is negative (e.g. ``-1``): the usual
+                                       "missing" sentinel, read as 0 (the format's absent level)
 =====================================  =========================================================
 """
 
@@ -51,6 +54,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import re
 import types
 from typing import (BinaryIO, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional,
                     Sequence, Tuple, Union)
@@ -126,8 +130,9 @@ KEYWORD_TRUNCATED = "keyword_truncated"
 TIME_STRING_MISMATCH = "time_string_mismatch"
 TIME_STRING_UNPARSEABLE = "time_string_unparseable"
 RELATED_WITHOUT_SEARCH = "search_item_related_without_search"
+CATEGORY_MISSING = "category_missing"
 NOTES = (CAPTION_MISSING, CAPTION_MALFORMED, CAPTION_TRUNCATED, KEYWORD_TRUNCATED,
-         TIME_STRING_MISMATCH, TIME_STRING_UNPARSEABLE, RELATED_WITHOUT_SEARCH)
+         TIME_STRING_MISMATCH, TIME_STRING_UNPARSEABLE, RELATED_WITHOUT_SEARCH, CATEGORY_MISSING)
 """Every ``ParseResult.notes`` entry this module emits (see the module docstring)."""
 
 Record = Union[FeedEvent, SearchRow, ItemRecord, UserRecord, FollowEdge]
@@ -317,6 +322,21 @@ def _id(text: str, reason: str = BAD_ID) -> int:
         raise _RowError(reason) from None
 
 
+_NEGATIVE_INT_RE = re.compile(r"-[0-9]+(?:\.0+)?", re.ASCII)
+
+
+def _category(text: str) -> int:
+    """An item category id; a negative integer (the "missing" sentinel) gives -1."""
+    if text.isdigit() and text.isascii() and len(text) < 19:
+        return int(text)
+    try:
+        return parse_id(text)
+    except ValueError:
+        if _NEGATIVE_INT_RE.fullmatch(text.strip(_SPACE)):
+            return -1
+        raise _RowError(BAD_CATEGORY) from None
+
+
 def _number(text: str) -> float:
     try:
         return parse_non_negative_float(text)
@@ -493,7 +513,10 @@ class RowParser:
             caption = caption[:self.max_words]
             notes = (CAPTION_TRUNCATED,)
         author_id = _id(f[author])
-        categories = tuple(_id(f[col], BAD_CATEGORY) for col in self._cols[6:])
+        categories = tuple(_category(f[col]) for col in self._cols[6:])
+        if min(categories, default=0) < 0:  # "missing" sentinels: the absent-level id 0
+            categories = tuple(max(c, 0) for c in categories)
+            notes += (CATEGORY_MISSING,)
         return ParseResult(ItemRecord(item_id, caption, author_id, f[item_type].strip(_SPACE),
                                       f[upload_time].strip(_SPACE), f[upload_type].strip(_SPACE),
                                       categories), None, notes)

@@ -61,6 +61,13 @@ KUAISAR_PERIOD = Period(_beijing_ms(2023, 5, 21), _beijing_ms(2023, 6, 11))
 slack on each side."""
 
 
+OPEN_PERIOD = Period(1, int(datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc).timestamp())
+                     * 1000)
+"""Every positive unix-ms timestamp before 2100-01-01 UTC: the importer's default, so a log keeps its
+own span whatever its dates (the span is recorded in ``stats.json``). 0 stays invalid: it marks an
+empty history slot in the example contract; 2100 and later are corrupt values."""
+
+
 class TimestampOutOfPeriodError(ValueError):
     """A well-formed, non-negative timestamp that lies outside the accepted ``Period``.
 

@@ -10,24 +10,24 @@ key                       shape        meaning
 ========================  ===========  =====================================================
 user_id, task             [B]          int64
 target_ts, target_row     [B]          int64
-feed_items, feed_ts       [B, 30]      raw ids / ms, oldest first, right-padded with 0
+feed_items, feed_ts       [B, 30]      raw ids / ms, oldest first, right-padded with -1 / 0
 search_ts                 [B, 30]      ms, oldest first, right-padded with 0
 search_has_click          [B, 30]      0/1
-search_words              [B, 30, 50]  raw word ids per session, 0-padded
-search_clicks             [B, 30, 5]   raw item ids per session, 0-padded
-query_words               [B, 50]      raw word ids of the target query (zeros on feed rows)
-candidates                [B, C]       raw item ids; column 0 is the positive
+search_words              [B, 30, 50]  raw word ids per session, -1-padded
+search_clicks             [B, 30, 5]   raw item ids per session, -1-padded
+query_words               [B, 50]      raw word ids of the target query (all -1 on feed rows)
+candidates                [B, C]       raw item ids; column 0 is the positive (-1-padded)
 label                     [B, C]       float32, 1.0 in column 0
 ========================  ===========  =====================================================
 
 With ``neighbours=True`` (data written by ``jsr-neighbour-features``; K = 10 slots, Lf = 15,
-Lq = 10, Wn = 8, Kn = 2, see ``features.py``) five more keys, all 0 where a row has fewer slots
-or no neighbour fields at all:
+Lq = 10, Wn = 8, Kn = 2, see ``features.py``) five more keys, padding where a row has fewer
+slots or no neighbour fields at all (ids -1, ``nbr_side`` and ``nbr_sim`` 0):
 
 ========================  ================  ================================================
 nbr_side                  [B, K]            int64, 0 empty, 1 feed-similar, 2 search-similar
 nbr_sim                   [B, K]            float32 Jaccard
-nbr_rec_items             [B, K, Lf]        raw ids, oldest first, right-padded
+nbr_rec_items             [B, K, Lf]        raw ids, oldest first, right-padded with -1
 nbr_src_words             [B, K, Lq, Wn]    raw word ids per session
 nbr_src_clicks            [B, K, Lq, Kn]    raw item ids per session
 ========================  ================  ================================================
@@ -89,7 +89,8 @@ def neighbour_tensors(parsed: Dict[str, tf.RaggedTensor],
     out = {}
     for name, inner in shapes.items():
         size = F.NEIGHBOUR_SLOT_SIZES[name]
-        dense = parsed[name].to_tensor(default_value=0, shape=[None, num_slots * size])
+        pad = 0 if name in (F.NBR_SIDE, F.NBR_SIM) else F.RAW_PAD_ID
+        dense = parsed[name].to_tensor(default_value=pad, shape=[None, num_slots * size])
         out[name] = tf.reshape(dense, [-1, num_slots, *inner])
     return out
 
@@ -109,18 +110,18 @@ def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
     parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels, neighbours, eval_fields))
     out = {name: parsed[name] for name in F.SCALAR_FEATURES if name in parsed}
 
-    def pad(name: str, *caps: int) -> tf.Tensor:
-        return parsed[name].to_tensor(default_value=0, shape=[None, *caps])
+    def pad(name: str, *caps: int, value: int = F.RAW_PAD_ID) -> tf.Tensor:
+        return parsed[name].to_tensor(default_value=value, shape=[None, *caps])
 
     out[F.QUERY_WORDS] = pad(F.QUERY_WORDS, F.MAX_QUERY_WORDS)
     out[F.FEED_ITEMS] = pad(F.FEED_ITEMS, F.MAX_FEED_HISTORY)
-    out[F.FEED_TS] = pad(F.FEED_TS, F.MAX_FEED_HISTORY)
-    out[F.SEARCH_TS] = pad(F.SEARCH_TS, F.MAX_SEARCH_HISTORY)
-    out[F.SEARCH_HAS_CLICK] = pad(F.SEARCH_HAS_CLICK, F.MAX_SEARCH_HISTORY)
+    out[F.FEED_TS] = pad(F.FEED_TS, F.MAX_FEED_HISTORY, value=0)
+    out[F.SEARCH_TS] = pad(F.SEARCH_TS, F.MAX_SEARCH_HISTORY, value=0)
+    out[F.SEARCH_HAS_CLICK] = pad(F.SEARCH_HAS_CLICK, F.MAX_SEARCH_HISTORY, value=0)
     out[F.SEARCH_WORDS] = pad(F.SEARCH_WORDS, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS)
     out[F.SEARCH_CLICKS] = pad(F.SEARCH_CLICKS, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS)
     if with_labels:
-        negatives = parsed[F.NEGATIVES].to_tensor(default_value=0)
+        negatives = parsed[F.NEGATIVES].to_tensor(default_value=F.RAW_PAD_ID)
         out[CANDIDATES] = tf.concat([parsed[F.TARGET_ITEM][:, None], negatives], axis=1)
         out[LABEL] = tf.one_hot(tf.zeros_like(parsed[F.TARGET_ITEM], tf.int32),
                                 tf.shape(out[CANDIDATES])[1], dtype=tf.float32)
@@ -234,7 +235,7 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         num_parallel_reads: Files read in parallel.
         neighbours: Parse the neighbour payload too (models with ``neighbours != "none"``).
         eval_fields: Also give ``negatives_fair``, ``impressions`` and ``other_clicks``, each
-            ``[B, 99]`` (0-padded; all 0 where a row has none), for the evaluation protocols.
+            ``[B, 99]`` (-1-padded; all -1 where a row has none), for the evaluation protocols.
 
     Returns:
         A ``tf.data.Dataset`` of dicts as in the module table.

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from jsr_tf.data.config import (FALLBACK_FIRST_SHOWN, HISTORY_ANY, HISTORY_BOTH, PreprocessConfig)
 from jsr_tf.data.records import FeedEvent, SearchRow, SearchSession
-from jsr_tf.features import EventKind, Split, Task
+from jsr_tf.features import RAW_PAD_ID, EventKind, Split, Task
 
 Counters = Dict[str, int]
 
@@ -25,7 +25,7 @@ class Event(NamedTuple):
         kind: ``EventKind.FEED`` or ``EventKind.SEARCH``.
         row: Row index in its source file (first row of a session).
         item: Feed: the clicked item. Search: the target positive (first clicked item), or the
-            fallback item, or 0.
+            fallback item, or ``RAW_PAD_ID``.
         words: Search query words (already capped); empty for feed.
         clicks: Search: items as they enter histories (clicked items capped, or the fallback);
             empty for feed.
@@ -146,7 +146,7 @@ def _session_event(session: SearchSession, config: PreprocessConfig) -> Event:
         item = session.shown[0]
     else:
         clicks = ()
-        item = 0
+        item = RAW_PAD_ID
     return Event(ts=session.ts, kind=EventKind.SEARCH, row=session.row, item=item,
                  words=session.words[:config.max_query_words], clicks=clicks,
                  all_clicked=session.clicked, has_click=session.has_click,

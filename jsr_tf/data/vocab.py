@@ -28,14 +28,14 @@ class Vocab(NamedTuple):
         item_search_count: ``[N_items]`` int64 train-target counts (search).
         item_first_seen: ``[N_items]`` int64 first train-visible ms.
         item_categories: ``[N_items, 4]`` int64 category ids (0 = absent).
-        item_captions: ``[N_items, W]`` int64 raw caption word ids, 0-padded.
+        item_captions: ``[N_items, W]`` int64 raw caption word ids, ``RAW_PAD_ID``-padded.
         word_ids: ``[N_words]`` int64 raw word ids.
         word_counts: ``[N_words]`` int64.
         user_ids: ``[N_users]`` int64 raw user ids.
         user_features: ``[N_users, 4]`` int64: search_active_level, rec_active_level,
             onehot_feat1, onehot_feat2.
         queries: ``[N_queries, W]`` int64 raw word ids of the distinct train-visible queries,
-            0-padded (the query negatives of the query–item InfoNCE).
+            ``RAW_PAD_ID``-padded (the query negatives of the query–item InfoNCE).
     """
 
     item_ids: np.ndarray
@@ -83,7 +83,7 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
     with _open(os.path.join(vocab_dir, F.ITEMS_VOCAB)) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     n = len(rows)
-    captions = np.zeros([n, max_caption_words], np.int64)
+    captions = np.full([n, max_caption_words], F.RAW_PAD_ID, np.int64)
     for i, row in enumerate(rows):
         words = [int(w) for w in row["caption"].split()][:max_caption_words]
         captions[i, :len(words)] = words
@@ -99,7 +99,7 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
         users = list(csv.DictReader(f, delimiter="\t"))
     with _open(os.path.join(vocab_dir, F.QUERIES_VOCAB)) as f:
         query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
-    queries = np.zeros([len(query_rows), max_caption_words], np.int64)
+    queries = np.full([len(query_rows), max_caption_words], F.RAW_PAD_ID, np.int64)
     for i, query in enumerate(query_rows):
         query_ids = [int(w) for w in query][:max_caption_words]
         queries[i, :len(query_ids)] = query_ids

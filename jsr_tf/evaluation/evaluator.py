@@ -182,11 +182,11 @@ def _check_candidates(candidates: np.ndarray, user_ids: np.ndarray, expected: in
     if candidates.shape[1] != expected:
         raise ValueError(f"Rows of {where} should have {expected} candidates (1 positive + "
                          f"negatives). Received: {candidates.shape[1]} in a batch")
-    short = np.any(candidates == F.PAD_ID, axis=1)
+    short = np.any(candidates < 0, axis=1)  # the reader pads with RAW_PAD_ID
     if short.any():
         bad = user_ids[short][:5].tolist()
         raise ValueError(f"{int(short.sum())} rows of {where} have fewer than {expected} "
-                         f"candidates (padded with {F.PAD_ID}); users {bad}. The candidate "
+                         f"candidates (padded with {F.RAW_PAD_ID}); users {bad}. The candidate "
                          "files are corrupt or were written with another sampler setting.")
 
 

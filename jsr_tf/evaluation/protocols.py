@@ -125,14 +125,14 @@ def protocol_candidates(batch: Dict[str, np.ndarray], protocol: str
     if protocol == SAMPLED_FAIR:  # as many as the stored negatives (the reader pads to 99)
         negatives = batch[F.NEGATIVES_FAIR][:, :batch[reader.CANDIDATES].shape[1] - 1]
         candidates = np.concatenate([positive, negatives], axis=1)
-        keep = np.all(negatives != F.PAD_ID, axis=1)
+        keep = np.all(negatives >= 0, axis=1)  # padding: RAW_PAD_ID
         return candidates, np.ones(candidates.shape, bool), keep
     if protocol == IMPRESSIONS:
         negatives = batch[F.IMPRESSIONS]
         candidates = np.concatenate([positive, negatives], axis=1)
-        valid = candidates != F.PAD_ID
+        valid = candidates >= 0
         valid[:, 0] = True
-        return candidates, valid, np.any(negatives != F.PAD_ID, axis=1)
+        return candidates, valid, np.any(negatives >= 0, axis=1)
     raise ValueError(f"`protocol` should be one of {[SAMPLED, SAMPLED_FAIR, IMPRESSIONS]} here. "
                      f"Received: {protocol!r}")
 
@@ -162,10 +162,11 @@ class FullRanks:
 def history_items(batch: Dict[str, tf.Tensor]) -> tf.Tensor:
     """``[B, 30 + 30·5]`` the row's interacted items: feed positives and the clicks of clicked
     search sessions (a no-click session's fallback item was only shown, so it is not excluded);
-    0 = padding."""
+    ``RAW_PAD_ID`` = padding."""
     clicks = batch[F.SEARCH_CLICKS]
     clicked = tf.not_equal(batch[F.SEARCH_HAS_CLICK], 0)[:, :, None]
-    clicks = tf.where(clicked, clicks, tf.zeros_like(clicks))
+    clicks = tf.where(clicked, clicks, tf.fill(tf.shape(clicks), tf.constant(F.RAW_PAD_ID,
+                                                                             clicks.dtype)))
     rows = tf.shape(clicks)[0]
     return tf.concat([batch[F.FEED_ITEMS], tf.reshape(clicks, [rows, -1])], axis=1)
 
@@ -240,7 +241,7 @@ def full_ranks(scorer, data_dir: str, split: str, task: int, catalogue: np.ndarr
         ``FullRanks`` of the scored rows.
     """
     catalogue = np.asarray(catalogue, np.int64)
-    catalogue = catalogue[catalogue != F.PAD_ID]
+    catalogue = catalogue[catalogue >= 0]
     if catalogue.size == 0:
         raise ValueError("The catalogue is empty: no items to rank against.")
     total = count_rows(data_dir, split, task)

@@ -116,7 +116,7 @@ def _count_table(item_ids: np.ndarray, counts: np.ndarray) -> tf.lookup.StaticHa
         raise ValueError("Item ids and counts should have equal lengths. Received: "
                          f"{len(item_ids)} ids and {len(counts)} counts")
     if not len(item_ids):  # a table cannot be built from empty tensors: one pad row scoring 0
-        item_ids, counts = np.array([F.PAD_ID], np.int64), np.array([0], np.int64)
+        item_ids, counts = np.array([F.RAW_PAD_ID], np.int64), np.array([0], np.int64)
     init = tf.lookup.KeyValueTensorInitializer(
         tf.constant(np.asarray(item_ids, np.int64)),
         tf.constant(np.asarray(counts, np.float32)))

@@ -1,9 +1,11 @@
 """`IdLookup`: raw int64 ids -> dense indices, with a hash table that travels in the SavedModel.
 
 Dense index layout (every id space of the model):
-    0: padding (raw id 0 maps to 0),
-    1: out-of-vocabulary (unknown raw ids, and any negative raw id),
-    k + 2: the k-th entry of the vocabulary.
+    0: padding: every negative raw id (the padding value is ``features.RAW_PAD_ID = -1``), and
+       raw id 0 when the vocabulary does not hold it (0-padded data from before raw id 0 was
+       supported keeps its meaning),
+    1: out-of-vocabulary (unknown non-negative raw ids),
+    k + 2: the k-th entry of the vocabulary (any non-negative int64, 0 included).
 
 Shapes: any; the output has the input's shape.
 
@@ -19,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from jsr_tf.features import PAD_ID
+from jsr_tf.features import PAD_ID, RAW_PAD_ID
 
 OOV_INDEX = 1
 NUM_RESERVED_INDICES = 2  # Padding and OOV.
@@ -69,11 +71,11 @@ def _vocabulary_array(vocabulary: Vocabulary) -> np.ndarray:
         ids = ids.astype(np.int64)
     if ids.size == 0:
         raise ValueError("`vocabulary` should hold at least one id. Received: an empty vocabulary")
-    if np.any(ids <= PAD_ID):
-        bad = ids[ids <= PAD_ID][:5].tolist()
+    if np.any(ids < 0):
+        bad = ids[ids < 0][:5].tolist()
         raise ValueError(
-            "`vocabulary` should hold positive ids only (0 is padding, negatives are OOV). "
-            f"Received: `vocabulary` containing {bad}")
+            f"`vocabulary` should hold non-negative ids only (negative ids, e.g. {RAW_PAD_ID}, "
+            f"are padding). Received: `vocabulary` containing {bad}")
     unique, counts = np.unique(ids, return_counts=True)
     if np.any(counts > 1):
         raise ValueError(
@@ -86,8 +88,8 @@ def _vocabulary_array(vocabulary: Vocabulary) -> np.ndarray:
 class IdLookup(keras.layers.Layer):
     """Maps raw int64 ids to dense indices through a static hash table.
 
-    Index = position in `vocabulary` + 2; raw 0 -> 0 (padding); unknown or negative ids -> 1
-    (OOV). The table is a tracked resource of the layer, so it is saved in, and restored from,
+    Index = position in `vocabulary` + 2; negative ids (padding, `RAW_PAD_ID = -1`) -> 0; raw 0
+    -> 0 too when it is not in `vocabulary`; other unknown ids -> 1 (OOV). The table is a tracked resource of the layer, so it is saved in, and restored from,
     a SavedModel (it does not need the vocabulary file at load time).
 
     **Config and large vocabularies.** `get_config()` returns `vocabulary` exactly as it was
@@ -98,7 +100,7 @@ class IdLookup(keras.layers.Layer):
 
     Args:
         vocabulary: Path of a vocabulary file (see `read_vocabulary_file`) or a 1-D sequence of
-            distinct positive raw ids.
+            distinct non-negative raw ids.
         **kwargs: Base `Layer` arguments (`name`, ...).
 
     Call arguments:
@@ -125,23 +127,30 @@ class IdLookup(keras.layers.Layer):
         return int(self._ids.size)
 
     @property
+    def holds_raw_zero(self) -> bool:
+        """Whether raw id 0 is in the vocabulary (else it is read as padding)."""
+        return bool(np.any(self._ids == 0))
+
+    @property
     def num_indices(self) -> int:
         """Size of the dense index space: `vocabulary_size + 2` (padding, OOV, vocabulary)."""
         return self.vocabulary_size + NUM_RESERVED_INDICES
 
     def build(self, input_shape: tf.TensorShape) -> None:
+        keys = self._ids
+        values = np.arange(NUM_RESERVED_INDICES, self.num_indices, dtype=np.int64)
+        if not self.holds_raw_zero:  # raw 0 is not an id of this vocabulary: legacy padding
+            keys = np.append(keys, np.int64(0))
+            values = np.append(values, np.int64(PAD_ID))
         initializer = tf.lookup.KeyValueTensorInitializer(
-            keys=tf.constant(self._ids, dtype=tf.int64),
-            values=tf.range(NUM_RESERVED_INDICES, self.num_indices, dtype=tf.int64),
-        )
+            keys=tf.constant(keys, dtype=tf.int64), values=tf.constant(values, dtype=tf.int64))
         self._table = tf.lookup.StaticHashTable(initializer, default_value=OOV_INDEX)
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         ids = tf.cast(inputs, tf.int64)
         indices = self._table.lookup(ids)
-        indices = tf.where(ids < 0, tf.constant(OOV_INDEX, tf.int64), indices)
-        return tf.where(ids == PAD_ID, tf.constant(PAD_ID, tf.int64), indices)
+        return tf.where(ids < 0, tf.constant(PAD_ID, tf.int64), indices)
 
     def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
         return tf.TensorShape(input_shape)

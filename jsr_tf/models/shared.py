@@ -57,8 +57,11 @@ Batch = Dict[str, tf.Tensor]
 def dense_rows(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Maps raw ids to dense indices of a vocabulary.
 
+    The same mapping as ``IdLookup`` (``jsr_tf/layers/id_lookup.py``), in numpy.
+
     Args:
-        raw: Integer array of raw ids, any shape, 0 = padding.
+        raw: Integer array of raw ids, any shape; negative = padding (``F.RAW_PAD_ID``), and 0
+            too when ``ids`` does not hold it.
         ids: The vocabulary's raw ids, in dense order (``ids[k]`` has index ``k + 2``).
 
     Returns:
@@ -70,7 +73,8 @@ def dense_rows(raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
     pos = np.minimum(pos, max(len(ids) - 1, 0))
     found = (len(ids) > 0) & (sorted_ids[pos] == raw) if len(ids) else np.zeros_like(raw, bool)
     dense = np.where(found, order[pos] + NUM_RESERVED, 1)
-    return np.where(raw == 0, 0, dense).astype(np.int64)
+    padding = (raw < 0) | ((raw == 0) & ~found)
+    return np.where(padding, F.PAD_ID, dense).astype(np.int64)
 
 
 class ItemTables:

@@ -16,7 +16,7 @@ An example of user ``u`` with target time ``t`` in split ``s``:
    (``visible_events``) with ``ts < t − payload_lag`` (strict), cut by ``PayloadCutter``: the last
    ``Lf`` feed positives (their item) and the last ``Lq`` search sessions (the first ``Wn`` query
    words and the first ``Kn`` of ``Event.clicks``, i.e. the items the user's own history uses,
-   fallback included), oldest first, each block right-padded with 0 to its fixed size.
+   fallback included), oldest first, each block right-padded with -1 to its fixed size.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ class Payload(NamedTuple):
     """A neighbour's recent events before a cut, in the fixed-size blocks of the contract.
 
     Attributes:
-        rec_items: ``Lf`` feed-positive items, oldest first, right-padded with 0.
+        rec_items: ``Lf`` feed-positive items, oldest first, right-padded with -1.
         src_words: ``Lq * Wn`` word ids: ``Lq`` sessions (oldest first, right-padded with
-            all-zero sessions), each its first ``Wn`` words right-padded with 0.
+            all-padding sessions), each its first ``Wn`` words right-padded with -1.
         src_clicks: ``Lq * Kn`` item ids, laid out like ``src_words``.
         last_ts: ``ts`` of the newest event in the payload; 0 if it is empty.
         num_feed: Feed positives in the payload (``<= Lf``).
@@ -86,9 +86,9 @@ class Payload(NamedTuple):
 
 
 def _padded(values: Sequence[int], size: int) -> Tuple[int, ...]:
-    """The first ``size`` values, right-padded with ``PAD_ID`` to exactly ``size``."""
+    """The first ``size`` values, right-padded with ``RAW_PAD_ID`` to exactly ``size``."""
     values = tuple(int(v) for v in values[:size])
-    return values + (F.PAD_ID,) * (size - len(values))
+    return values + (F.RAW_PAD_ID,) * (size - len(values))
 
 
 EMPTY_PAYLOAD = Payload(

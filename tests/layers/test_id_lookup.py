@@ -1,4 +1,4 @@
-"""IdLookup: raw int64 ids -> dense indices (0 pad, 1 OOV, position + 2)."""
+"""IdLookup: raw int64 ids -> dense indices (0 pad = negative raw ids, 1 OOV, position + 2)."""
 
 import jsr_tf  # noqa: F401  (must precede tensorflow)
 
@@ -20,9 +20,22 @@ VOCAB = [100, 7, BIG]
 def test_golden_mapping():
     layer = IdLookup(VOCAB)
     raw = tf.constant([[100, 7, BIG, 0], [5, -3, -100, 2**62]], tf.int64)
-    np.testing.assert_array_equal(layer(raw), [[2, 3, 4, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(layer(raw), [[2, 3, 4, 0], [1, 0, 0, 1]])
     assert layer(raw).dtype == tf.int64
     assert layer.vocabulary_size == 3 and layer.num_indices == 5
+
+
+def test_golden_mapping_with_raw_id_zero():
+    """Raw 0 is a real id when the vocabulary holds it; -1 (and any negative) is padding."""
+    layer = IdLookup([5, 0])
+    np.testing.assert_array_equal(layer(tf.constant([-1, 0, 5, 9, -7], tf.int64)),
+                                  [0, 3, 2, 1, 0])
+    assert layer.num_indices == 4
+
+
+def test_raw_zero_outside_the_vocabulary_stays_padding():
+    """Legacy 0-padded data and requests keep their meaning for vocabularies without 0."""
+    np.testing.assert_array_equal(IdLookup([5])(tf.constant([-1, 0, 5, 9])), [0, 0, 2, 1])
 
 
 def test_int32_inputs():
@@ -79,13 +92,13 @@ def test_table_travels_inside_saved_model(tmp_path):
     os.remove(path)  # The SavedModel must not need the vocabulary file.
     restored = tf.saved_model.load(export)
     out = restored(tf.constant([[BIG, 7, 0, 55, -2]], tf.int64))
-    np.testing.assert_array_equal(out, [[4, 3, 0, 1, 1]])
+    np.testing.assert_array_equal(out, [[4, 3, 0, 1, 0]])
 
 
 @pytest.mark.parametrize("vocabulary, message", [
     ([1, 2, 1], "`vocabulary` should not repeat ids. Received: `vocabulary` repeating \\[1\\]"),
-    ([3, 0], "should hold positive ids only"),
-    ([3, -4], "should hold positive ids only"),
+    ([3, -4], "should hold non-negative ids only"),
+    ([-1], "should hold non-negative ids only"),
     ([], "should hold at least one id"),
     ([[1, 2]], "should be a file path or a 1-D sequence"),
     ([1.5, 2.0], "should be a file path or a 1-D sequence"),

@@ -302,7 +302,9 @@ def test_training_input_parses_the_payload_and_warns_without_it(data_dir, caplog
     batch = next(iter(train.dataset))[Inputs.FEED.value]
     assert batch[F.NBR_SRC_WORDS].shape[1:] == (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS,
                                                 F.NBR_QUERY_WORDS)
-    assert not any(batch[name].numpy().any() for name in F.NEIGHBOUR_INPUTS)
+    for name in F.NEIGHBOUR_INPUTS:  # every slot is padding: side and sim 0, ids -1
+        pad_value = 0 if name in (F.NBR_SIDE, F.NBR_SIM) else F.RAW_PAD_ID
+        assert (batch[name].numpy() == pad_value).all(), name
     base = datasets.make_train_input(C.preset("unisar").override(["train.batch_size=2"]),
                                      data_dir, shuffle=False)
     assert F.NBR_SIDE not in next(iter(base.dataset))[Inputs.FEED.value]

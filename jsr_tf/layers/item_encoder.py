@@ -181,7 +181,9 @@ class ItemEncoder(keras.layers.Layer):
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         parts = [tf.gather(self.item_embeddings, inputs)]
         if self.query_encoder is not None:
-            captions = self.query_encoder(tf.gather(self.caption_words, inputs))
+            # Captions hold millions of words per batch: dense_gradient (see QueryEncoder).
+            captions = self.query_encoder(tf.gather(self.caption_words, inputs),
+                                          dense_gradient=True)
             parts.append(_checks.to_compute_dtype(self, captions))  # The encoder is injected.
         if self.category_sizes:
             categories = tf.gather(self.item_categories, inputs)  # (..., F)

@@ -37,6 +37,9 @@ class QueryEncoder(keras.layers.Layer):
 
     Call arguments:
         inputs: Integer tensor `(..., W)` of dense word indices, 0 = padding.
+        dense_gradient: Python bool: compute the mean as a sparse-dense matmul, whose gradient
+            is dense (for large inputs such as a batch's item captions; see
+            `mean_word_embedding`).
 
     Returns:
         Float tensor `(..., D)`.
@@ -77,33 +80,51 @@ class QueryEncoder(keras.layers.Layer):
         _checks.build_sublayer(self.projection, tf.TensorShape([None, self.embedding_dim]))
         super().build(input_shape)
 
-    def mean_word_embedding(self, inputs: tf.Tensor) -> tf.Tensor:
+    def mean_word_embedding(self, inputs: tf.Tensor, dense_gradient: bool = False) -> tf.Tensor:
         """Masked mean of the word embeddings, `(..., W) -> (..., E)`; 0 for all-padding rows.
 
-        Outside XLA only the real words are gathered and summed per row (a segment sum), so
-        the cost and the embedding gradient follow the words present, not the `W` slots (most
-        slots of a caption or query are padding). Inside an XLA-compiled function every slot is
-        gathered and masked (fixed shapes). Both give the same values up to float32 round-off.
+        Outside XLA only the real words are read (most slots of a caption or query are
+        padding; issue 14), in one of two ways with the same values:
+
+        - default: the real words' embeddings are gathered and summed per row (a segment sum);
+          the table's gradient is a `(words, E)` slice, cheap for a few hundred thousand words;
+        - `dense_gradient=True`: a sparse-dense matmul, `(rows, vocabulary)` holding `1 / count`
+          at each real word times the table; the gradient is the dense table shape, written in
+          one scatter. Cheaper for the item captions (millions of words per batch), dearer for
+          small inputs (the whole table is written).
+
+        Inside an XLA-compiled function every slot is gathered and masked (fixed shapes). All
+        agree up to float32 round-off.
         """
         valid = tf.not_equal(inputs, PAD_ID)  # (..., W)
         if _checks.in_xla_context():
             embeddings = tf.gather(self.word_embeddings, inputs)  # (..., W, E)
             mask = tf.cast(valid, embeddings.dtype)
             total = tf.reduce_sum(embeddings * mask[..., tf.newaxis], axis=-2)
+            count = tf.reduce_sum(mask, axis=-1, keepdims=True)
+            return tf.math.divide_no_nan(total, count)
+        width = inputs.shape[-1] if inputs.shape[-1] is not None else tf.shape(inputs)[-1]
+        rows = tf.reshape(tf.cast(inputs, tf.int64), [-1, width])
+        flat_valid = tf.reshape(valid, [-1, width])
+        positions = tf.where(flat_valid)  # (nnz, 2): (row, slot), row-major
+        words = tf.gather_nd(rows, positions)
+        num_rows = tf.shape(rows, out_type=tf.int64)[0]
+        if dense_gradient:
+            table = tf.convert_to_tensor(self.word_embeddings)  # compute dtype under a policy
+            count = tf.reduce_sum(tf.cast(flat_valid, table.dtype), axis=-1)
+            weights = tf.gather(1.0 / tf.maximum(count, 1.0), positions[:, 0])
+            means = tf.sparse.sparse_dense_matmul(
+                tf.SparseTensor(tf.stack([positions[:, 0], words], axis=1), weights,
+                                [num_rows, self.vocabulary_size]), table)
         else:
-            width = inputs.shape[-1] if inputs.shape[-1] is not None else tf.shape(inputs)[-1]
-            rows = tf.reshape(inputs, [-1, width])
-            positions = tf.where(tf.reshape(valid, [-1, width]))  # (nnz, 2): (row, slot)
-            embeddings = tf.gather(self.word_embeddings, tf.gather_nd(rows, positions))
-            total = tf.math.unsorted_segment_sum(embeddings, positions[:, 0],
-                                                 num_segments=tf.shape(rows)[0])
-            total = tf.reshape(total, tf.concat([tf.shape(inputs)[:-1], [self.embedding_dim]],
-                                                axis=0))
-        count = tf.reduce_sum(tf.cast(valid, total.dtype), axis=-1, keepdims=True)
-        return tf.math.divide_no_nan(total, count)
+            embeddings = tf.gather(self.word_embeddings, words)  # (nnz, E)
+            total = tf.math.unsorted_segment_sum(embeddings, positions[:, 0], num_rows)
+            count = tf.reduce_sum(tf.cast(flat_valid, total.dtype), axis=-1, keepdims=True)
+            means = tf.math.divide_no_nan(total, count)
+        return tf.reshape(means, tf.concat([tf.shape(inputs)[:-1], [self.embedding_dim]], 0))
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return self.projection(self.mean_word_embedding(inputs))
+    def call(self, inputs: tf.Tensor, dense_gradient: bool = False) -> tf.Tensor:
+        return self.projection(self.mean_word_embedding(inputs, dense_gradient))
 
     def compute_output_shape(self, input_shape: tf.TensorShape) -> tf.TensorShape:
         return tf.TensorShape(input_shape)[:-1].concatenate([self.output_dim])

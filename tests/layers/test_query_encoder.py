@@ -60,6 +60,32 @@ def test_eager_graph_xla_agree():
     assert_three_ways_agree(layer, words)
 
 
+def test_three_word_paths_agree_in_values_and_gradients():
+    """Segment sum (default), sparse-dense matmul (``dense_gradient``, the captions) and the
+    fixed-shape XLA path: same means, same word-table gradient (a slice or a dense tensor),
+    with repeated words, empty rows and padding anywhere."""
+    layer = QueryEncoder(vocabulary_size=9, embedding_dim=3, output_dim=2)
+    ids = tf.constant([[[1, 0, 2, 2, 0], [0, 0, 0, 0, 0]], [[8, 7, 0, 0, 1], [3, 0, 0, 0, 0]]])
+    layer(ids)
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            out = fn(ids)
+            loss = tf.reduce_sum(out ** 2)
+        return out, tf.convert_to_tensor(tape.gradient(loss, layer.word_embeddings))
+
+    default = run(lambda x: layer(x))
+    for other in (run(lambda x: layer(x, dense_gradient=True)),
+                  run(tf.function(lambda x: layer(x), jit_compile=True))):
+        np.testing.assert_allclose(other[0], default[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(other[1], default[1], rtol=1e-6, atol=1e-7)
+    table = layer.word_embeddings.numpy()
+    expected_mean = (table[1] + 2 * table[2]) / 3  # slot 0 of row 0: words 1, 2, 2
+    np.testing.assert_allclose(layer.mean_word_embedding(ids, dense_gradient=True)[0, 0],
+                               expected_mean, rtol=1e-6)
+    assert not np.any(default[1].numpy()[[0, 4, 5, 6]])  # padding, absent words: no gradient
+
+
 def test_config_round_trip():
     layer = QueryEncoder(vocabulary_size=50, embedding_dim=4, output_dim=8,
                          bias_initializer="ones", name="words")

@@ -142,7 +142,7 @@ def test_every_preset_round_trips_through_json():
     ("model.neighbour_dropout=1.0", "`neighbour_dropout` should be in [0, 1)"),
     ("model.neighbour_attention_dropout=-0.1", "`neighbour_attention_dropout`"),
     ("model.neighbour_decay=0", "`neighbour_decay` should be in (0, 1]"),
-    ("model.neighbour_candidate_aware=1", "`neighbour_candidate_aware` should be a bool"),
+    ("model.neighbour_candidate_aware=1", "`model.neighbour_candidate_aware` expects a bool"),
 ])
 def test_invalid_neighbour_settings_raise(override, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")

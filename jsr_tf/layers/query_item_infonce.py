@@ -48,19 +48,22 @@ def tanh_logsumexp(anchors: tf.Tensor, negatives: tf.Tensor, scale: tf.Tensor):
     Returns:
         `(A,)`, float32 for half-precision inputs, else their dtype.
     """
-    # The matmuls run in the inputs' dtype (bfloat16 under train.precision=mixed_bfloat16), the
-    # element-wise work and the result in float32 (a no-op for float32 inputs).
-    t = tf.tanh(tf.cast(tf.matmul(anchors, negatives, transpose_b=True), _loss_dtype(anchors.dtype)))  # (A, N)
-    x = t * scale
-    peak = tf.reduce_max(x, axis=-1, keepdims=True)
-    lse = tf.math.log(tf.reduce_sum(tf.exp(x - peak), axis=-1, keepdims=True)) + peak
+    with tf.name_scope("tanh_logsumexp"):  # the gradient below runs outside the layer's scope
+        # The matmuls run in the inputs' dtype (bfloat16 under train.precision=mixed_bfloat16),
+        # the element-wise work and the result in float32 (a no-op for float32 inputs).
+        t = tf.tanh(tf.cast(tf.matmul(anchors, negatives, transpose_b=True),
+                            _loss_dtype(anchors.dtype)))  # (A, N)
+        x = t * scale
+        peak = tf.reduce_max(x, axis=-1, keepdims=True)
+        lse = tf.math.log(tf.reduce_sum(tf.exp(x - peak), axis=-1, keepdims=True)) + peak
 
     def grad(upstream):
-        upstream = tf.convert_to_tensor(upstream)  # gathered per pair: may be IndexedSlices
-        dx = tf.exp(x - lse) * upstream[:, tf.newaxis]  # (A, N)
-        d_scale = tf.reduce_sum(dx * t)
-        dz = tf.cast(dx * scale * (1.0 - tf.square(t)), anchors.dtype)
-        return (tf.matmul(dz, negatives), tf.matmul(dz, anchors, transpose_a=True), d_scale)
+        with tf.name_scope("tanh_logsumexp_grad"):
+            upstream = tf.convert_to_tensor(upstream)  # gathered per pair: may be IndexedSlices
+            dx = tf.exp(x - lse) * upstream[:, tf.newaxis]  # (A, N)
+            d_scale = tf.reduce_sum(dx * t)
+            dz = tf.cast(dx * scale * (1.0 - tf.square(t)), anchors.dtype)
+            return (tf.matmul(dz, negatives), tf.matmul(dz, anchors, transpose_a=True), d_scale)
 
     return tf.squeeze(lse, axis=-1), grad
 

@@ -96,9 +96,10 @@ class JsrModel(tfrs.models.Model):
         gradients = tape.gradient(scaled_loss, variables)
         if self.l2:
             l2 = self.l2 / replicas
-            gradients = [
-                None if g is None else (tf.convert_to_tensor(g) + l2 * v if decays(v) else g)
-                for g, v in zip(gradients, variables)]
+            with tf.name_scope("coupled_l2"):
+                gradients = [
+                    None if g is None else (tf.convert_to_tensor(g) + l2 * v if decays(v) else g)
+                    for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])
         # Keras sums per-replica logs under non-TPU strategies: log per-replica shares.

@@ -364,8 +364,10 @@ def test_a_history_longer_than_the_cap_keeps_the_most_recent_entries(run, loaded
                              F.FEED_TS: long[F.FEED_TS][:, -30:]})
     oldest = dict(inputs, **{F.FEED_ITEMS: long_items[:, :30], F.FEED_TS: long[F.FEED_TS][:, :30]})
     got = _call(loaded, "feed", long)
-    np.testing.assert_allclose(got, _call(loaded, "feed", recent), atol=TOL)
-    assert not np.allclose(got, _call(loaded, "feed", oldest), atol=TOL)
+    # The same capped batch reaches the model: identical scores (the short-trained fixture
+    # model reacts to old items only in the 6th digit, so the check is exact, as for search).
+    np.testing.assert_array_equal(got, _call(loaded, "feed", recent))
+    assert not np.array_equal(got, _call(loaded, "feed", oldest))
 
 
 def test_a_search_history_longer_than_the_cap_keeps_the_most_recent_sessions(run, loaded):

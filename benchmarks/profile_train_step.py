@@ -65,7 +65,7 @@ def part_times(logdir: str) -> dict:
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if ":" not in name:  # executor and thread-pool events, not kernels
+                if ":" not in name or "::" in name:  # executor, thread-pool events: not kernels
                     continue
                 part = next((p for p, pattern in PARTS if re.search(pattern, name)), "other")
                 totals[part] += event.duration_ps / 1e12

@@ -118,9 +118,11 @@ def test_one_step_evaluate_and_score_with_id_zero(data_dir):
 
 
 @pytest.mark.slow
-def test_jsr_train_run_is_exported_and_served_with_id_zero(data_dir, tmp_path):
-    """The whole path: trainer (train + evaluate), reload as jsr-evaluate/jsr-export do, the
-    SavedModel's signatures."""
+def test_jsr_train_run_is_reloaded_and_served_with_id_zero(data_dir, tmp_path):
+    """The jsr-train path: trainer (train + evaluate both tasks), reload as jsr-evaluate and
+    jsr-export do (fingerprint and vocabulary checks), and the serving module of the reloaded
+    model. (Saving it as a SavedModel is the same code for every vocabulary and is covered by
+    tests/test_export.py; the fast test above checks id 0 through the serving module.)"""
     from export import serving as S
 
     config = C.preset("unisar").override([
@@ -131,13 +133,9 @@ def test_jsr_train_run_is_exported_and_served_with_id_zero(data_dir, tmp_path):
         for task in ("feed", "search"):
             assert 0.0 <= record[split]["metrics"][task]["NDCG@5"] <= 1.0
     model, _ = factory.load_trained(str(tmp_path / "run"), data_dir)
-    batch = next(iter(reader.make_dataset(data_dir, "test", F.Task.FEED, 8, shuffle_buffer=0)))
-    want = model.score(batch, F.Task.FEED).numpy()
     module = S.ServingModule(model)
-    export = str(tmp_path / "saved")
-    tf.saved_model.save(module, export, signatures=module.signatures())
-    feed = tf.saved_model.load(export).signatures[S.FEED_SIGNATURE]
-    inputs = {k: batch[k] for k in (*S.HISTORY_SPECS, S.CANDIDATES)}
-    np.testing.assert_allclose(feed(**inputs)[S.SCORES].numpy(), want, rtol=1e-4, atol=1e-5)
-    scores = feed(**_request())[S.SCORES].numpy()
+    assert module.zero_is_id
+    scores = module._score(_request(), F.Task.FEED).numpy()
+    want = model.score(S.fit_request(_request(), module.zero_is_id), F.Task.FEED).numpy()
+    np.testing.assert_allclose(scores, want, rtol=1e-5)
     assert scores.shape == (1, 3) and np.isfinite(scores).all()

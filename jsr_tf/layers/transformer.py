@@ -30,6 +30,14 @@ bias) is multiplied by 0, so the block reduces to `LN(x)` followed by the FFN su
 row. The softmax itself uses Keras's robust masking (masked logits *replaced* by -1e9), so every
 intermediate value stays finite and gradients through the zeroed rows are exactly 0.
 
+**Computation** (issue 14). The attention is Keras's `MultiHeadAttention` computation on that
+layer's own weights, laid out for speed (`_attend`: one Q/K/V matmul, per-head batched matmuls),
+and the norms are `LayerNormalization`'s formula with a written-out gradient
+(`layers/layer_norm.py`); values agree with the plain Keras calls to float32 round-off and the
+weights, names and checkpoints are the Keras layers'. `set_block_jit(model, True)` (the
+trainer's `train.block_jit_compile`) compiles each block's call with XLA; it is a runtime
+switch, never part of the config.
+
 **Initialisation** (spec/unisar.md §10: PyTorch `xavier_normal_` on every weight matrix, zero
 biases). `kernel_initializer=None` (the default) reproduces the reference's scales: Q/K/V
 kernels as slices of the fused `in_proj_weight (3d, d)`, std `sqrt(2 / (d + 3d))` (0.088 for

@@ -112,19 +112,23 @@ class QueryItemInfoNCE(keras.layers.Layer):
             initializer=keras.initializers.Constant(self.temperature))
         super().build(queries_shape)
 
-    def _negative_lse(self, anchors: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
-        """`LSE_n(tanh(a W n) / tau)` per anchor: `(A, D), (N, D) -> (A,)`."""
-        projected = tf.matmul(anchors, self.kernel)
-        return tanh_logsumexp(projected, negatives, 1.0 / tf.cast(self.tau, _loss_dtype(anchors.dtype)))
+    def _direction(self, anchors: tf.Tensor, anchor_index: tf.Tensor, positives: tf.Tensor,
+                   negatives: tf.Tensor) -> tf.Tensor:
+        """Per-pair `CE([tanh(a W b+), tanh(a W n_1), ...] / tau, 0)`, `(P,)`.
 
-    def _pair_loss(self, anchors: tf.Tensor, positives: tf.Tensor,
-                   negative_lse: tf.Tensor) -> tf.Tensor:
-        """`CE([tanh(a W b+), negatives...] / tau, 0)` per pair from the anchors' negative LSE."""
+        Args:
+            anchors: `(A, D)`, each distinct anchor once (sessions, or distinct clicked items).
+            anchor_index: int `(P,)`, each pair's anchor row.
+            positives: `(P, D)`, each pair's positive.
+            negatives: `(N, D)`.
+        """
         dtype = _loss_dtype(anchors.dtype)
-        positive = tf.tanh(tf.cast(tf.reduce_sum(tf.matmul(anchors, self.kernel) * positives,
-                                                 axis=-1), dtype)) / tf.cast(self.tau, dtype)
-        both = tf.stack([positive, negative_lse], axis=-1)
-        return tf.reduce_logsumexp(both, axis=-1) - positive
+        scale = 1.0 / tf.cast(self.tau, dtype)
+        projected = tf.matmul(anchors, self.kernel)  # once per anchor, shared by both terms
+        negative_lse = tf.gather(tanh_logsumexp(projected, negatives, scale), anchor_index)
+        positive = tf.tanh(tf.cast(tf.reduce_sum(tf.gather(projected, anchor_index) * positives,
+                                                 axis=-1), dtype)) * scale
+        return tf.reduce_logsumexp(tf.stack([positive, negative_lse], axis=-1), axis=-1) - positive
 
     def call(self, queries: tf.Tensor, items: tf.Tensor, pair_mask: tf.Tensor,
              negative_items: tf.Tensor, negative_queries: tf.Tensor,
@@ -144,11 +148,9 @@ class QueryItemInfoNCE(keras.layers.Layer):
             tf.reshape(tf.cumsum(tf.reshape(tf.cast(has_pair, tf.int64), [-1])) - 1,
                        tf.shape(has_pair)), pairs[:, :2])
         session_queries = tf.gather_nd(queries, sessions)  # (S, D)
-        pair_queries = tf.gather(session_queries, session_index)  # (P, D)
         pair_items = tf.gather_nd(items, pairs)  # (P, D)
-        query_to_item = self._pair_loss(
-            pair_queries, pair_items,
-            tf.gather(self._negative_lse(session_queries, negative_items), session_index))
+        query_to_item = self._direction(session_queries, session_index, pair_items,
+                                        negative_items)
         if item_ids is None:  # no ids: every pair's item is its own anchor
             anchor_items, item_index = pair_items, tf.range(tf.shape(pairs)[0])
         else:  # equal ids have equal vectors: one anchor per distinct clicked item
@@ -156,9 +158,9 @@ class QueryItemInfoNCE(keras.layers.Layer):
             first = tf.math.unsorted_segment_min(tf.range(tf.shape(pairs)[0]), item_index,
                                                  tf.shape(distinct)[0])
             anchor_items = tf.gather(pair_items, first)
-        item_to_query = self._pair_loss(
-            pair_items, pair_queries,
-            tf.gather(self._negative_lse(anchor_items, negative_queries), item_index))
+        item_to_query = self._direction(anchor_items, item_index,
+                                        tf.gather(session_queries, session_index),
+                                        negative_queries)
         count = tf.cast(tf.shape(pairs)[0], query_to_item.dtype)
         return 0.5 * tf.math.divide_no_nan(
             tf.reduce_sum(query_to_item) + tf.reduce_sum(item_to_query), count)
@@ -168,12 +170,13 @@ class QueryItemInfoNCE(keras.layers.Layer):
         """The XLA path: every session slot and every pair slot, 0/1 weights."""
         clicks = tf.shape(items)[-2]
         session_queries = tf.reshape(queries, [-1, dim])  # (B*Ls, D)
-        pair_queries = tf.reshape(tf.repeat(session_queries, clicks, axis=0), [-1, dim])
         pair_items = tf.reshape(items, [-1, dim])  # (B*Ls*K, D)
-        session_lse = tf.repeat(self._negative_lse(session_queries, negative_items), clicks)
-        query_to_item = self._pair_loss(pair_queries, pair_items, session_lse)
-        item_to_query = self._pair_loss(pair_items, pair_queries,
-                                        self._negative_lse(pair_items, negative_queries))
+        session_index = tf.repeat(tf.range(tf.shape(session_queries)[0]), clicks)
+        query_to_item = self._direction(session_queries, session_index, pair_items,
+                                        negative_items)
+        item_to_query = self._direction(pair_items, tf.range(tf.shape(pair_items)[0]),
+                                        tf.gather(session_queries, session_index),
+                                        negative_queries)
         weights = tf.reshape(tf.cast(pair_mask, query_to_item.dtype), [-1])
         total = tf.reduce_sum(weights)
         return 0.5 * tf.math.divide_no_nan(

@@ -15,6 +15,13 @@ with ``exclude_history`` true and ``k = top_k`` over the whole catalogue. The in
 ``tf.Tensor`` s built once before timing, so the figures leave out request decoding and the network
 (what TF Serving adds on top).
 
+With ``--exports`` (e.g. ``default,xla``) every listed export variant is written once and
+each is then loaded and timed in a fresh child process (the way a server starts), the variants
+alternating over ``--rounds`` rounds so that a slow spell of a shared machine hits them alike:
+
+    .venv/bin/python benchmarks/bench_serving.py --exports default,xla --rounds 2 \
+        --output bench_output/serving_exports.json
+
 Also timed: a trivial signature with the same inputs (the fixed cost of calling a loaded
 signature); the in-process Keras ``model.score`` under ``tf.function`` for 1 × 100, with two of its
 parts (id lookups; lookups + user side + candidate item vectors); and, in a child process each
@@ -44,6 +51,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
+
+EXPORT_VARIANTS = {  # name -> export_run keyword arguments
+    "default": {"cache_items": True},  # jsr-export's default: cached item vectors, no XLA
+    "xla": {"cache_items": True, "jit_compile": True},  # jsr-export --jit_compile
+    "uncached": {"cache_items": False},  # jsr-export --nocache_item_vectors
+}
 
 THREAD_VARIANTS = {  # name -> (inter_op, intra_op); 0 = TF's default (one per core)
     "default": (0, 0),
@@ -286,10 +299,19 @@ def main() -> None:
                         help="Passed to export_run only when given (exporters that have it).")
     parser.add_argument("--jit_compile", action="store_true",
                         help="Export with XLA-compiled ranker functions (export_run jit_compile).")
+    parser.add_argument("--exports", default=None,
+                        help=f"Comma-separated export variants from {sorted(EXPORT_VARIANTS)}: "
+                             "each is exported, then loaded and timed in a fresh process per "
+                             "round (the --threads/--cache_items/--jit_compile flags are then "
+                             "unused).")
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds of --exports.")
     parser.add_argument("--output", default="bench_output/serving.json")
     # Internal: a child process that only loads and measures.
     parser.add_argument("--measure_only", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--export_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.exports and not args.measure_only:
+        return compare_exports(args)
 
     variants = args.threads.split(",")
     first = args.measure_only or variants[0]
@@ -299,7 +321,7 @@ def main() -> None:
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
 
-    export_dir = os.path.join(args.work_dir, "export", "jsr", "1")
+    export_dir = args.export_dir or os.path.join(args.work_dir, "export", "jsr", "1")
     trivial_dir = os.path.join(args.work_dir, "trivial")
     if args.measure_only:
         results = measure(export_dir, trivial_dir, args.data_dir, args)
@@ -351,26 +373,38 @@ def main() -> None:
         print(f"model.score reference skipped: {err!r}", flush=True)
 
     for variant in variants[1:]:
-        cmd = [sys.executable, os.path.abspath(__file__), "--measure_only", variant,
-               "--data_dir", args.data_dir, "--work_dir", args.work_dir, "--rows", str(args.rows),
-               "--warmup", str(args.warmup), "--calls_1", str(args.calls_1), "--calls_64",
-               str(args.calls_64), "--calls_retrieve", str(args.calls_retrieve),
-               "--serving_default" if args.serving_default else "--no-serving_default"]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("CHILD_RESULTS ")), None)
-        if done.returncode or line is None:
-            print(f"variant {variant} failed:\n{done.stderr[-3000:]}", flush=True)
-            continue
-        child = json.loads(line[len("CHILD_RESULTS "):])
-        for row in child:
-            print(json.dumps(row), flush=True)
-        results.extend(child)
+        results.extend(measure_in_child(args, variant))
+    write_report(args, results, export)
 
+
+def measure_in_child(args, threads: str, export_dir: str = None) -> List[Dict[str, Any]]:
+    """Loads and times an export in a fresh process (``--measure_only``); [] if it failed."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure_only", threads,
+           "--data_dir", args.data_dir, "--work_dir", args.work_dir, "--rows", str(args.rows),
+           "--warmup", str(args.warmup), "--calls_1", str(args.calls_1), "--calls_64",
+           str(args.calls_64), "--calls_retrieve", str(args.calls_retrieve),
+           "--serving_default" if args.serving_default else "--no-serving_default"]
+    if export_dir:
+        cmd += ["--export_dir", export_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("CHILD_RESULTS ")), None)
+    if done.returncode or line is None:
+        print(f"measurement {threads} {export_dir or ''} failed:\n{done.stderr[-3000:]}",
+              flush=True)
+        return []
+    child = json.loads(line[len("CHILD_RESULTS "):])
+    for row in child:
+        print(json.dumps(row), flush=True)
+    return child
+
+
+def write_report(args, results: List[Dict[str, Any]], export: Dict[str, Any]) -> None:
     for row in results:
         for key, value in row.items():
             if isinstance(value, float):
                 row[key] = round(value, 3)
     report = {"results": results, "export": export, "machine": machine(),
+              "load_average": os.getloadavg(),
               "request_inputs": "tf.constant tensors built before timing; every output .numpy()"}
     print(markdown(results))
     print(json.dumps({"export": export, "machine": report["machine"]}))
@@ -378,6 +412,42 @@ def main() -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:
             json.dump(report, f, indent=2)
+
+
+def compare_exports(args) -> None:
+    """``--exports``: every variant exported once, then each timed in a fresh process per round,
+    the variants alternating."""
+    from export.exporter import export_run
+
+    names = args.exports.split(",")
+    unknown = sorted(set(names) - set(EXPORT_VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown --exports {unknown}; choose from {sorted(EXPORT_VARIANTS)}")
+    os.makedirs(args.work_dir, exist_ok=True)
+    runs = build_runs(args.data_dir, args.work_dir, batch_size=32)
+    trivial_dir = os.path.join(args.work_dir, "trivial")
+    if os.path.exists(trivial_dir):
+        shutil.rmtree(trivial_dir)
+    save_trivial(trivial_dir)
+    export, paths = {"load_average_at_start": os.getloadavg()}, {}
+    for name in names:
+        start = time.perf_counter()
+        paths[name] = export_run(runs["unisar"], os.path.join(args.work_dir, f"export_{name}"),
+                                 data_dir=args.data_dir, retrieval_dir=runs["two_tower"],
+                                 top_k=args.top_k, version=1, overwrite=True,
+                                 **EXPORT_VARIANTS[name])
+        export[name] = {"path": paths[name], "export_s": round(time.perf_counter() - start, 1),
+                        "saved_model_mib": round(dir_bytes(paths[name]) / 2**20, 1),
+                        **EXPORT_VARIANTS[name]}
+        print(json.dumps({name: export[name]}), flush=True)
+    results = []
+    for round_ in range(args.rounds):
+        for name in names:
+            for row in measure_in_child(args, "default", paths[name]):
+                row.update({"export": name, "round": round_ + 1,
+                            "case": f"[{name}] {row['case']}"})
+                results.append(row)
+    write_report(args, results, export)
 
 
 if __name__ == "__main__":

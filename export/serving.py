@@ -57,7 +57,7 @@ import tensorflow_recommenders as tfrs
 
 from jsr_tf import features as F
 from jsr_tf.data import reader
-from jsr_tf.models.base import JsrModel
+from jsr_tf.models.base import PREPARED, JsrModel, mark_prepared
 from export import request
 
 SCORES = "scores"
@@ -164,12 +164,13 @@ def model_zero_is_id(model) -> bool:
     return any(lookup.holds_raw_zero for lookup in lookups) or not lookups
 
 
-def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dict[str, tf.Tensor]:
+def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True,
+                   pad: int = F.RAW_PAD_ID) -> Dict[str, tf.Tensor]:
     """A request's neighbour tensors (any sizes) → the reader's ``[B, K, ...]`` layout.
 
     Slots beyond ``K`` are dropped (the table lists the best first); each slot keeps its most
     recent ``Lf`` items and ``Lq`` sessions, and the first ``Wn`` words and ``Kn`` clicks of a
-    session, as the pipeline does.
+    session, as the pipeline does. ``zero_is_id`` and ``pad``: see ``fit_request``.
     """
     k = F.MAX_NEIGHBOURS
     side = request.fit_width(tf.cast(inputs[F.NBR_SIDE], _I64), k)
@@ -184,7 +185,6 @@ def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dic
         values = request.pad_axis(values, 1, k)[:, :k]
         return tf.reshape(values, tf.concat([[rows * k], tf.shape(values)[2:]], 0))
 
-    pad = F.RAW_PAD_ID
     items = slots(items)
     (items,) = request.fit_history(is_id(items, zero_is_id), [items], F.NBR_FEED_ITEMS, [pad])
     words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], F.NBR_QUERY_WORDS, pad))
@@ -201,12 +201,15 @@ def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dic
             F.NBR_SRC_CLICKS: tf.reshape(clicks, [-1, k, lq, F.NBR_SESSION_CLICKS])}
 
 
-def fit_request(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dict[str, tf.Tensor]:
+def fit_request(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True,
+                pad: int = F.RAW_PAD_ID) -> Dict[str, tf.Tensor]:
     """A request's raw tensors → the model's batch layout at the caps (most recent kept).
 
     ``zero_is_id``: see ``is_id`` (``ServingModule`` passes ``model_zero_is_id(ranker)``).
+    ``pad``: the padding id of the inputs, and of the output. Raw requests pad with
+    ``RAW_PAD_ID``; a request already mapped to dense indices (``JsrModel.prepare``, padding 0,
+    ids > 0) is fitted with ``zero_is_id=False, pad=0`` and gives the same batch, prepared.
     """
-    pad = F.RAW_PAD_ID
     out = {F.USER_ID: tf.cast(inputs[F.USER_ID], _I64)}
     feed_items, feed_ts = request.fit_history(
         is_id(inputs[F.FEED_ITEMS], zero_is_id), [inputs[F.FEED_ITEMS], inputs[F.FEED_TS]],
@@ -235,7 +238,7 @@ def fit_request(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True) -> Dict[s
     if CANDIDATES in inputs:
         out[CANDIDATES] = inputs[CANDIDATES]
     if F.NBR_SIDE in inputs:
-        out.update(fit_neighbours(inputs, zero_is_id))
+        out.update(fit_neighbours(inputs, zero_is_id, pad))
     return out
 
 
@@ -281,14 +284,60 @@ def parse_examples(serialized: tf.Tensor, neighbours: bool = False) -> Dict[str,
     return out
 
 
-BUCKETS = tuple(2 ** i for i in range(21))  # compiled sizes of B and N under ``jit_compile``
+BUCKETS = tuple(2 ** i for i in range(21))  # compiled sizes of every axis under ``jit_compile``
 
 
 def bucket(size: tf.Tensor) -> tf.Tensor:
-    """The smallest ``BUCKETS`` entry >= ``size`` (int32 scalar)."""
+    """The smallest ``BUCKETS`` entry >= ``size``, elementwise (int32, ``size``'s shape)."""
     buckets = tf.constant(BUCKETS, tf.int32)
-    index = tf.searchsorted(buckets, tf.reshape(tf.cast(size, tf.int32), [1]), side="left")[0]
-    return tf.gather(buckets, tf.minimum(index, len(BUCKETS) - 1))
+    size = tf.cast(size, tf.int32)
+    index = tf.searchsorted(buckets, tf.reshape(size, [-1]), side="left")
+    return tf.reshape(tf.gather(buckets, tf.minimum(index, len(BUCKETS) - 1)), tf.shape(size))
+
+
+# The smallest padded size of each axis after the first, per request field: the model's caps,
+# so that every request within the caps compiles to one shape (the XLA path pads the raw request
+# before fitting it, since its inner sizes are free).
+_MIN_SIZES = {
+    F.FEED_ITEMS: (F.MAX_FEED_HISTORY,), F.FEED_TS: (F.MAX_FEED_HISTORY,),
+    F.SEARCH_TS: (F.MAX_SEARCH_HISTORY,), F.SEARCH_HAS_CLICK: (F.MAX_SEARCH_HISTORY,),
+    F.SEARCH_WORDS: (F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS),
+    F.SEARCH_CLICKS: (F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS),
+    F.QUERY_WORDS: (F.MAX_QUERY_WORDS,),
+    F.NBR_SIDE: (F.MAX_NEIGHBOURS,), F.NBR_SIM: (F.MAX_NEIGHBOURS,),
+    F.NBR_REC_ITEMS: (F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS),
+    F.NBR_SRC_WORDS: (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS),
+    F.NBR_SRC_CLICKS: (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS),
+}
+# Parallel request fields: equal [B, L] (``fit_history`` checks them too, but XLA drops asserts).
+_NOT_IDS = (F.FEED_TS, F.SEARCH_TS, F.SEARCH_HAS_CLICK, F.NBR_SIDE, F.NBR_SIM)  # padded with 0
+_PARALLEL = ((F.FEED_ITEMS, F.FEED_TS),
+             (F.SEARCH_TS, F.SEARCH_WORDS, F.SEARCH_CLICKS, F.SEARCH_HAS_CLICK),
+             (F.NBR_SIDE, F.NBR_SIM))
+
+
+def pad_to_buckets(values: tf.Tensor, min_sizes=(), value=0) -> tf.Tensor:
+    """Pads every axis of ``values`` at its end with ``value`` up to ``bucket(size)``; an axis
+    ``i >= 1`` first to at least ``min_sizes[i - 1]`` (where given)."""
+    shape = tf.shape(values, out_type=tf.int32)
+    floor = list(min_sizes)[:values.shape.rank - 1]
+    floor = tf.constant([1] + floor + [1] * (values.shape.rank - 1 - len(floor)), tf.int32)
+    target = bucket(tf.maximum(shape, floor))
+    return tf.pad(values, tf.stack([tf.zeros_like(shape), target - shape], axis=1),
+                  constant_values=tf.cast(value, values.dtype))
+
+
+def parallel_checks(inputs: Dict[str, tf.Tensor]) -> list:
+    """Assertions that parallel history fields of a request agree on ``[B, L]``."""
+    checks = []
+    for group in _PARALLEL:
+        present = [name for name in group if name in inputs]
+        for name in present[1:]:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(inputs[name])[:2], tf.shape(inputs[present[0]])[:2],
+                message=f"parallel history inputs {present} should have the same batch and "
+                        "history sizes"))
+    return checks
 
 
 def pad_first(values: tf.Tensor) -> tf.Tensor:
@@ -332,9 +381,14 @@ class ServingModule(tf.Module):
         self.jit_compile = bool(jit_compile)
         if self.jit_compile:
             self._compiled = {
-                "score": [tf.function(functools.partial(self._plain_score, task=t),
+                "score": [tf.function(functools.partial(self._compiled_score, task=t),
                                       jit_compile=True) for t in F.Task],
-                "both": tf.function(self._plain_both, jit_compile=True)}
+                "both": tf.function(self._compiled_both, jit_compile=True)}
+        # Whether ``ranker.prepare`` maps the request to dense indices (padding 0): the XLA
+        # path then pads and fits the prepared request.
+        self._dense = PREPARED in ranker.prepare(
+            {name: tf.zeros([1] * spec.shape.rank, spec.dtype) for name, spec in
+             {**HISTORY_SPECS, CANDIDATES: CANDIDATES_SPEC}.items()})
         self.ranker = ranker
         self.retriever = retriever
         self.zero_is_id = model_zero_is_id(ranker)
@@ -349,25 +403,38 @@ class ServingModule(tf.Module):
     def _plain_score(self, batch: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
         return self.ranker.score(batch, task, training=False)
 
+    def _compiled_score(self, padded: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
+        return self._plain_score(self._fitted(padded), task)
+
+    def _compiled_both(self, padded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return self._plain_both(self._fitted(padded))
+
     def _plain_both(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         logits = self.ranker(batch, training=False)
         return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
 
     def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
-        """``plain(batch)``, or ``compiled()`` (the XLA function) on the batch padded to bucket
-        sizes, cut back."""
-        batch = fit_request(within_limits(self.limits, inputs, F.USER_ID), self.zero_is_id)
+        """``plain(batch)`` on the fitted request; or, under ``jit_compile``, the id lookups on
+        the raw request (the hash tables cannot be compiled), every axis padded to a bucket,
+        and ``compiled()`` (one XLA function: fitting to the caps and scoring) cut back."""
+        inputs = within_limits(self.limits, inputs, F.USER_ID)
         if not self.jit_compile:
-            return plain(batch)
-        batch = self.ranker.prepare(batch)
-        rows, cols = tf.shape(batch[CANDIDATES])[0], tf.shape(batch[CANDIDATES])[1]
-        # Padding B keeps the inner static shapes (the models read e.g. the clicks per session).
-        padded = {name: tf.ensure_shape(request.pad_axis(value, 0, bucket(rows)),
-                                        [None, *value.shape[1:]])
-                  for name, value in batch.items()}
-        padded[CANDIDATES] = request.pad_axis(padded[CANDIDATES], 1, bucket(cols))
+            return plain(fit_request(inputs, self.zero_is_id))
+        with tf.control_dependencies(parallel_checks(inputs)):
+            prepared = self.ranker.prepare(inputs)
+        rows, cols = tf.shape(inputs[F.USER_ID])[0], tf.shape(inputs[CANDIDATES])[1]
+        padded = {name: pad_to_buckets(value, _MIN_SIZES.get(name, ()),
+                                       0 if self._dense or name in _NOT_IDS else F.RAW_PAD_ID)
+                  for name, value in prepared.items() if name != PREPARED}
         out = compiled()(padded)
         return tf.nest.map_structure(lambda x: x[:rows, :cols], out)
+
+    def _fitted(self, padded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The bucket-padded (prepared) request fitted to the caps, inside the XLA function."""
+        if not self._dense:
+            return fit_request(padded, self.zero_is_id)
+        batch = fit_request(padded, zero_is_id=False, pad=F.PAD_ID)
+        return mark_prepared(batch)
 
     def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
         return self._run(inputs, functools.partial(self._plain_score, task=task),

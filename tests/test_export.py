@@ -511,11 +511,29 @@ def test_xla_serving_functions_match_the_plain_ones(run):
             assert got.shape == (rows, n)
             np.testing.assert_allclose(got, want, atol=TOL)
             np.testing.assert_allclose(got, _expected(run["ranker"], inputs, task), atol=TOL)
-    examples = tf.constant(warmup.serving_examples(run["data_dir"], rows=2))
-    for key, value in plain[S.DEFAULT_SIGNATURE](examples=examples).items():
-        np.testing.assert_allclose(xla[S.DEFAULT_SIGNATURE](examples=examples)[key], value,
-                                   atol=TOL)
+    # Inner sizes beyond the caps (45 feed events, 40 sessions of 60 words and 7 clicks; the
+    # XLA path fits the request inside the compiled function) and below them (3 events).
+    inputs = _requests(run["data_dir"], 2, 9, seed=5)[F.Task.SEARCH]
+    vocab = load_vocab(run["data_dir"])
+    rng = np.random.default_rng(6)
+    long = dict(inputs, **{
+        F.FEED_ITEMS: rng.choice(vocab.item_ids, size=[2, 45]).astype(np.int64),
+        F.FEED_TS: np.tile(np.arange(1, 46, dtype=np.int64) * 1000, [2, 1]),
+        F.SEARCH_TS: np.tile(np.arange(1, 41, dtype=np.int64) * 1000, [2, 1]),
+        F.SEARCH_WORDS: rng.choice(vocab.word_ids, size=[2, 40, 60]).astype(np.int64),
+        F.SEARCH_CLICKS: rng.choice(vocab.item_ids, size=[2, 40, 7]).astype(np.int64)})
+    short = dict(inputs, **{F.FEED_ITEMS: inputs[F.FEED_ITEMS][:, :3],
+                            F.FEED_TS: inputs[F.FEED_TS][:, :3]})
+    for request in (long, short):
+        args = {k: tf.constant(v) for k, v in request.items()}
+        want = plain[S.SEARCH_SIGNATURE](**args)["scores"].numpy()
+        np.testing.assert_allclose(xla[S.SEARCH_SIGNATURE](**args)["scores"], want, atol=TOL)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="same batch and history sizes"):
+        xla[S.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in dict(
+            long, **{F.FEED_TS: long[F.FEED_TS][:, :44]}).items() if k != F.QUERY_WORDS})
     assert [int(S.bucket(x)) for x in (1, 2, 3, 64, 65, 100)] == [1, 2, 4, 64, 128, 128]
+    np.testing.assert_array_equal(
+        S.pad_to_buckets(tf.ones([3, 2, 40], tf.int64), (30, 5), -1).shape, [4, 32, 64])
 
 
 def test_export_refuses_to_overwrite_a_version(run):

@@ -50,8 +50,12 @@ def lookup_ids(batch: Dict[str, tf.Tensor], items, words=None,
         for name in names:
             if name in batch:
                 out[name] = lookup(batch[name])
-    out[PREPARED] = tf.ones(tf.shape(batch[F.FEED_ITEMS])[:1], tf.bool)
-    return out
+    return mark_prepared(out)
+
+
+def mark_prepared(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """``batch`` (dense indices) with the ``PREPARED`` marker, so that ``prepare`` passes it."""
+    return {**batch, PREPARED: tf.ones(tf.shape(batch[F.FEED_ITEMS])[:1], tf.bool)}
 
 
 def decays(variable: tf.Variable) -> bool:

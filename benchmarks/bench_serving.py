@@ -29,6 +29,14 @@ parts (id lookups; lookups + user side + candidate item vectors); and, in a chil
 ``tf.config.threading`` settings. The export record also counts the graph ops per signature.
 
     .venv/bin/python benchmarks/bench_serving.py --output bench_output/serving.json
+
+``--compare_rankers unisar,uditsr`` instead exports each ranker alone (no retrieval head, cached
+item vectors) and times their ``feed`` and ``search`` signatures at 1 × 100 alternately, ranker
+after ranker, for ``--rounds`` rounds of ``--calls_1`` calls each in one process; it reports the
+median over rounds of each p50 / p99 and the ratio of each ranker to the first (issue 16):
+
+    .venv/bin/python benchmarks/bench_serving.py --data_dir DATA --compare_rankers unisar,uditsr \
+        --rounds 5 --output bench_output/serving_rankers.json
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -103,8 +111,10 @@ def numpy_outputs(fn: Callable[..., Dict[str, tf.Tensor]], inputs: Dict[str, tf.
 
 
 # -- building the run dirs and the export ---------------------------------------------------------
-def build_runs(data_dir: str, work_dir: str, batch_size: int) -> Dict[str, str]:
-    """Untrained UniSAR and two-tower run dirs (config.json + best weights) under ``work_dir``."""
+def build_runs(data_dir: str, work_dir: str, batch_size: int,
+               names: Sequence[str] = ("unisar", "two_tower")) -> Dict[str, str]:
+    """Untrained run dirs (config.json + best weights) of the presets ``names`` (default: UniSAR
+    and the two-tower head) under ``work_dir``."""
     import tf_keras as keras
 
     from jsr_tf import features as F
@@ -120,7 +130,7 @@ def build_runs(data_dir: str, work_dir: str, batch_size: int) -> Dict[str, str]:
     search = next(iter(reader.make_dataset(data_dir, "train", F.Task.SEARCH, batch_size,
                                            shuffle_buffer=0)))
     runs = {}
-    for name in ("unisar", "two_tower"):
+    for name in names:
         keras.utils.set_random_seed(1)
         config = preset(name)
         model = build_model(config, vocab)
@@ -279,6 +289,50 @@ def markdown(results: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compare_rankers(args) -> None:
+    """``--compare_rankers``: 1 × 100 ``feed`` / ``search`` latency of several rankers, timed
+    alternately in this process (see the module docstring)."""
+    import statistics
+
+    from export import serving as S
+    from export.exporter import export_run
+
+    names = args.compare_rankers.split(",")
+    runs = build_runs(args.data_dir, args.work_dir, batch_size=32, names=names)
+    loaded = {}
+    for name in names:
+        path = export_run(runs[name], os.path.join(args.work_dir, f"export_{name}"),
+                          data_dir=args.data_dir, version=1, overwrite=True)
+        loaded[name] = tf.saved_model.load(path)
+    sets = request_sets(args.data_dir, args.rows)
+    rounds: Dict[str, List[Dict[str, float]]] = {}
+    for round_ in range(args.rounds):
+        for name in names:
+            for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE):
+                row = time_calls(numpy_outputs(loaded[name].signatures[signature],
+                                               sets[signature]["1"]), args.warmup, args.calls_1)
+                rounds.setdefault(f"{name} {signature}", []).append(row)
+                print(json.dumps({"round": round_, "ranker": name, "signature": signature,
+                                  **{k: round(v, 3) for k, v in row.items()}}), flush=True)
+    summary = []
+    for key, rows in rounds.items():
+        name, signature = key.split(" ")
+        first = rounds[f"{names[0]} {signature}"]
+        entry = {"ranker": name, "signature": signature, "case": "1 × 100"}
+        for stat in ("p50_ms", "p99_ms", "mean_ms"):
+            entry[stat] = round(statistics.median(r[stat] for r in rows), 3)
+            entry[f"{stat}_ratio_to_{names[0]}"] = round(
+                entry[stat] / statistics.median(r[stat] for r in first), 2)
+        summary.append(entry)
+    report = {"summary": summary, "rounds": rounds, "calls_per_round": args.calls_1,
+              "data_dir": args.data_dir, "machine": machine(), **threading_info()}
+    print(json.dumps({"summary": summary}, indent=1))
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(report, f, indent=2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="bench_output/medium/data")
@@ -309,6 +363,10 @@ def main() -> None:
                         help="--exports: time the exports already in --work_dir (from an "
                              "earlier run of the same tree) instead of writing them again.")
     parser.add_argument("--output", default="bench_output/serving.json")
+    parser.add_argument("--compare_rankers", default=None,
+                        help="Comma-separated ranker presets timed alternately at 1 × 100 "
+                             "(feed, search) instead of the full measurement.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of --compare_rankers.")
     # Internal: a child process that only loads and measures.
     parser.add_argument("--measure_only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", default=None, help=argparse.SUPPRESS)
@@ -316,6 +374,9 @@ def main() -> None:
     if args.exports and not args.measure_only:
         return compare_exports(args)
 
+    if args.compare_rankers:
+        compare_rankers(args)
+        return
     variants = args.threads.split(",")
     first = args.measure_only or variants[0]
     inter, intra = THREAD_VARIANTS[first]

@@ -17,6 +17,11 @@ slots per row, 15 items and 10 sessions each), ``sasrec`` with ``sasrec_nbr``, a
 
     .venv/bin/python benchmarks/bench_train.py --variants default,nbr,sasrec,sasrec_nbr,eval,nbr_eval
 
+UDITSR (issue 16) against UniSAR, alternately in one process (a variant may repeat):
+
+    .venv/bin/python benchmarks/bench_train.py \
+        --variants default,uditsr,default,uditsr,eval,uditsr_eval,eval,uditsr_eval
+
 ``--baseline_ref REF`` measures against another commit in the same run: each round runs the
 ``--baseline_variants`` (default: ``default``) of ``REF`` (its own ``bench_train.py``, from a
 detached git worktree) and then this tree's variants, each in a fresh child process, and
@@ -167,6 +172,8 @@ VARIANTS = {
     "nbr_eval": ("unisar_nbr", [], True),
     "sasrec": ("sasrec", [], False),
     "sasrec_nbr": ("sasrec_nbr", [], True),
+    "uditsr": ("uditsr", [], False),
+    "uditsr_eval": ("uditsr", [], False),
     # Named deviations (issue 14): measured, off by default, not part of the exact path.
     "qi256": ("unisar", ["model.num_qi_negatives=256"], False),
     "block_jit": ("unisar", ["train.block_jit_compile=true"], False),

@@ -365,6 +365,17 @@ def sesrec() -> ExperimentConfig:
                             train=TrainConfig(l2=1e-6))
 
 
+@register_preset
+def uditsr() -> ExperimentConfig:
+    """UDITSR (Zhang et al., KDD 2024) on the example contract (``jsr_tf/models/uditsr.py``):
+    heads 1.5d → 0.75d (96, 48), dropout 0 and AdamW weight decay 1e-5 as the paper; lr 1e-3
+    and d 64 (the package's), no query–item InfoNCE (UDITSR has none)."""
+    return ExperimentConfig(preset="uditsr",
+                            model=ModelConfig(name="uditsr", head_units=(96, 48), dropout=0.0,
+                                              use_query_item_alignment=False),
+                            train=TrainConfig(optimizer="adamw", l2=1e-5))
+
+
 def _unisar_ablation(preset_name: str, **fields: Any) -> ExperimentConfig:
     return ExperimentConfig(preset=preset_name, model=ModelConfig(**fields))
 

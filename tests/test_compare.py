@@ -130,8 +130,12 @@ def test_a_run_dir_with_another_config_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
+def test_jsr_compare_on_tiny_four_models_and_a_second_seed(tmp_path):
+    """The joint systems and SASRec on the same files (1 seed each), then a second SASRec seed
+    in the same grid: the mean and sample std over the two seeds come from the runs' records,
+    and a rerun skips every finished run."""
     raw, data, out = tmp_path / "raw", tmp_path / "data", tmp_path / "compare"
+    models = ("unisar", "sesrec", "uditsr", "sasrec")
 
     def run(*args):
         done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
@@ -139,16 +143,25 @@ def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
+    def results():
+        with open(out / compare.RESULTS_CSV) as f:
+            return list(csv.DictReader(f))
+
+    def metric(model, seed, task):
+        with open(out / "runs" / model / f"seed_{seed}" / "metrics.json") as f:
+            record = json.load(f)
+        assert record["seed"] == seed
+        return record["test"]["metrics"][task]["NDCG@10"]
+
     run("jsr_tf.cli.simulate", "--preset", "tiny", "--seed", "3", "--output_dir", str(raw))
     run("pipelines.preprocess", "--input_dir", str(raw), "--output_dir", str(data))
-    args = ("jsr_tf.cli.compare", "--data_dir", str(data), "--output_dir", str(out),
-            "--models", "sasrec,unisar", "--seeds", "2", "--epochs", "1",
-            "--override", "train.steps_per_epoch=2", "--override", "train.batch_size=32",
-            "--override", "model.num_qi_negatives=16", "--full_max_rows", "60")
-    first = run(*args)
+    common = ("jsr_tf.cli.compare", "--data_dir", str(data), "--output_dir", str(out),
+              "--epochs", "1", "--override", "train.steps_per_epoch=2", "--override",
+              "train.batch_size=32", "--override", "model.num_qi_negatives=16",
+              "--full_max_rows", "60")
+    first = run(*common, "--models", ",".join(models), "--seeds", "1")
     assert first.count("running in") == 4 and "skipped" not in first
-    with open(out / compare.RESULTS_CSV) as f:
-        all_rows = list(csv.DictReader(f))
+    all_rows = results()
     # Every protocol, with the training-free floors as rows of their own.
     assert {r["protocol"] for r in all_rows} == {"sampled", "sampled_fair", "full",
                                                  "impressions"}
@@ -158,29 +171,33 @@ def test_jsr_compare_on_tiny_two_configs_two_seeds(tmp_path):
     rows = {(r["model"], r["task"]): r for r in all_rows
             if r["protocol"] == "sampled" and not r["model"].startswith("floor: ")}
     # SASRec trains on feed only; its search row is its query-blind score (a floor).
-    assert set(rows) == {("sasrec", "feed"), ("sasrec", "search"), ("unisar", "feed"),
-                         ("unisar", "search")}
-    for (model, task), row in rows.items():
-        values = []
-        for seed in (1, 2):
-            with open(out / "runs" / model / f"seed_{seed}" / "metrics.json") as f:
-                record = json.load(f)
-            assert record["seed"] == seed
-            values.append(record["test"]["metrics"][task]["NDCG@10"])
-        assert float(row["NDCG@10_mean"]) == pytest.approx(np.mean(values), abs=1e-12)
-        assert float(row["NDCG@10_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    assert set(rows) == {(m, t) for m in models for t in ("feed", "search")}
+    for (model, task), row in rows.items():  # one seed: the mean is the run's, no spread
+        assert float(row["NDCG@10_mean"]) == pytest.approx(metric(model, 1, task), abs=1e-12)
+        assert math.isnan(float(row["NDCG@10_std"]))
         assert int(row["params"]) > 0
-    for model in ("sasrec", "unisar"):
+    for model in models:
         with open(out / "runs" / model / "seed_1" / "metrics.json") as f:
             record = json.load(f)
         full = record["test"]["protocols"]["full"]["metrics"]["feed"]
         assert 0 <= full["Recall@10"] <= full["Recall@100"] <= 1 and full["rows"] > 0
         assert set(record["test"]["protocols"]["impressions"]["metrics"]) == {"search"}
+    assert (out / compare.RESULTS_PNG).exists()
+
+    args = (*common, "--models", "sasrec", "--seeds", "2")
+    second = run(*args)  # seed 1 is reused, seed 2 trained
+    assert second.count("finished earlier, skipped") == 1 and second.count("running in") == 1
+    rows = {r["task"]: r for r in results() if r["protocol"] == "sampled"
+            and r["model"] == "sasrec"}
+    for task, row in rows.items():
+        values = [metric("sasrec", seed, task) for seed in (1, 2)]
+        assert float(row["NDCG@10_mean"]) == pytest.approx(np.mean(values), abs=1e-12)
+        assert float(row["NDCG@10_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
     table = (out / compare.RESULTS_MD).read_text()
     assert f"{np.mean(values):.4f}" in table
-    assert (out / compare.RESULTS_PNG).exists()
     mtimes = {p: p.stat().st_mtime for p in (out / "runs").rglob("metrics.json")}
-    second = run(*args)
-    assert second.count("finished earlier, skipped") == 4 and "running in" not in second
+    assert len(mtimes) == 5
+    third = run(*args)
+    assert third.count("finished earlier, skipped") == 2 and "running in" not in third
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("metrics.json")} == mtimes
     assert (out / compare.RESULTS_MD).read_text() == table

@@ -440,6 +440,48 @@ def test_sasrec_exports_too(run):
     np.testing.assert_allclose(got["scores"].numpy(), want.numpy(), atol=TOL)
 
 
+def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_path):
+    """A ``uditsr`` run dir (config + weights, as ``jsr-train`` writes them; untrained weights
+    keep the test short) through ``export_run`` (cached item vectors): ``feed``, ``search`` and
+    ``serving_default`` answer in a TensorFlow-only process (and through TF Serving's TF1
+    loader) as the in-process model does, at 1 and 7 rows."""
+    from export import exporter
+    from jsr_tf.keys import Inputs
+
+    model_dir = os.path.join(run["root"], "uditsr")
+    config = C.preset("uditsr")
+    model = factory.build_model(config, load_vocab(run["data_dir"]))
+    model.compute_loss({key: next(iter(reader.make_dataset(run["data_dir"], "train", task, 4)))
+                        for key, task in ((Inputs.FEED, F.Task.FEED),
+                                          (Inputs.SEARCH, F.Task.SEARCH))})  # the variables
+    model.save_weights(os.path.join(model_dir, factory.BEST_WEIGHTS))
+    factory.save_config(config, model_dir)
+    path = exporter.export_run(model_dir, os.path.join(run["root"], "serving_uditsr"),
+                               data_dir=run["data_dir"])
+    ranker, _ = factory.load_trained(model_dir, run["data_dir"])
+    expected, requests = {}, {}
+    for rows in (1, 7):
+        for task, inputs in _requests(run["data_dir"], rows, 4, seed=rows).items():
+            sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+            requests[f"{sig}_{rows}__sig"] = sig
+            requests.update({f"{sig}_{rows}__{k}": v for k, v in inputs.items()})
+            expected[f"{sig}_{rows}__scores"] = _expected(ranker, inputs, task)
+        examples = (warmup.serving_examples(run["data_dir"], rows=2) * rows)[:rows]
+        requests[f"default_{rows}__sig"] = S.DEFAULT_SIGNATURE
+        requests[f"default_{rows}__examples"] = np.array(examples, dtype=object)
+        logits = ranker(reader.parse_batch(tf.constant(examples)))
+        expected[f"default_{rows}__feed_scores"] = logits["feed_logits"].numpy()
+        expected[f"default_{rows}__search_scores"] = logits["search_logits"].numpy()
+    got = call_in_fresh_process(path, requests, tmp_path)
+    for key, want in expected.items():
+        for prefix in ("", "v1_"):
+            assert got[prefix + key].shape == want.shape, key
+            np.testing.assert_allclose(got[prefix + key], want, atol=TOL, rtol=0,
+                                       err_msg=prefix + key)
+    # The search signature reads the query; feed does not.
+    assert not np.allclose(expected["feed_7__scores"], expected["search_7__scores"])
+
+
 def test_one_and_ten_thousand_candidates(run, loaded):
     inputs = _requests(run["data_dir"], 1, 10_000, seed=5)[F.Task.SEARCH]
     many = _call(loaded, "search", inputs)

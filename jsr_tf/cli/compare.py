@@ -19,7 +19,8 @@ from absl import app, flags
 from jsr_tf.cli import errors
 
 FLAGS = flags.FLAGS
-DEFAULT_MODELS = "unisar,sasrec,search_baseline,mixed_sequence,sesrec,popularity,random"
+DEFAULT_MODELS = ("unisar,sasrec,search_baseline,mixed_sequence,sesrec,uditsr,popularity,"
+                  "random")
 flags.DEFINE_string("data_dir", None, "Pipeline output directory (jsr-preprocess --output_dir).")
 flags.DEFINE_string("output_dir", None, "Grid directory: runs/, results.md/.csv/.png.")
 flags.DEFINE_list("models", DEFAULT_MODELS.split(","),

@@ -58,7 +58,7 @@ def _import_families() -> None:
 
     for module in ("jsr_tf.models.unisar", "jsr_tf.models.sasrec", "jsr_tf.models.two_tower",
                    "jsr_tf.models.search_baseline", "jsr_tf.models.mixed_sequence",
-                   "jsr_tf.models.sesrec"):
+                   "jsr_tf.models.sesrec", "jsr_tf.models.uditsr"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as err:  # a family not written yet

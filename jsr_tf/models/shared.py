@@ -12,7 +12,8 @@ candidates; d = ``hidden_dim``.
   seeded model initialises exactly as before (unseeded Keras initialisers take their seeds in
   creation order).
 - **Forward helpers**: ``item_vectors`` (id-only tables give exact zeros for padding),
-  ``encode_unique`` (one encoder pass per distinct id), ``user_rows``, ``request_vector``, and
+  ``encode_unique`` (one encoder pass per distinct id), ``item_table`` (every item encoded once,
+  for inference), ``user_rows``, ``request_vector``, and
   ``EncodedSideMixin`` (``score``, ``call``, ``compute_loss`` and ``L_qi`` of the models that
   encode the user side once).
 - **Neighbours** (spec/similar_users.md §4): ``neighbour_inputs`` (the ``nbr_*`` tensors of a
@@ -264,6 +265,15 @@ def encode_unique(encode: Callable[[tf.Tensor], tf.Tensor], dense_ids: Sequence[
     for ids, part in zip(dense_ids, tf.split(vectors, [tf.size(ids) for ids in dense_ids])):
         out.append(tf.reshape(part, tf.concat([tf.shape(ids), [width]], 0)))
     return out
+
+
+def item_table(encode: Callable[[tf.Tensor], tf.Tensor], num_items: int,
+               chunk: int = 8192) -> tf.Tensor:
+    """``encode`` of every dense item index ``0 .. num_items - 1`` in chunks: ``[num_items, d]``
+    (the inference-time item table of ``cache_item_vectors``)."""
+    ids = np.arange(num_items, dtype=np.int64)
+    return tf.concat([encode(tf.constant(ids[i:i + chunk])) for i in range(0, num_items, chunk)],
+                     axis=0)
 
 
 def user_rows(user_features: tf.Tensor, user_index: tf.Tensor) -> tf.Tensor:

@@ -34,7 +34,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import jsr_tf  # noqa: F401
-import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
@@ -54,9 +53,9 @@ from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_neighbour_encoder,
-                                  build_neighbour_fusion, build_seeded, encode_unique, mean_bce,
-                                  neighbour_inputs, neighbour_session_mask, precision_kwargs,
-                                  transformer_stack, user_rows)
+                                  build_neighbour_fusion, build_seeded, encode_unique, item_table,
+                                  mean_bce, neighbour_inputs, neighbour_session_mask,
+                                  precision_kwargs, transformer_stack, user_rows)
 
 
 class UniSAR(EncodedSideMixin, JsrModel):
@@ -150,11 +149,9 @@ class UniSAR(EncodedSideMixin, JsrModel):
         Returns:
             The table variable (also kept as ``self.item_cache``).
         """
-        ids = np.arange(self.num_items, dtype=np.int64)
-        parts = [self.item_encoder(tf.constant(ids[i:i + chunk]), training=False)
-                 for i in range(0, len(ids), chunk)]
-        self.item_cache = tf.Variable(tf.concat(parts, axis=0), trainable=False,
-                                      name="item_cache")
+        table = item_table(lambda ids: self.item_encoder(ids, training=False), self.num_items,
+                           chunk)
+        self.item_cache = tf.Variable(table, trainable=False, name="item_cache")
         return self.item_cache
 
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

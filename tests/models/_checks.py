@@ -18,7 +18,7 @@ from jsr_tf import features as F
 from jsr_tf.config import preset
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
-from jsr_tf.keys import Inputs
+from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import build_model
 
@@ -195,3 +195,76 @@ def assert_training_lowers_the_loss(model: JsrModel, data_dir: str, batch_sizes:
     after = model.compute_loss(every_row).numpy()
     assert np.isfinite(history).all() and np.isfinite(after)
     assert after < factor * before
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks of the joint models with a feed and a search head (SESRec, UDITSR).
+def assert_both_heads_score_candidates_independently(model: JsrModel, data_dir: str) -> None:
+    """Each head's logits of a search batch equal a per-candidate loop (and permute with the
+    candidates, feed head)."""
+    batch = model.prepare(read_batch(data_dir, task=F.Task.SEARCH))
+    together = model(batch)
+    for key, perm in ((Outputs.FEED_LOGITS, [3, 1, 0, 2]), (Outputs.SEARCH_LOGITS, None)):
+        assert_candidates_scored_independently(lambda b, key=key: model(b)[key], batch,
+                                               together[key].numpy(), atol=1e-6, perm=perm)
+
+
+def assert_joint_eager_graph_xla_agree(model: JsrModel, data_dir: str) -> None:
+    """``assert_eager_graph_xla_agree`` on a prepared search batch whose row 0 has no feed
+    history and row 1 no search history (``model``: built with ``train.jit_compile=true``)."""
+    assert not model.dynamic_shapes
+    batch = read_batch(data_dir, task=F.Task.SEARCH)  # both rows have both histories
+    batch = model.prepare(strip(strip(batch, "feed_", row=0), "search_", row=1))
+    assert_eager_graph_xla_agree(model, batch)
+
+
+def assert_joint_dynamic_shapes_match_fixed(model: JsrModel, data_dir: str) -> None:
+    """``assert_dynamic_shapes_match_fixed`` on the search logits and the joint training loss."""
+    inputs = {Inputs.FEED: read_batch(data_dir, "train", F.Task.FEED),
+              Inputs.SEARCH: read_batch(data_dir, "train", F.Task.SEARCH, size=2)}
+    assert_dynamic_shapes_match_fixed(model, lambda: {
+        "logits": model(inputs[Inputs.SEARCH])[Outputs.SEARCH_LOGITS].numpy(),
+        "loss": model.compute_loss(inputs).numpy()})
+
+
+def assert_joint_scores_and_query_reading(model: JsrModel, data_dir: str) -> Dict[str, Any]:
+    """Both tasks' scores have the candidates' shape and are finite; ``call`` gives both heads
+    (the search one equal to ``score``); zeroing ``query_words`` moves only the search head.
+
+    Returns:
+        ``call``'s outputs on the search batch.
+    """
+    for task in F.Task:
+        assert_scores_shaped_and_finite(model, read_batch(data_dir, task=task), task)
+    batch = read_batch(data_dir, task=F.Task.SEARCH)
+    both = model(batch)
+    assert set(both) == {Outputs.FEED_LOGITS, Outputs.SEARCH_LOGITS}
+    np.testing.assert_allclose(both[Outputs.SEARCH_LOGITS].numpy(),
+                               model.score(batch, F.Task.SEARCH).numpy(), rtol=1e-5, atol=1e-6)
+    other = dict(batch)
+    other[F.QUERY_WORDS] = tf.zeros_like(batch[F.QUERY_WORDS])
+    moved = model(other)
+    np.testing.assert_array_equal(moved[Outputs.FEED_LOGITS], both[Outputs.FEED_LOGITS])
+    assert not np.allclose(moved[Outputs.SEARCH_LOGITS], both[Outputs.SEARCH_LOGITS])
+    return both
+
+
+def assert_joint_rows_without_history_are_finite(model: JsrModel, data_dir: str,
+                                                 missing: Any) -> Dict[Inputs, Batch]:
+    """With the ``missing`` history prefixes stripped, the joint loss, every gradient and both
+    heads' logits are finite, on the shortcut and the fixed-shape (XLA) path.
+
+    Returns:
+        The stripped ``{Inputs.FEED: batch, Inputs.SEARCH: batch}``.
+    """
+    feed = strip_all(read_batch(data_dir, "train", F.Task.FEED), missing)
+    search = strip_all(read_batch(data_dir, "valid", F.Task.SEARCH), missing)
+    for dynamic in (True, False):
+        model.dynamic_shapes = dynamic
+        grads = finite_loss_and_gradients(model, {Inputs.FEED: feed, Inputs.SEARCH: search})
+        assert sum(g is not None for g in grads) > len(grads) // 2
+        for batch in (feed, search):
+            for logits in model(batch).values():
+                assert logits.shape == batch[reader.CANDIDATES].shape
+                assert np.isfinite(logits.numpy()).all()
+    return {Inputs.FEED: feed, Inputs.SEARCH: search}

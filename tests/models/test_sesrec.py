@@ -5,20 +5,21 @@ import numpy as np
 import pytest
 
 import jsr_tf  # noqa: F401
-import tensorflow as tf
 
 from jsr_tf import features as F
 from jsr_tf.config import preset
 from jsr_tf.data import reader
-from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.keys import Inputs
 from jsr_tf.layers.co_attention_split import CoAttentionKey as K
 from jsr_tf.models.sesrec import SESRec
 from jsr_tf.training.trainer import model_tasks
-from tests.models._checks import (assert_candidates_scored_independently,
-                                  assert_dynamic_shapes_match_fixed, assert_eager_graph_xla_agree,
-                                  assert_scores_shaped_and_finite, assert_training_lowers_the_loss,
-                                  finite_loss_and_gradients, preset_model, reference_bce, strip,
-                                  strip_all)
+from tests.models._checks import (assert_both_heads_score_candidates_independently,
+                                  assert_joint_dynamic_shapes_match_fixed,
+                                  assert_joint_eager_graph_xla_agree,
+                                  assert_joint_rows_without_history_are_finite,
+                                  assert_joint_scores_and_query_reading,
+                                  assert_training_lowers_the_loss, preset_model, reference_bce,
+                                  strip)
 from tests.models._checks import read_batch as _batch
 
 
@@ -50,36 +51,13 @@ def test_preset_builds_sesrec_with_the_spec_widths(data_dir, vocab):
 
 
 def test_scores_have_candidate_shape_and_the_search_head_reads_the_query(data_dir, vocab):
-    model = _model(vocab)
-    for task in F.Task:
-        assert_scores_shaped_and_finite(model, _batch(data_dir, task=task), task)
-    batch = _batch(data_dir, task=F.Task.SEARCH)
-    both = model(batch)
-    assert set(both) == {Outputs.FEED_LOGITS, Outputs.SEARCH_LOGITS}
-    np.testing.assert_allclose(both[Outputs.SEARCH_LOGITS].numpy(),
-                               model.score(batch, F.Task.SEARCH).numpy(), rtol=1e-5, atol=1e-6)
-    other = dict(batch)
-    other[F.QUERY_WORDS] = tf.zeros_like(batch[F.QUERY_WORDS])
-    moved = model(other)
-    np.testing.assert_array_equal(moved[Outputs.FEED_LOGITS], both[Outputs.FEED_LOGITS])
-    assert not np.allclose(moved[Outputs.SEARCH_LOGITS], both[Outputs.SEARCH_LOGITS])
+    assert_joint_scores_and_query_reading(_model(vocab), data_dir)
 
 
 @pytest.mark.parametrize("missing", ["feed_", "search_", ("feed_", "search_")])
 def test_rows_without_history_are_finite_in_outputs_losses_and_gradients(data_dir, vocab,
                                                                          missing):
-    model = _model(vocab)
-    feed = _batch(data_dir, "train", F.Task.FEED)
-    search = _batch(data_dir, "valid", F.Task.SEARCH)
-    feed, search = strip_all(feed, missing), strip_all(search, missing)
-    for dynamic in (True, False):  # the shortcut path and the fixed-shape (XLA) path
-        model.dynamic_shapes = dynamic
-        grads = finite_loss_and_gradients(model, {Inputs.FEED: feed, Inputs.SEARCH: search})
-        assert sum(g is not None for g in grads) > len(grads) // 2
-        for batch in (feed, search):
-            for logits in model(batch).values():
-                assert logits.shape == batch[reader.CANDIDATES].shape
-                assert np.isfinite(logits.numpy()).all()
+    assert_joint_rows_without_history_are_finite(_model(vocab), data_dir, missing)
 
 
 def test_co_attention_masks_at_inference(data_dir, vocab):
@@ -104,31 +82,15 @@ def test_co_attention_masks_at_inference(data_dir, vocab):
 
 
 def test_einsum_scores_equal_a_per_candidate_loop(data_dir, vocab):
-    model = _model(vocab)
-    batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
-    together = model(batch)
-    assert_candidates_scored_independently(lambda b: model(b)[Outputs.FEED_LOGITS], batch,
-                                           together[Outputs.FEED_LOGITS].numpy(), atol=1e-6,
-                                           perm=[3, 1, 0, 2])
-    assert_candidates_scored_independently(lambda b: model(b)[Outputs.SEARCH_LOGITS], batch,
-                                           together[Outputs.SEARCH_LOGITS].numpy(), atol=1e-6)
+    assert_both_heads_score_candidates_independently(_model(vocab), data_dir)
 
 
 def test_eager_graph_and_xla_agree_on_prepared_batches(data_dir, vocab):
-    model = _model(vocab, "train.jit_compile=true")
-    assert not model.dynamic_shapes
-    batch = _batch(data_dir, task=F.Task.SEARCH)  # both rows have both histories
-    batch = model.prepare(strip(strip(batch, "feed_", row=0), "search_", row=1))
-    assert_eager_graph_xla_agree(model, batch)
+    assert_joint_eager_graph_xla_agree(_model(vocab, "train.jit_compile=true"), data_dir)
 
 
 def test_dynamic_shape_shortcuts_match_the_fixed_shape_path(data_dir, vocab):
-    model = _model(vocab)
-    inputs = {Inputs.FEED: _batch(data_dir, "train", F.Task.FEED),
-              Inputs.SEARCH: _batch(data_dir, "train", F.Task.SEARCH, size=2)}
-    assert_dynamic_shapes_match_fixed(model, lambda: {
-        "logits": model(inputs[Inputs.SEARCH])[Outputs.SEARCH_LOGITS].numpy(),
-        "loss": model.compute_loss(inputs).numpy()})
+    assert_joint_dynamic_shapes_match_fixed(_model(vocab), data_dir)
 
 
 def test_loss_is_bce_plus_weighted_alignment_and_triplet(data_dir, vocab):

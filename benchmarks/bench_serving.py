@@ -358,7 +358,8 @@ def main() -> None:
                              "each is exported, then loaded and timed in a fresh process per "
                              "round (the --threads/--cache_items/--jit_compile flags are then "
                              "unused).")
-    parser.add_argument("--rounds", type=int, default=2, help="Rounds of --exports.")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="Rounds of --exports (default 2) or --compare_rankers (default 5).")
     parser.add_argument("--reuse_exports", action="store_true",
                         help="--exports: time the exports already in --work_dir (from an "
                              "earlier run of the same tree) instead of writing them again.")
@@ -366,11 +367,12 @@ def main() -> None:
     parser.add_argument("--compare_rankers", default=None,
                         help="Comma-separated ranker presets timed alternately at 1 × 100 "
                              "(feed, search) instead of the full measurement.")
-    parser.add_argument("--rounds", type=int, default=5, help="Rounds of --compare_rankers.")
     # Internal: a child process that only loads and measures.
     parser.add_argument("--measure_only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--export_dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 5 if args.compare_rankers else 2
     if args.exports and not args.measure_only:
         return compare_exports(args)
 

@@ -46,6 +46,7 @@ from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
 from pipelines.cli import (DEFAULT_RUNNER, JobFailed, console_main,  # noqa: F401 (re-exported)
                            fraction, pipeline_options, time_ms)
+from pipelines.sorted_text import WriteDeadLetters
 from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
                                   SerializeExamples)
 
@@ -78,13 +79,15 @@ def resolve_inputs(input_dir: str) -> Dict[str, str]:
     return paths
 
 
+def shards_by_size(path: str) -> int:
+    """One shard per 256 MB of the file at ``path`` (``rec_inter.csv``), at most 64."""
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return max(1, min(64, size // _SHARD_BYTES + 1))
+
+
 def choose_shards(paths: Dict[str, str], config: PreprocessConfig) -> Dict[str, int]:
     """Shards per split: from ``config.num_shards`` or the size of ``rec_inter.csv``."""
-    if config.num_shards:
-        train = config.num_shards
-    else:
-        size = FileSystems.match([paths[REC]])[0].metadata_list[0].size_in_bytes
-        train = max(1, min(64, size // _SHARD_BYTES + 1))
+    train = config.num_shards or shards_by_size(paths[REC])
     return {F.Split.TRAIN.value: train, F.Split.VALID.value: 1, F.Split.TEST.value: 1}
 
 
@@ -153,11 +156,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
          _write_tsv, FileSystems.join(vocab_dir, F.USERS_VOCAB),
          ("user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"),
          lambda r: [str(v) for v in r[:5]]))
-    (out["dead_letter"]
-     | "DeadJson" >> beam.Map(lambda r: json.dumps(r._asdict(), sort_keys=True))
-     | "WriteDead" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
-         num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
+    out["dead_letter"] | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
     (out["stats"] | "WriteRawStats" >> beam.Map(
         stats_lib.write_json, FileSystems.join(output_dir, "_raw_counters.json")))
 

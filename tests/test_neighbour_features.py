@@ -29,7 +29,7 @@ from pipelines import tfrecord_io
 from pipelines.stats import ReconciliationError
 from tests.neighbour_fixture import (A, B, C, FILLER, future_poisoned_raw, preprocess_fixture,
                                      write_raw)
-from tests.testing import ts
+from tests.testing import MULTI_PROCESS, output_digest, ts
 LAG_MS = 1445 * 60_000
 TAU = ts(3000)
 Lf, Lq, Wn, Kn = F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
@@ -371,9 +371,11 @@ def test_reader_parses_the_payload(built):
 
 
 @pytest.mark.slow
-def test_deterministic(built):
+def test_deterministic_on_the_multi_process_runner(built):
+    # The rerun runs in 2 worker processes (issue 13): the same bytes as the in-memory run.
     out2 = os.path.join(built["root"], "out_again")
-    run_features(built["raw"], built["data"], built["nb"], out2)
+    run_features(built["raw"], built["data"], built["nb"], out2, *MULTI_PROCESS)
+    assert output_digest(out2) == output_digest(built["out"])
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(built["out"], "*.gz")))
     assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(out2, "*.gz")))
     for name in names:

@@ -36,7 +36,7 @@ from pipelines import neighbour_serving_table as st
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from tests.test_neighbour_features import expect, pad, write_raw
-from tests.testing import ts
+from tests.testing import MULTI_PROCESS, output_digest, ts
 
 A, B, C, FILLER = 1, 2, 3, 9
 K = F.MAX_NEIGHBOURS
@@ -327,9 +327,11 @@ def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
 
 
 @pytest.mark.slow
-def test_deterministic_rerun(built):
+def test_deterministic_rerun_on_the_multi_process_runner(built):
+    # The rerun runs in 2 worker processes (issue 13): the same bytes as the in-memory run.
     again = os.path.join(built["root"], "out_again")
-    run_table(built["raw"], built["nb"], again)
+    run_table(built["raw"], built["nb"], again, *MULTI_PROCESS)
+    assert output_digest(again) == output_digest(built["out"])
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(built["out"], "serv*")))
     assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(again, "serv*")))
     for name in names:

@@ -81,7 +81,7 @@ from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, Ne
                                parse_snapshot, snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
-from pipelines import outputs
+from pipelines import launch, outputs
 from pipelines.preprocess import resolve_inputs, shards_by_size
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.sorted_text import WriteDeadLetters, WriteSortedText
@@ -760,6 +760,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
         parser.error(str(err))  # exits with status 2, like any bad flag
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir, "output_dir": args.output_dir})
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
@@ -768,10 +769,11 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
                  args.output_dir, config.mode, list(config.visibilities), num_shards)
 
     def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, paths, staging, config, preprocess_config, num_shards)
-        return finalize(staging, config, preprocess_config, time.time() - start,
-                        input_dir=args.input_dir)
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, paths, staging, config,
+                                                     preprocess_config, num_shards),
+            lambda: finalize(staging, config, preprocess_config, time.time() - start,
+                             input_dir=args.input_dir))
 
     stats = outputs.run_staged(args.output_dir, "jsr-neighbours", produce, LEGACY_OUTPUTS)
     logging.info("neighbours: done in %.1f s", stats["elapsed_s"])

@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Set
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf.data import kuaisar
+from pipelines import launch
 from pipelines.stats import ReconciliationError, read_json, write_json
 
 OWNED_FILE = "jsr_owned_files.json"
@@ -130,7 +131,9 @@ def run_staged(output_dir: str, job: str, produce: Callable[[str], Dict],
 
     A run that fails with an ``InputError`` (e.g. ``cli.JobFailed``) or a
     ``ReconciliationError`` keeps its staging directory for inspection, and the error's message
-    says so; any other failure removes it. Either way ``output_dir`` is untouched.
+    says so; any other failure removes it. Either way ``output_dir`` is untouched. A run that
+    executed nothing (``produce`` returned a ``launch.GRAPH_ONLY`` summary: a Dataflow dry run or
+    template) wrote nothing and publishes nothing.
     """
     staging = staging_dir(output_dir)
     logging.info("%s: writing into %s, then moving the files into %s", job, staging, output_dir)
@@ -144,5 +147,7 @@ def run_staged(output_dir: str, job: str, produce: Callable[[str], Dict],
     except BaseException:
         discard(staging)
         raise
+    if launch.GRAPH_ONLY in stats:
+        return stats
     publish(staging, output_dir, job, legacy)
     return stats

@@ -7,7 +7,9 @@ Runs on any Beam runner through standard ``PipelineOptions``::
         --runner=DataflowRunner --project=... --region=... --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (Beam's default ``DirectRunner`` first
-tries Prism, which downloads a binary).
+tries Prism, which downloads a binary). Dataflow needs the ``[gcp]`` extra and ``gs://`` paths;
+with ``--dry_run=True`` or ``--template_location`` it builds the job graph (or template) and runs
+nothing (``pipelines/launch.py``; README, "Run on Dataflow").
 
 Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
 ``vocab/{items,words,users,queries}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
@@ -41,7 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
-from pipelines import outputs
+from pipelines import launch, outputs
 from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
 from pipelines.cli import (DEFAULT_RUNNER, JobFailed, console_main,  # noqa: F401 (re-exported)
@@ -218,21 +220,25 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
         raise kuaisar.InputError(f"Invalid preprocessing settings: {err}") from None
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir, "output_dir": args.output_dir})
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = choose_shards(paths, config)
     logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
 
-    def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, paths, staging, config, num_shards)
+    def finalize(staging: str) -> Dict:
         stats = stats_lib.finalize(staging, config, num_shards, time.time() - start,
                                    input_dir=args.input_dir)
         problems = stats_lib.guard_problems(stats, args.max_rejected_fraction)
         if problems:
             raise JobFailed(f"jsr-preprocess refused its output: {'; '.join(problems)}", stats)
         return stats
+
+    def produce(staging: str) -> Dict:
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, paths, staging, config, num_shards),
+            lambda: finalize(staging))
 
     return outputs.run_staged(args.output_dir, "jsr-preprocess", produce, LEGACY_OUTPUTS)
 

@@ -27,6 +27,7 @@ from pipelines import neighbour_features as nf
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.stats import ReconciliationError
+from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.neighbour_fixture import (A, B, C, FILLER, future_poisoned_raw, preprocess_fixture,
                                      write_raw)
 from tests.testing import MULTI_PROCESS, output_digest, ts
@@ -386,6 +387,17 @@ def test_deterministic_on_the_multi_process_runner(built):
     # A rerun into the same dir cleans and rewrites it.
     run_features(built["raw"], built["data"], built["nb"], out2)
     assert sorted(os.listdir(out2)) == sorted(os.listdir(built["out"]))
+
+
+@requires_gcp
+def test_dataflow_graph(built):
+    # The offline Dataflow check of issue 13 (tests/dataflow.py): the job graph, nothing run.
+    summary = nf.run(["--input_dir", built["raw"], "--examples_dir", built["data"],
+                      "--neighbours_dir", built["nb"], "--output_dir", f"{BUCKET}/nbf",
+                      *DRY_RUN])
+    assert_dry_run(summary, ["ReadExamples", "ReadTable", "PlanSlots", "CutPayloads",
+                             "AddNeighbours", "GroupFiles", "WriteFiles", "WriteFileCounts",
+                             "WriteRawStats"])
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ from jsr_tf.neighbours import payload as pl
 from pipelines import neighbour_serving_table as st
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
+from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.test_neighbour_features import expect, pad, write_raw
 from tests.testing import MULTI_PROCESS, output_digest, ts
 
@@ -338,6 +339,16 @@ def test_deterministic_rerun_on_the_multi_process_runner(built):
         if name.startswith("serving_table-"):
             assert open(os.path.join(again, name), "rb").read() == open(
                 os.path.join(built["out"], name), "rb").read()
+
+
+@requires_gcp
+def test_dataflow_graph(built):
+    # The offline Dataflow check of issue 13 (tests/dataflow.py): the job graph, nothing run.
+    summary = st.run(["--input_dir", built["raw"], "--neighbours_dir", built["nb"],
+                      "--output_dir", f"{BUCKET}/serving", *DRY_RUN])
+    assert_dry_run(summary, ["ReadTable", "PlanSlots", "JoinNeighbours", "CutPayloads",
+                             "JoinPayloads", "AssembleRows", "GroupShards", "WriteShards",
+                             "WriteFileCounts", "WriteAsOf", "WriteRawStats"])
 
 
 # --------------------------------------------------------------------------- bad input

@@ -53,9 +53,18 @@ def list_files(directory: str) -> List[str]:
         return sorted(os.path.relpath(os.path.join(root, name), directory).replace(os.sep, "/")
                       for root, _, names in os.walk(directory) for name in names)
     try:  # object stores list every object under the prefix
-        matches = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
+        return match_tree(directory)
     except Exception:  # pylint: disable=broad-except  (a missing directory: no files)
         return []
+
+
+def match_tree(directory: str) -> List[str]:
+    """Every file under ``directory`` by Beam's ``match`` (any filesystem), relative paths.
+
+    The pattern is ``**``: in Beam's patterns a ``*`` stops at ``/``, so ``<dir>/*`` would miss
+    ``vocab/`` and ``dead_letter/`` on GCS, and the swap would leave them behind.
+    """
+    matches = FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list
     return sorted(_relative(m.path, directory) for m in matches)
 
 

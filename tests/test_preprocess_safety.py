@@ -168,6 +168,16 @@ def test_publish_cleans_a_legacy_directory_by_shard_names_only(tmp_path):
     assert not staging.exists()
 
 
+def test_object_store_listing_descends_into_subdirectories(tmp_path):
+    # On gs:// the swap lists files with Beam's match (issue 13), where `*` stops at `/`: the
+    # vocabularies and dead letters must be listed too. Beam's local filesystem matches alike.
+    for name in ("stats.json", "vocab/items.tsv", "dead_letter/rejected-00000-of-00001.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert outputs.match_tree(str(tmp_path)) == outputs.list_files(str(tmp_path)) == [
+        "dead_letter/rejected-00000-of-00001.jsonl", "stats.json", "vocab/items.tsv"]
+
+
 def _stats(rows_read, rejected, examples):
     files = {"rec_inter.csv": {"rows_read": rows_read, "rejected_total": rejected,
                                "rejected": {"bad_id": rejected} if rejected else {}}}

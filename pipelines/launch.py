@@ -19,7 +19,8 @@ read back and reconcile:
 launcher's local disk (its workers, on other machines, would neither see nor write them), and
 Beam 2.77's ``DaskRunner``, which cannot run these jobs: it sends a multi-output ``ParDo``'s
 tagged outputs (dead letters, counters) into its main output, and computes only the last branch
-of a graph with several sinks (README, "Run on a Dask cluster"; ``tests/test_dask_runner.py``).
+of a graph with several sinks (README, "Run the Beam jobs on Dataflow", Dask;
+``tests/test_dask_runner.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ _REMOTE_RUNNERS = ("DataflowRunner",)  # workers never share the launcher's disk
 _UNSUPPORTED_RUNNERS = {
     "DaskRunner": "Beam 2.77's DaskRunner sends a ParDo's tagged outputs (dead letters, "
                   "counters) into its main output and computes only the last branch of the "
-                  "graph (README, 'Run on a Dask cluster'). Use the multi-process direct runner "
-                  "(--direct_running_mode=multi_processing --direct_num_workers=N) or Dataflow."}
+                  "graph (README, 'Run the Beam jobs on Dataflow', Dask). Use the multi-process "
+                  "direct runner (--direct_running_mode=multi_processing "
+                  "--direct_num_workers=N) or Dataflow."}
 
 
 def runner_name(options: PipelineOptions) -> str:

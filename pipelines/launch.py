@@ -43,9 +43,8 @@ _REMOTE_RUNNERS = ("DataflowRunner",)  # workers never share the launcher's disk
 _UNSUPPORTED_RUNNERS = {
     "DaskRunner": "Beam 2.77's DaskRunner sends a ParDo's tagged outputs (dead letters, "
                   "counters) into its main output and computes only the last branch of the "
-                  "graph (README, 'Run the Beam jobs on Dataflow', Dask). Use the multi-process "
-                  "direct runner (--direct_running_mode=multi_processing "
-                  "--direct_num_workers=N) or Dataflow."}
+                  "graph (README, 'Run the Beam jobs on Dataflow', Dask). Use the in-memory "
+                  "runner (no --runner) or Dataflow."}
 
 
 def runner_name(options: PipelineOptions) -> str:

@@ -28,7 +28,7 @@ export TF_CPP_MIN_LOG_LEVEL
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,serving]'
+	$(BIN)/python -m pip install --quiet -e '.[test,serving,gcp]'
 	touch $(STAMP)
 
 install: $(STAMP)

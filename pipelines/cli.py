@@ -121,8 +121,10 @@ def console_main(run: Callable[[Sequence[str]], Dict], format_table: Callable[[D
             have configured the root logger at WARNING.
 
     Exits with status 2 (the error logged as one line) on ``InputError`` (``JobFailed`` prints
-    its stats table first) and on a failed count reconciliation.
+    its stats table first) and on a failed count reconciliation. A run that executed nothing (a
+    Dataflow dry run or template, ``pipelines.launch``) prints its graph summary instead.
     """
+    from pipelines import launch  # pylint: disable=g-import-not-at-top
     from pipelines.stats import ReconciliationError  # pylint: disable=g-import-not-at-top
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=force_logging)
@@ -133,4 +135,4 @@ def console_main(run: Callable[[Sequence[str]], Dict], format_table: Callable[[D
             print(format_table(err.stats))
         logging.error("%s", err)
         sys.exit(2)
-    print(format_table(stats))
+    print(launch.format_summary(stats) if launch.GRAPH_ONLY in stats else format_table(stats))

@@ -68,7 +68,7 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import TIMELINE_FIELDS, require
-from pipelines import outputs
+from pipelines import launch, outputs
 from pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
@@ -575,6 +575,9 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     args, beam_args = parser.parse_known_args(argv)
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir, "examples_dir": args.examples_dir,
+                                  "neighbours_dir": args.neighbours_dir,
+                                  "output_dir": args.output_dir})
 
     start = time.time()
     inputs = check_inputs(args.input_dir, args.examples_dir, args.neighbours_dir,
@@ -584,9 +587,10 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
                  len(inputs.snapshots), args.payload_lag_ms)
 
     def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, inputs, staging, args.payload_lag_ms)
-        return finalize(staging, inputs, args, time.time() - start)
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, inputs, staging,
+                                                     args.payload_lag_ms),
+            lambda: finalize(staging, inputs, args, time.time() - start))
 
     stats = outputs.run_staged(args.output_dir, "jsr-neighbour-features", produce,
                                LEGACY_OUTPUTS)

@@ -91,7 +91,7 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import require
-from pipelines import outputs
+from pipelines import launch, outputs
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
@@ -638,6 +638,9 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     args, beam_args = parser.parse_known_args(argv)
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir,
+                                  "neighbours_dir": args.neighbours_dir,
+                                  "output_dir": args.output_dir})
 
     start = time.time()
     inputs = check_inputs(args.input_dir, args.neighbours_dir, args.output_dir, args.visibility,
@@ -648,9 +651,10 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
                  args.as_of_ms if args.as_of_ms is not None else "newest event + 1 ms")
 
     def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, inputs, staging, args.as_of_ms, args.num_shards)
-        return finalize(staging, inputs, args, time.time() - start)
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, inputs, staging, args.as_of_ms,
+                                                     args.num_shards),
+            lambda: finalize(staging, inputs, args, time.time() - start))
 
     stats = outputs.run_staged(args.output_dir, "jsr-neighbour-serving-table", produce,
                                LEGACY_OUTPUTS)

@@ -40,7 +40,10 @@ examples' held-out targets.
 **Outputs** under ``--output_dir``:
 
 - ``neighbours-SSSSS-of-NNNNN.jsonl``: the table, one JSON object per line and per (visibility,
-  snapshot, side, user) with a non-empty token set (``jsr_tf.neighbours.NeighbourRow``)::
+  snapshot, side, user) with a non-empty token set (``jsr_tf.neighbours.NeighbourRow``); a user's
+  rows go to shard ``user % NNNNN`` (``--num_shards``, default one per 256 MB of
+  ``rec_inter.csv``), sorted by (visibility, snapshot, side, user), so the bytes do not depend on
+  the runner (``pipelines/sorted_text.py``)::
 
       {"visibility": "train", "snapshot": 0, "snapshot_ts": 1684857600000, "side": "feed",
        "user": 11, "num_tokens": 4, "neighbours": [15, 12], "jaccards": [0.8, 0.2]}
@@ -59,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import logging
 import re
 import time
@@ -79,9 +81,10 @@ from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, Ne
                                parse_snapshot, snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
-from pipelines import outputs
-from pipelines.preprocess import resolve_inputs
-from pipelines.cli import console_main, pipeline_options
+from pipelines import launch, outputs
+from pipelines.preprocess import resolve_inputs, shards_by_size
+from pipelines.cli import bounded_int, console_main, pipeline_options
+from pipelines.sorted_text import WriteDeadLetters, WriteSortedText
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
 from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _duplicate_stats,
@@ -523,8 +526,9 @@ LEGACY_OUTPUTS = (f"{TABLE_PREFIX}{outputs.SHARD}" + re.escape(TABLE_SUFFIX),
 
 def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
                    config: NeighbourConfig, preprocess_config: PreprocessConfig,
-                   num_shards: int = 0) -> None:
-    """Adds the whole neighbour graph to ``pipeline``."""
+                   num_shards: int = 1) -> None:
+    """Adds the whole neighbour graph to ``pipeline``; the table goes to ``num_shards`` files
+    (user id modulo ``num_shards``), each sorted by (visibility, snapshot, side, user)."""
     parsed, timelines = parse_timelines(pipeline, paths, preprocess_config, (REC, SRC, ITEMS))
 
     snapshots = (timelines.tl
@@ -547,16 +551,11 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     retrieved = indexed.indexed | "Retrieve" >> RetrieveNeighbours(config, snapshots)
 
     (retrieved["rows"]
-     | "RowJson" >> beam.Map(NeighbourRow.to_json)
-     | "WriteTable" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, TABLE_PREFIX), file_name_suffix=TABLE_SUFFIX,
-         num_shards=num_shards, shard_name_template="-SSSSS-of-NNNNN"))
+     | "RowJson" >> beam.Map(lambda r: (r.user % num_shards,
+                                        (r.visibility, r.snapshot, r.side, r.user), r.to_json()))
+     | "WriteTable" >> WriteSortedText(output_dir, TABLE_PREFIX, TABLE_SUFFIX, num_shards))
     dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
-    (dead
-     | "DeadJson" >> beam.Map(lambda r: json.dumps(r._asdict(), sort_keys=True))
-     | "WriteDead" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
-         num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
+    dead | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
     stats_parts = [p.stats for p in parsed.values()]
     stats_parts += [timelines.stats, tokens.stats, categories.stats, indexed.stats]
     stats_parts += retrieved["stats"]
@@ -750,8 +749,10 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
                         help="Comma-separated boundaries: unix ms or Beijing 'YYYY-MM-DD[ HH:MM]'.")
     parser.add_argument("--visibility", default=None,
                         help="Comma-separated tables to build: train, test, all.")
-    parser.add_argument("--num_shards", type=int, default=0,
-                        help="Table shards (0 = chosen by the runner).")
+    parser.add_argument("--num_shards",
+                        type=bounded_int("num_shards", 0, "a non-negative integer"), default=0,
+                        help="Table shards (users by user_id %% num_shards; 0 = one per 256 MB "
+                             "of rec_inter.csv, at most 64).")
     args, beam_args = parser.parse_known_args(argv)
     try:
         config, preprocess_config = parse_config(args)
@@ -759,17 +760,20 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
         parser.error(str(err))  # exits with status 2, like any bad flag
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir, "output_dir": args.output_dir})
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
-    logging.info("neighbours: %s -> %s, mode %s, visibilities %s", args.input_dir,
-                 args.output_dir, config.mode, list(config.visibilities))
+    num_shards = args.num_shards or shards_by_size(paths[REC])
+    logging.info("neighbours: %s -> %s, mode %s, visibilities %s, %d shards", args.input_dir,
+                 args.output_dir, config.mode, list(config.visibilities), num_shards)
 
     def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, paths, staging, config, preprocess_config, args.num_shards)
-        return finalize(staging, config, preprocess_config, time.time() - start,
-                        input_dir=args.input_dir)
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, paths, staging, config,
+                                                     preprocess_config, num_shards),
+            lambda: finalize(staging, config, preprocess_config, time.time() - start,
+                             input_dir=args.input_dir))
 
     stats = outputs.run_staged(args.output_dir, "jsr-neighbours", produce, LEGACY_OUTPUTS)
     logging.info("neighbours: done in %.1f s", stats["elapsed_s"])

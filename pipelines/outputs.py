@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Sequence, Set
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf.data import kuaisar
+from pipelines import launch
 from pipelines.stats import ReconciliationError, read_json, write_json
 
 OWNED_FILE = "jsr_owned_files.json"
@@ -52,9 +53,18 @@ def list_files(directory: str) -> List[str]:
         return sorted(os.path.relpath(os.path.join(root, name), directory).replace(os.sep, "/")
                       for root, _, names in os.walk(directory) for name in names)
     try:  # object stores list every object under the prefix
-        matches = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
+        return match_tree(directory)
     except Exception:  # pylint: disable=broad-except  (a missing directory: no files)
         return []
+
+
+def match_tree(directory: str) -> List[str]:
+    """Every file under ``directory`` by Beam's ``match`` (any filesystem), relative paths.
+
+    The pattern is ``**``: in Beam's patterns a ``*`` stops at ``/``, so ``<dir>/*`` would miss
+    ``vocab/`` and ``dead_letter/`` on GCS, and the swap would leave them behind.
+    """
+    matches = FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list
     return sorted(_relative(m.path, directory) for m in matches)
 
 
@@ -130,7 +140,9 @@ def run_staged(output_dir: str, job: str, produce: Callable[[str], Dict],
 
     A run that fails with an ``InputError`` (e.g. ``cli.JobFailed``) or a
     ``ReconciliationError`` keeps its staging directory for inspection, and the error's message
-    says so; any other failure removes it. Either way ``output_dir`` is untouched.
+    says so; any other failure removes it. Either way ``output_dir`` is untouched. A run that
+    executed nothing (``produce`` returned a ``launch.GRAPH_ONLY`` summary: a Dataflow dry run or
+    template) wrote nothing and publishes nothing.
     """
     staging = staging_dir(output_dir)
     logging.info("%s: writing into %s, then moving the files into %s", job, staging, output_dir)
@@ -144,5 +156,7 @@ def run_staged(output_dir: str, job: str, produce: Callable[[str], Dict],
     except BaseException:
         discard(staging)
         raise
+    if launch.GRAPH_ONLY in stats:
+        return stats
     publish(staging, output_dir, job, legacy)
     return stats

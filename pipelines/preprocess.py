@@ -7,7 +7,9 @@ Runs on any Beam runner through standard ``PipelineOptions``::
         --runner=DataflowRunner --project=... --region=... --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (Beam's default ``DirectRunner`` first
-tries Prism, which downloads a binary).
+tries Prism, which downloads a binary). Dataflow needs the ``[gcp]`` extra and ``gs://`` paths;
+with ``--dry_run=True`` or ``--template_location`` it builds the job graph (or template) and runs
+nothing (``pipelines/launch.py``; README, "Run on Dataflow").
 
 Outputs under ``--output_dir``: ``{train,valid,test}-{feed,search}-SSSSS-of-NNNNN.tfrecord.gz``,
 ``vocab/{items,words,users,queries}.tsv``, ``dead_letter/``, ``stats.json``, ``schema.json``,
@@ -41,11 +43,12 @@ from apache_beam.io.filesystems import FileSystems
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
-from pipelines import outputs
+from pipelines import launch, outputs
 from pipelines import stats as stats_lib
 from pipelines import tfrecord_io
 from pipelines.cli import (DEFAULT_RUNNER, JobFailed, console_main,  # noqa: F401 (re-exported)
                            fraction, pipeline_options, time_ms)
+from pipelines.sorted_text import WriteDeadLetters
 from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
                                   SerializeExamples)
 
@@ -78,13 +81,15 @@ def resolve_inputs(input_dir: str) -> Dict[str, str]:
     return paths
 
 
+def shards_by_size(path: str) -> int:
+    """One shard per 256 MB of the file at ``path`` (``rec_inter.csv``), at most 64."""
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return max(1, min(64, size // _SHARD_BYTES + 1))
+
+
 def choose_shards(paths: Dict[str, str], config: PreprocessConfig) -> Dict[str, int]:
     """Shards per split: from ``config.num_shards`` or the size of ``rec_inter.csv``."""
-    if config.num_shards:
-        train = config.num_shards
-    else:
-        size = FileSystems.match([paths[REC]])[0].metadata_list[0].size_in_bytes
-        train = max(1, min(64, size // _SHARD_BYTES + 1))
+    train = config.num_shards or shards_by_size(paths[REC])
     return {F.Split.TRAIN.value: train, F.Split.VALID.value: 1, F.Split.TEST.value: 1}
 
 
@@ -153,11 +158,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
          _write_tsv, FileSystems.join(vocab_dir, F.USERS_VOCAB),
          ("user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"),
          lambda r: [str(v) for v in r[:5]]))
-    (out["dead_letter"]
-     | "DeadJson" >> beam.Map(lambda r: json.dumps(r._asdict(), sort_keys=True))
-     | "WriteDead" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected"), file_name_suffix=".jsonl",
-         num_shards=1, shard_name_template="-SSSSS-of-NNNNN"))
+    out["dead_letter"] | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
     (out["stats"] | "WriteRawStats" >> beam.Map(
         stats_lib.write_json, FileSystems.join(output_dir, "_raw_counters.json")))
 
@@ -219,21 +220,25 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
         raise kuaisar.InputError(f"Invalid preprocessing settings: {err}") from None
 
     options = pipeline_options(beam_args, save_main_session)
+    launch.check_runner(options, {"input_dir": args.input_dir, "output_dir": args.output_dir})
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = choose_shards(paths, config)
     logging.info("preprocess: %s -> %s with %s", args.input_dir, args.output_dir, num_shards)
 
-    def produce(staging: str) -> Dict:
-        with beam.Pipeline(options=options) as pipeline:
-            build_pipeline(pipeline, paths, staging, config, num_shards)
+    def finalize(staging: str) -> Dict:
         stats = stats_lib.finalize(staging, config, num_shards, time.time() - start,
                                    input_dir=args.input_dir)
         problems = stats_lib.guard_problems(stats, args.max_rejected_fraction)
         if problems:
             raise JobFailed(f"jsr-preprocess refused its output: {'; '.join(problems)}", stats)
         return stats
+
+    def produce(staging: str) -> Dict:
+        return launch.run_job(
+            options, lambda pipeline: build_pipeline(pipeline, paths, staging, config, num_shards),
+            lambda: finalize(staging))
 
     return outputs.run_staged(args.output_dir, "jsr-preprocess", produce, LEGACY_OUTPUTS)
 

@@ -173,6 +173,22 @@ def summarise(counters: Dict[str, int]) -> Dict:
     }
 
 
+def check_written(stats: Dict, shard_counts: Dict[str, int]) -> None:
+    """Adds one check per (split, task) to ``stats``: the records the shards hold (as their
+    writers counted them) = the examples counted when they were made. A runner that loses
+    elements between the two (Beam 2.77's multi-process runner did, on ``medium``:
+    BENCHMARKS.md §1) fails the run instead of publishing short files."""
+    check = Checks(stats["checks"])
+    for split in F.Split:
+        for task in F.Task:
+            prefix = F.shard_prefix(split.value, task) + "-"
+            written = sum(n for name, n in shard_counts.items() if name.startswith(prefix))
+            check(f"{split.value}/{F.task_name(task)}: examples written to the shards = examples "
+                  f"made", written, stats["examples"][split.value][F.task_name(task)])
+    stats["checks"] = list(check)
+    stats["reconciled"] = check.reconciled
+
+
 def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, int],
              elapsed_s: float, input_dir: str = "") -> Dict:
     """Writes ``stats.json``, ``schema.json``, ``manifest.json`` and the config; returns stats.
@@ -183,6 +199,7 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     counters = read_json(FileSystems.join(output_dir, _RAW))
     shard_counts = read_json(FileSystems.join(output_dir, _SHARDS))
     stats = summarise(counters)
+    check_written(stats, shard_counts)
     stats["elapsed_s"] = round(elapsed_s, 2)
     stats["input_dir"] = input_dir
     stats["period"]["accepted"] = {

@@ -27,9 +27,10 @@ from pipelines import neighbour_features as nf
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.stats import ReconciliationError
+from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.neighbour_fixture import (A, B, C, FILLER, future_poisoned_raw, preprocess_fixture,
                                      write_raw)
-from tests.testing import ts
+from tests.testing import MULTI_PROCESS, output_digest, ts
 LAG_MS = 1445 * 60_000
 TAU = ts(3000)
 Lf, Lq, Wn, Kn = F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
@@ -371,9 +372,11 @@ def test_reader_parses_the_payload(built):
 
 
 @pytest.mark.slow
-def test_deterministic(built):
+def test_deterministic_on_the_multi_process_runner(built):
+    # The rerun runs in 2 worker processes (issue 13): the same bytes as the in-memory run.
     out2 = os.path.join(built["root"], "out_again")
-    run_features(built["raw"], built["data"], built["nb"], out2)
+    run_features(built["raw"], built["data"], built["nb"], out2, *MULTI_PROCESS)
+    assert output_digest(out2) == output_digest(built["out"])
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(built["out"], "*.gz")))
     assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(out2, "*.gz")))
     for name in names:
@@ -384,6 +387,17 @@ def test_deterministic(built):
     # A rerun into the same dir cleans and rewrites it.
     run_features(built["raw"], built["data"], built["nb"], out2)
     assert sorted(os.listdir(out2)) == sorted(os.listdir(built["out"]))
+
+
+@requires_gcp
+def test_dataflow_graph(built):
+    # The offline Dataflow check of issue 13 (tests/dataflow.py): the job graph, nothing run.
+    summary = nf.run(["--input_dir", built["raw"], "--examples_dir", built["data"],
+                      "--neighbours_dir", built["nb"], "--output_dir", f"{BUCKET}/nbf",
+                      *DRY_RUN])
+    assert_dry_run(summary, ["ReadExamples", "ReadTable", "PlanSlots", "CutPayloads",
+                             "AddNeighbours", "GroupFiles", "WriteFiles", "WriteFileCounts",
+                             "WriteRawStats"])
 
 
 @pytest.mark.slow

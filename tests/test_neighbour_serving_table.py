@@ -35,8 +35,9 @@ from jsr_tf.neighbours import payload as pl
 from pipelines import neighbour_serving_table as st
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
+from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.test_neighbour_features import expect, pad, write_raw
-from tests.testing import ts
+from tests.testing import MULTI_PROCESS, output_digest, ts
 
 A, B, C, FILLER = 1, 2, 3, 9
 K = F.MAX_NEIGHBOURS
@@ -327,15 +328,27 @@ def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
 
 
 @pytest.mark.slow
-def test_deterministic_rerun(built):
+def test_deterministic_rerun_on_the_multi_process_runner(built):
+    # The rerun runs in 2 worker processes (issue 13): the same bytes as the in-memory run.
     again = os.path.join(built["root"], "out_again")
-    run_table(built["raw"], built["nb"], again)
+    run_table(built["raw"], built["nb"], again, *MULTI_PROCESS)
+    assert output_digest(again) == output_digest(built["out"])
     names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(built["out"], "serv*")))
     assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(again, "serv*")))
     for name in names:
         if name.startswith("serving_table-"):
             assert open(os.path.join(again, name), "rb").read() == open(
                 os.path.join(built["out"], name), "rb").read()
+
+
+@requires_gcp
+def test_dataflow_graph(built):
+    # The offline Dataflow check of issue 13 (tests/dataflow.py): the job graph, nothing run.
+    summary = st.run(["--input_dir", built["raw"], "--neighbours_dir", built["nb"],
+                      "--output_dir", f"{BUCKET}/serving", *DRY_RUN])
+    assert_dry_run(summary, ["ReadTable", "PlanSlots", "JoinNeighbours", "CutPayloads",
+                             "JoinPayloads", "AssembleRows", "GroupShards", "WriteShards",
+                             "WriteFileCounts", "WriteAsOf", "WriteRawStats"])
 
 
 # --------------------------------------------------------------------------- bad input

@@ -34,7 +34,8 @@ from jsr_tf.neighbours import (NeighbourConfig, NeighbourRow, beijing_midnight, 
                                first_snapshot_seeing, parse_snapshot, snapshot_index)
 from jsr_tf.neighbours import minhash as mh
 from pipelines import neighbours as nb
-from tests.testing import (T0_MS, item_row, rec_row, src_row, ts, user_row, write_kuaisar)
+from tests.testing import (MULTI_PROCESS, T0_MS, item_row, output_digest, rec_row, src_row, ts,
+                           user_row, write_kuaisar)
 
 HUB = tuple(range(31, 37))
 USERS = (11, 12, 13, 14, 15, 16) + HUB
@@ -296,6 +297,19 @@ def test_outputs_written(exact):
     assert config["preprocess"]["min_targets_per_task"] == 3
     assert os.path.exists(os.path.join(out, nb.STATS_FILE))
     assert not glob.glob(os.path.join(out, "_*"))  # temporary files removed
+
+
+@pytest.mark.slow
+def test_multi_process_runner_writes_the_same_bytes(lsh, tmp_path):
+    # Two worker processes (issue 13): the same table, dead letters and counters as in memory.
+    out, stats = lsh
+    again = str(tmp_path / "again")
+    assert run(os.path.join(os.path.dirname(out), "raw"), again, *LSH, *MULTI_PROCESS)[
+        "tables"] == stats["tables"]
+    digest = output_digest(out)
+    assert digest == output_digest(again)
+    assert {"neighbours-00000-of-00001.jsonl", "dead_letter/rejected-00000-of-00001.jsonl",
+            nb.STATS_FILE} <= set(digest)
 
 
 def test_explicit_snapshots_and_visibility_all(tmp_path):

@@ -8,10 +8,15 @@ import glob
 import gzip
 import hashlib
 import io
+import json
 import os
 from typing import Dict, Iterable, List, Sequence
 
 from jsr_tf import features as F
+
+# Beam's multi-process direct runner: the in-memory FnApiRunner's stages run in 2 worker
+# processes, so a job that keeps state in one process's memory writes other output.
+MULTI_PROCESS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
 # 2023-05-23 00:00 Beijing: every fixture time is T0 + minutes.
@@ -138,4 +143,18 @@ def tree_digest(directory: str) -> Dict[str, str]:
             path = os.path.join(root, name)
             with open(path, "rb") as f:
                 out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def output_digest(directory: str) -> Dict[str, str]:
+    """``tree_digest`` of a job's output, with ``elapsed_s`` left out of its JSON files (the only
+    field that may differ between two runs of a job on the same input)."""
+    out = tree_digest(directory)
+    for name in out:
+        if name.endswith(".json"):
+            with open(os.path.join(directory, name)) as f:
+                value = json.load(f)
+            if isinstance(value, dict) and "elapsed_s" in value:
+                value.pop("elapsed_s")
+                out[name] = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
     return out

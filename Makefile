@@ -9,6 +9,10 @@ DEMO_DIR ?= demo_output
 PRESET ?= small
 SEED ?= 1
 PYTEST_FLAGS ?=
+# `make test` runs the suite in two pytest-xdist worker processes (one per core), each test file
+# on one worker so that module fixtures are built once; PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # Demo training budget: a short run, enough to show learning (not a converged model).
 DEMO_EPOCHS ?= 3
 DEMO_STEPS ?= 100
@@ -58,10 +62,10 @@ demo: $(STAMP)
 	    --full_max_rows $(DEMO_FULL_ROWS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests $(PYTEST_XDIST) $(PYTEST_FLAGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_FLAGS)
+	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_XDIST) $(PYTEST_FLAGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py --presets small,medium --work_dir bench_output

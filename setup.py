@@ -18,7 +18,7 @@ REQUIRED = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "hypothesis>=6.100"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100"],
     "serving": ["tensorflow-serving-api==2.21.*"],
     # Google Cloud: DataflowRunner and gs:// paths (README, "Run on Dataflow"). `make test`
     # installs it to build the Dataflow job graphs offline (tests/test_dataflow_graph.py).

@@ -31,7 +31,7 @@ from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
 from jsr_tf.neighbours.windows import check_window
 
 __all__ = ["NeighbourConfig", "NeighbourRow", "MODES", "LSH_LAYOUTS", "CANDIDATE_JOINS",
-           "IN_MEMORY_RUNNERS", "resolve_layout", "VISIBILITIES", "SIDES",
+           "IN_MEMORY_RUNNERS", "resolve_layout", "is_in_memory_runner", "VISIBILITIES", "SIDES",
            "SEARCH", "FEED", "default_snapshots", "snapshot_index", "first_snapshot_seeing",
            "parse_snapshot", "snapshot_time_string", "excluded_event_indices", "visible_events",
            "beijing_midnight"]
@@ -223,9 +223,14 @@ def resolve_layout(config: NeighbourConfig, runner: str) -> NeighbourConfig:
     """
     if config.lsh_layout != LAYOUT_AUTO:
         return config
-    name = runner if isinstance(runner, str) else type(runner).__name__
-    layout = LAYOUT_GROUPED if name in IN_MEMORY_RUNNERS else LAYOUT_KEYED
+    layout = LAYOUT_GROUPED if is_in_memory_runner(runner) else LAYOUT_KEYED
     return dataclasses.replace(config, lsh_layout=layout)
+
+
+def is_in_memory_runner(runner) -> bool:
+    """Whether ``runner`` (a Beam runner's name or instance) is one of ``IN_MEMORY_RUNNERS``."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name in IN_MEMORY_RUNNERS
 
 
 class NeighbourRow(NamedTuple):

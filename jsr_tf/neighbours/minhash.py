@@ -257,8 +257,14 @@ class Candidates(NamedTuple):
 def compact_codes(codes: List[np.ndarray],
                   counts: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Merges pair codes: ``(unique codes, summed counts)``."""
-    unique, inverse = np.unique(np.concatenate(codes), return_inverse=True)
-    return unique, np.bincount(inverse, weights=np.concatenate(counts)).astype(np.int64)
+    flat, weights = np.concatenate(codes), np.concatenate(counts)
+    if not weights.size or np.all(weights == 1):
+        unique, found = np.unique(flat, return_counts=True)
+        return unique, found.astype(np.int64)
+    order = np.argsort(flat, kind="stable")
+    flat, weights = flat[order], weights[order]
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    return flat[starts], np.add.reduceat(weights, starts).astype(np.int64)
 
 
 def lsh_candidates(keys: np.ndarray, max_bucket: int, max_candidates: int,
@@ -334,9 +340,15 @@ def cap_candidates(codes: List[np.ndarray], counts: List[np.ndarray], n: int,
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, 0
     unique, collisions = compact_codes(codes, counts)
-    left, right = unique // n, unique % n
-    order = np.lexsort((right, -collisions, left))
-    left, right, collisions = left[order], right[order], collisions[order]
+    top = int(collisions.max(initial=0))
+    if n * n * (top + 1) < 1 << 62:  # one int64 sort key: left, then collisions desc, then right
+        key = np.sort(((unique // n) * (top + 1) + (top - collisions)) * n + unique % n)
+        right, rest = key % n, key // n
+        left, collisions = rest // (top + 1), top - rest % (top + 1)
+    else:
+        left, right = unique // n, unique % n
+        order = np.lexsort((right, -collisions, left))
+        left, right, collisions = left[order], right[order], collisions[order]
     group_start = np.flatnonzero(np.r_[True, left[1:] != left[:-1]])
     group_size = np.diff(np.r_[group_start, left.size])
     rank = np.arange(left.size) - np.repeat(group_start, group_size)

@@ -68,8 +68,8 @@ class TokenIndex:
             self._mask[own] = True
             hit = self._mask[self.indices[gather]]
             self._mask[own] = False
-            owner = np.repeat(np.arange(candidates.size), lengths)
-            inter = np.bincount(owner, weights=hit, minlength=candidates.size).astype(np.int64)
+            nonempty = lengths > 0  # reduceat needs strictly increasing offsets
+            inter[nonempty] = np.add.reduceat(hit, offsets[nonempty], dtype=np.int64)
         union = self.sizes[row] + lengths - inter
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)

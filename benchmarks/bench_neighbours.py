@@ -26,7 +26,7 @@ import glob
 import json
 import os
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import jsr_tf  # noqa: F401  (sets the Keras mode before machine_info imports TensorFlow)
 from benchmarks import bench_pipeline
@@ -35,11 +35,14 @@ from benchmarks.machine import machine_info
 from jsr_tf.neighbours import NeighbourRow
 
 
-def run_measured(args: Sequence[str], log_path: str) -> Dict[str, float]:
-    """``bench_pipeline.run_measured``, rounded: wall s, CPU s, peak RSS MiB, load at start."""
-    m = bench_pipeline.run_measured(list(args), log_path)
+def run_measured(args: Sequence[str], log_path: str,
+                 max_rss_mib: Optional[float] = None) -> Dict:
+    """``bench_pipeline.run_measured``, rounded: wall s, CPU s, peak RSS MiB, load at start,
+    and whether it was killed at ``max_rss_mib``."""
+    m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib)
     return {"wall_s": round(m["seconds"], 1), "cpu_s": round(m["cpu_s"], 1),
-            "peak_rss_mib": round(m["peak_rss_mib"]), "load_at_start": round(m["load_at_start"], 2)}
+            "peak_rss_mib": round(m["peak_rss_mib"]), "load_at_start": round(m["load_at_start"], 2),
+            "killed": m["killed"]}
 
 
 def read_table(out_dir: str) -> List[NeighbourRow]:
@@ -66,10 +69,17 @@ def table_recall(truth_dir: str, found_dir: str, visibility: str = "train") -> D
     return {side: round(hits[side] / total[side], 4) for side in sorted(total)}
 
 
-def neighbours_run(bin_dir: str, raw: str, out: str, flags: Sequence[str]) -> Dict:
-    """One ``jsr-neighbours`` run, measured, with the totals of its stats."""
+def neighbours_run(bin_dir: str, raw: str, out: str, flags: Sequence[str],
+                   max_rss_mib: Optional[float] = None) -> Dict:
+    """One ``jsr-neighbours`` run, measured, with the totals of its stats (if killed at
+    ``max_rss_mib``: how many (visibility, side, snapshot) populations its log reports done)."""
+    log_path = out.rstrip("/") + ".log"
     row = run_measured([os.path.join(bin_dir, "jsr-neighbours"), "--input_dir", raw,
-                        "--output_dir", out, *flags], out.rstrip("/") + ".log")
+                        "--output_dir", out, *flags], log_path, max_rss_mib)
+    if row["killed"]:
+        with open(log_path) as f:
+            row["populations_done"] = sum("neighbours/lsh:" in line for line in f)
+        return row
     with open(os.path.join(out, "neighbour_stats.json")) as f:
         stats = json.load(f)
     totals = [table["totals"] for sides in stats["tables"].values() for table in sides.values()]
@@ -124,6 +134,8 @@ def main() -> None:
     parser.add_argument("--payload_preset", default="", help="Preset of the payload run.")
     parser.add_argument("--payload_args", default="",
                         help="Space-separated extra arguments of jsr-neighbour-features.")
+    parser.add_argument("--max_rss_mib", type=float, default=None,
+                        help="Kill a neighbour run whose RSS exceeds this (a shared machine).")
     parser.add_argument("--work_dir", default="bench_output")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default=None, help="JSON results file.")
@@ -143,11 +155,11 @@ def main() -> None:
         row = {"preset": preset, "users": _rows(os.path.join(raw, "user_features.csv")),
                "events": events}
         row.update(neighbours_run(bin_dir, raw, os.path.join(args.work_dir, preset, "neighbours"),
-                                  extra))
+                                  extra, args.max_rss_mib))
         results["retrieval"].append(row)
         print(json.dumps(row), flush=True)
         write()
-    rows = results["retrieval"]
+    rows = [r for r in results["retrieval"] if not r["killed"]]
     if len(rows) > 1:
         for b in rows[1:]:
             a = rows[0]

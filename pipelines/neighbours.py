@@ -58,8 +58,8 @@ examples' held-out targets.
 - ``neighbour_stats.json``: snapshots, per-file row counts, per (visibility, side) totals and
   per-snapshot counters (users known / indexed / with an empty set, rows, pairs emitted, users
   with fewer than k neighbours, candidates below ``min_jaccard``; LSH: buckets skipped, window
-  pairs, candidate pairs, users whose candidates were cut at ``M``), and reconciliation checks. A failed check
-  raises ``ReconciliationError`` after the file is written.
+  pairs, candidate pairs, users whose candidates were cut at ``M``), and reconciliation checks.
+  A failed check raises ``ReconciliationError`` after the file is written.
 - ``neighbour_config.json`` (the resolved ``NeighbourConfig`` + ``PreprocessConfig``),
   ``dead_letter/rejected-*.jsonl`` (rejected rows with their reasons).
 """

@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
+from typing import Dict, Optional
 
 import psutil
 
@@ -28,21 +30,52 @@ def _rows(path: str) -> int:
 
 def _run_child(args) -> tuple:
     """Runs a command; returns (seconds, peak RSS in MiB of its process tree, sampled at 5 Hz)."""
+    measured = run_measured(args)
+    return measured["seconds"], measured["peak_rss_mib"]
+
+
+def run_measured(args, log_path: Optional[str] = None,
+                 max_rss_mib: Optional[float] = None) -> Dict[str, float]:
+    """Runs a command (output to ``log_path``, else discarded).
+
+    Args:
+        args: The command.
+        log_path: Where its stdout and stderr go.
+        max_rss_mib: If its process tree's RSS exceeds this, the tree is killed and the result
+            has ``killed: True`` (the figures then cover the run until the kill).
+
+    Returns:
+        ``seconds`` (wall), ``cpu_s`` (user + sys of the child and the children it waited for),
+        ``peak_rss_mib`` (its process tree, sampled at 5 Hz), ``load_at_start`` (1-minute
+        load average when it started) and ``killed``.
+    """
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proc = psutil.Process(child.pid)
-    peak = 0
-    while child.poll() is None:
-        try:
-            rss = proc.memory_info().rss + sum(c.memory_info().rss
-                                               for c in proc.children(recursive=True))
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    if child.returncode:
+    with open(log_path or os.devnull, "w") as log:
+        child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        proc = psutil.Process(child.pid)
+        peak = 0
+        killed = False
+        while child.poll() is None:
+            try:
+                rss = proc.memory_info().rss + sum(c.memory_info().rss
+                                                   for c in proc.children(recursive=True))
+                peak = max(peak, rss)
+                if max_rss_mib and rss > max_rss_mib * 2**20 and not killed:
+                    killed = True
+                    for process in proc.children(recursive=True) + [proc]:
+                        process.kill()
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if child.returncode and not killed:
         raise subprocess.CalledProcessError(child.returncode, args)
-    return time.perf_counter() - start, peak / 2**20
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "cpu_s": cpu, "peak_rss_mib": peak / 2**20,
+            "load_at_start": load, "killed": killed}
 
 
 def simulate_if_missing(bin_dir: str, raw: str, preset: str, seed: int) -> int:

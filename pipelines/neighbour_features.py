@@ -36,6 +36,13 @@ visibilities, and the output dir is not an input dir.
    other field unchanged) and write each file under its input name, records in input order
    (deterministic GZIP TFRecords, ``pipelines/tfrecord_io.py``).
 
+**Passes** (``--examples_per_pass N``, ``pipelines/payload_passes.py``): on the in-memory runners
+(default ``N`` = 100,000) the timelines are built once, then steps 1–4 run as one pipeline per
+``N`` examples (only the table rows of their users and the timelines of the neighbours they
+need enter the joins), each writing part files that a last pipeline concatenates in order, so
+peak memory grows with ``N``, not with the number of examples. Any other runner: one pass
+(``N = 0``). The files are byte-identical for every ``N``.
+
 **Outputs** under ``--output_dir``: the six example sets (same file names and row counts),
 copies of ``vocab/``, ``schema.json``, ``stats.json`` and ``preprocess_config.json``;
 ``manifest.json`` (the input's, with each file's row count and fresh SHA-256, plus a
@@ -55,13 +62,15 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
 
 import jsr_tf
 from jsr_tf import features as F
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
-from jsr_tf.neighbours import VIS_TEST, VIS_TRAIN, NeighbourConfig, NeighbourRow
+from jsr_tf.neighbours import (VIS_TEST, VIS_TRAIN, NeighbourConfig, NeighbourRow,
+                               is_in_memory_runner)
 from jsr_tf.neighbours import payload as pl
 from pipelines import neighbour_common as common
 from pipelines import neighbours as nb
@@ -69,11 +78,13 @@ from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import TIMELINE_FIELDS, require
 from pipelines import launch, outputs
+from pipelines import payload_passes as passes
 from pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
 from pipelines.preprocess import resolve_inputs
 from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
                              write_json)
-from pipelines.transforms import REC, SRC, STATS, Counters, Progress, bump, parse_timelines
+from pipelines.transforms import (REC, SRC, STATS, Counters, Progress, bump, merge_counters,
+                                  parse_timelines)
 
 STATS_FILE = "neighbour_feature_stats.json"
 PREPROCESS_CONFIG_FILE = "preprocess_config.json"
@@ -232,7 +243,8 @@ LEGACY_OUTPUTS = PREPROCESS_LEGACY_OUTPUTS[:1]  # the example shards
 
 
 class ReadExamples(beam.DoFn):
-    """``ExampleFile`` → ``((file, index), bytes)``; tagged ``meta``: ``(user, ExampleMeta)``."""
+    """``Segment`` (records ``[start, stop)`` of an example file) → ``((file, index), bytes)``;
+    tagged ``meta``: ``(user, ExampleMeta)``."""
 
     META = "meta"
 
@@ -240,9 +252,13 @@ class ReadExamples(beam.DoFn):
         from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
         self._example_pb2 = example_pb2
 
-    def process(self, file: ExampleFile):
+    def process(self, file: passes.Segment):
         count = 0
         for index, data in enumerate(tfrecord_io.read_gzip_tfrecords(file.path)):
+            if index < file.start:
+                continue
+            if file.stop is not None and index >= file.stop:
+                break
             feature = self._example_pb2.Example.FromString(data).features.feature
             user = feature[F.USER_ID].int64_list.value[0]
             target_ts = feature[F.TARGET_TS].int64_list.value[0]
@@ -357,38 +373,68 @@ class AddNeighbours(beam.DoFn):
 
 
 class WriteExampleFile(beam.DoFn):
-    """``(file, [(index, bytes), ...])`` → the file under ``output_dir``, records in input order."""
+    """``(file, [(index, bytes), ...])`` → the file under ``output_dir``, records in input order
+    (with ``part``: the pass's part file of it, ``payload_passes.part_path``)."""
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, part: Optional[int] = None) -> None:
         self._output_dir = output_dir
+        self._part = part
 
     def process(self, element):
         name, values = element
         records = sorted(v for v in values if v is not None)
-        path = FileSystems.join(self._output_dir, name)
-        count = tfrecord_io.write_gzip_tfrecords(path, (data for _, data in records))
-        logging.info("neighbour_features: wrote %s (%d examples)", name, count)
+        data = (data for _, data in records)
+        if self._part is None:
+            count = tfrecord_io.write_gzip_tfrecords(FileSystems.join(self._output_dir, name),
+                                                     data)
+            logging.info("neighbour_features: wrote %s (%d examples)", name, count)
+        else:
+            count = passes.write_part(passes.part_path(self._output_dir, name, self._part), data)
         yield name, count
 
 
-def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
-                   payload_lag_ms: int) -> None:
-    """Adds the whole graph to ``pipeline``."""
-    parsed, timelines = parse_timelines(pipeline, inputs.raw_paths,
-                                               inputs.preprocess_config)
-    keyed_timelines = timelines.tl | "KeyTimelines" >> beam.Map(lambda t: (t.user_id, t))
+def _keyed_set(pcoll, label: str):
+    """A side input ``{value: None}`` of the distinct values of ``pcoll``."""
+    return beam.pvalue.AsDict(pcoll
+                              | f"Distinct{label}" >> beam.Distinct()
+                              | f"Key{label}" >> beam.Map(lambda v: (v, None)))
 
+
+def add_payloads(pipeline: beam.Pipeline, inputs: Inputs, timelines, segments: Sequence,
+                 payload_lag_ms: int, only_needed: bool) -> Tuple:
+    """Steps 1–4 up to the assembled records, for the examples of ``segments``.
+
+    Args:
+        pipeline: The pipeline.
+        inputs: The checked inputs.
+        timelines: ``UserTimeline`` PCollection (the neighbours' events).
+        segments: ``payload_passes.Segment`` list: the examples to read.
+        payload_lag_ms: As given to ``run``.
+        only_needed: Keep only the table rows of these examples' users and the timelines of
+            the neighbours their slots need, before the joins (a pass of several).
+
+    Returns:
+        ``(records, stats)``: ``(file, (index, bytes))`` and the list of stats PCollections.
+    """
     examples = (pipeline
-                | "ExampleFiles" >> beam.Create(inputs.files)
+                | "ExampleFiles" >> beam.Create(list(segments))
                 | "ReadExamples" >> beam.ParDo(ReadExamples()).with_outputs(
                     ReadExamples.META, STATS, main="examples"))
     rows = (pipeline
             | "ReadTable" >> beam.io.ReadFromText(inputs.table_pattern)
             | "ParseTable" >> beam.FlatMap(parse_table_row))
+    if only_needed:
+        users = _keyed_set(examples[ReadExamples.META] | "ExampleUsers" >> beam.Keys(), "Users")
+        rows = rows | "RowsOfPass" >> beam.Filter(lambda kv, keep: kv[0] in keep, users)
     planned = ({"examples": examples[ReadExamples.META], "rows": rows}
                | "JoinLists" >> beam.CoGroupByKey()
                | "PlanSlots" >> beam.ParDo(PlanSlots(inputs.snapshots, payload_lag_ms))
                .with_outputs(PlanSlots.PLAN, STATS, main="requests"))
+    if only_needed:
+        needed = _keyed_set(planned.requests | "Neighbours" >> beam.Keys(), "Neighbours")
+        timelines = timelines | "NeededTimelines" >> beam.Filter(
+            lambda t, keep: t.user_id in keep, needed)
+    keyed_timelines = timelines | "KeyTimelines" >> beam.Map(lambda t: (t.user_id, t))
     payloads = ({"requests": planned.requests, "timeline": keyed_timelines}
                 | "JoinNeighbours" >> beam.CoGroupByKey()
                 | "CutPayloads" >> beam.ParDo(CutPayloads()).with_outputs(STATS, main="slots"))
@@ -397,17 +443,63 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
                  | "JoinPayloads" >> beam.CoGroupByKey()
                  | "AddNeighbours" >> beam.ParDo(AddNeighbours()).with_outputs(
                      STATS, main="records"))
+    return assembled.records, [examples.stats, planned.stats, payloads.stats, assembled.stats]
+
+
+def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
+                   payload_lag_ms: int) -> None:
+    """Adds the whole graph to ``pipeline`` (one pass over every example)."""
+    parsed, timelines = parse_timelines(pipeline, inputs.raw_paths,
+                                               inputs.preprocess_config)
+    records, stats = add_payloads(pipeline, inputs, timelines.tl,
+                                  passes.plan_passes(inputs.files, {}, 0)[0], payload_lag_ms,
+                                  only_needed=False)
     skeleton = pipeline | "FileSkeleton" >> beam.Create([(f.name, None) for f in inputs.files])
-    written = ((assembled.records, skeleton)
+    written = ((records, skeleton)
                | "WithEmptyFiles" >> beam.Flatten()
                | "GroupFiles" >> beam.GroupByKey()
                | "WriteFiles" >> beam.ParDo(WriteExampleFile(output_dir)))
     common.write_file_counts(written, FileSystems.join(output_dir, _FILE_COUNTS))
 
-    stats_parts = [p.stats for p in parsed.values()]
-    stats_parts += [timelines.stats, examples.stats, planned.stats, payloads.stats,
-                    assembled.stats]
+    stats_parts = [p.stats for p in parsed.values()] + [timelines.stats] + stats
     common.write_raw_stats(stats_parts, FileSystems.join(output_dir, _RAW))
+
+
+def build_timelines_pipeline(pipeline: beam.Pipeline, inputs: Inputs, staging: str) -> None:
+    """Stage 1 of a run in passes: the timelines, pickled into the staging dir (+ counters)."""
+    parsed, timelines = parse_timelines(pipeline, inputs.raw_paths, inputs.preprocess_config)
+    passes.write_timelines(timelines.tl, staging)
+    common.write_raw_stats([p.stats for p in parsed.values()] + [timelines.stats],
+                           FileSystems.join(staging, _raw_name("timelines")))
+
+
+def build_pass_pipeline(pipeline: beam.Pipeline, inputs: Inputs, staging: str,
+                        payload_lag_ms: int, segments: Sequence, index: int) -> None:
+    """Stage 2, pass ``index``: the payloads of ``segments``' examples → part files."""
+    timelines = passes.read_timelines(pipeline, staging)
+    records, stats = add_payloads(pipeline, inputs, timelines, segments, payload_lag_ms,
+                                  only_needed=True)
+    (records
+     | "GroupFiles" >> beam.GroupByKey()
+     | "WriteParts" >> beam.ParDo(WriteExampleFile(staging, part=index)))
+    common.write_raw_stats(stats, FileSystems.join(staging, _raw_name(f"pass-{index:05d}")))
+
+
+def build_concat_pipeline(pipeline: beam.Pipeline, inputs: Inputs, staging: str,
+                          plan: Sequence[Sequence]) -> None:
+    """Stage 3: every output file from its parts, in pass order (empty files included)."""
+    parts = {f.name: [] for f in inputs.files}
+    for index, segments in enumerate(plan):
+        for segment in segments:
+            parts[segment.name].append(passes.part_path(staging, segment.name, index))
+    written = (pipeline
+               | "FileParts" >> beam.Create(sorted(parts.items()))
+               | "ConcatParts" >> beam.ParDo(passes.ConcatParts(staging)))
+    common.write_file_counts(written, FileSystems.join(staging, _FILE_COUNTS))
+
+
+def _raw_name(stage: str) -> str:
+    return _RAW.replace(".json", f"-{stage}.json")
 
 
 # --------------------------------------------------------------------------- stats
@@ -485,16 +577,18 @@ def copy_metadata(examples_dir: str, output_dir: str) -> None:
 
 
 def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
-             elapsed_s: float) -> Dict:
+             elapsed_s: float, num_passes: int = 1) -> Dict:
     """Writes the manifest, the stats and the copied metadata; returns the stats.
 
     Raises:
         ReconciliationError: If a count check fails (after the stats are written).
     """
-    counters = read_json(FileSystems.join(output_dir, _RAW))
+    raw_files = [m.path for m in FileSystems.match(
+        [FileSystems.join(output_dir, _RAW.replace(".json", "*.json"))])[0].metadata_list]
+    counters = merge_counters(read_json(path) for path in sorted(raw_files))
     file_counts = read_json(FileSystems.join(output_dir, _FILE_COUNTS))
     stats = summarise(counters, file_counts, inputs)
-    stats.update(elapsed_s=round(elapsed_s, 2), input_dir=args.input_dir,
+    stats.update(elapsed_s=round(elapsed_s, 2), input_dir=args.input_dir, passes=num_passes,
                  examples_dir=args.examples_dir, neighbours_dir=args.neighbours_dir,
                  payload_lag_ms=args.payload_lag_ms, jsr_tf_version=jsr_tf.__version__)
     copy_metadata(args.examples_dir, output_dir)
@@ -524,8 +618,7 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
     }
     write_json(stats, FileSystems.join(output_dir, STATS_FILE))
     write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
-    FileSystems.delete([FileSystems.join(output_dir, _RAW),
-                        FileSystems.join(output_dir, _FILE_COUNTS)])
+    FileSystems.delete(raw_files + [FileSystems.join(output_dir, _FILE_COUNTS)])
     raise_unless_reconciled(stats, "Neighbour feature counts")
     return stats
 
@@ -572,25 +665,51 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
     parser.add_argument("--payload_lag_ms",
                         type=bounded_int("payload_lag_ms", 0, "a non-negative integer"), default=0,
                         help="Payload events must have ts < target_ts - payload_lag_ms.")
+    parser.add_argument("--examples_per_pass",
+                        type=bounded_int("examples_per_pass", 0, "a non-negative integer"),
+                        default=None,
+                        help="Run in passes of at most this many examples, so that peak memory "
+                             "grows with a pass (pipelines/payload_passes.py); 0 = one pass. "
+                             f"Default: {passes.DEFAULT_EXAMPLES_PER_PASS:,} on the in-memory "
+                             "runners, 0 on any other runner (its shuffles spill to disk).")
     args, beam_args = parser.parse_known_args(argv)
 
     options = pipeline_options(beam_args, save_main_session)
     launch.check_runner(options, {"input_dir": args.input_dir, "examples_dir": args.examples_dir,
                                   "neighbours_dir": args.neighbours_dir,
                                   "output_dir": args.output_dir})
+    per_pass = args.examples_per_pass
+    if per_pass is None:
+        in_memory = is_in_memory_runner(options.view_as(StandardOptions).runner)
+        per_pass = passes.DEFAULT_EXAMPLES_PER_PASS if in_memory else 0
 
     start = time.time()
     inputs = check_inputs(args.input_dir, args.examples_dir, args.neighbours_dir,
                           args.output_dir)
-    logging.info("neighbour_features: %s + %s -> %s, %d files, %d snapshots, lag %d ms",
-                 args.examples_dir, args.neighbours_dir, args.output_dir, len(inputs.files),
-                 len(inputs.snapshots), args.payload_lag_ms)
+    plan = passes.plan_passes(inputs.files, {name: info["rows"] for name, info in
+                                             inputs.manifest["files"].items()}, per_pass)
+    logging.info("neighbour_features: %s + %s -> %s, %d files, %d snapshots, lag %d ms, "
+                 "%d pass(es)", args.examples_dir, args.neighbours_dir, args.output_dir,
+                 len(inputs.files), len(inputs.snapshots), args.payload_lag_ms, len(plan))
 
     def produce(staging: str) -> Dict:
-        return launch.run_job(
-            options, lambda pipeline: build_pipeline(pipeline, inputs, staging,
-                                                     args.payload_lag_ms),
-            lambda: finalize(staging, inputs, args, time.time() - start))
+        if len(plan) == 1:  # one pipeline: any runner (a Dataflow dry run builds its graph)
+            return launch.run_job(
+                options, lambda pipeline: build_pipeline(pipeline, inputs, staging,
+                                                         args.payload_lag_ms),
+                lambda: finalize(staging, inputs, args, time.time() - start))
+        with beam.Pipeline(options=options) as pipeline:
+            build_timelines_pipeline(pipeline, inputs, staging)
+        for index, segments in enumerate(plan):
+            logging.info("neighbour_features: pass %d of %d (%d examples)", index + 1,
+                         len(plan), sum(s.stop - s.start for s in segments))
+            with beam.Pipeline(options=options) as pipeline:
+                build_pass_pipeline(pipeline, inputs, staging, args.payload_lag_ms,
+                                    segments, index)
+        with beam.Pipeline(options=options) as pipeline:
+            build_concat_pipeline(pipeline, inputs, staging, plan)
+        passes.delete_timelines(staging)
+        return finalize(staging, inputs, args, time.time() - start, len(plan))
 
     stats = outputs.run_staged(args.output_dir, "jsr-neighbour-features", produce,
                                LEGACY_OUTPUTS)

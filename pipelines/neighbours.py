@@ -25,13 +25,22 @@ examples' held-out targets.
 2. Per (user, interval between snapshots) partial token sets and MinHash signatures; per user the
    cumulative union / elementwise min gives the snapshot-``k`` set and signature from events with
    ``ts < T_k`` only. Users with an empty set on a side get no signature there (counted).
-3. ``lsh`` mode: band keys → buckets (buckets above ``max_bucket`` users skipped, counted) →
-   per user at most ``max_candidates`` candidates, most colliding bands first → exact Jaccard
-   re-rank. No all-pairs step. Two layouts with the same result (``--lsh_layout``):
-   ``grouped`` (default) does this in memory per (visibility, snapshot, side) population, one
-   worker each; ``keyed`` makes every (band, key) bucket a Beam key and joins token sets to
-   candidate pairs (spreads one population over many workers, but shuffles one element per
-   user and band and several per candidate pair: far slower on one machine).
+3. ``lsh`` mode: band keys → candidate pairs → per user at most ``max_candidates`` candidates,
+   most colliding bands first → exact Jaccard re-rank. No all-pairs step. The candidate join
+   (``--candidate_join``): ``window`` (default, ``jsr_tf/neighbours/windows.py``) sorts each
+   band's users by ``window_depth`` band keys and pairs each user with the members of its
+   bucket at most ``window`` positions away, so a user has at most ``2·window·bands`` pairs
+   however large its buckets; ``bucket`` (issue 6) pairs every two members of a bucket and
+   skips buckets above ``max_bucket`` users (counted). Two layouts with the same result
+   (``--lsh_layout``, default ``auto``: ``grouped`` on the in-memory runners, ``keyed`` on
+   any other): ``grouped`` does this in memory per (visibility, snapshot, side) population,
+   one worker each (numpy join, vectorised re-rank ``jsr_tf/neighbours/rerank.py``);
+   ``keyed`` makes every (band, key) bucket a Beam key, so the buckets spread over the
+   workers (one bucket's window join on one worker: memory and time linear in its size),
+   then groups the window pairs by user (collision counts and the top ``M`` per user spread
+   by user) and joins token sets to candidate pairs for the re-rank (spread by user again).
+   It shuffles one element per user and band and several per candidate pair: far slower on
+   one machine.
    ``exact`` mode: brute-force Jaccard of all pairs of a (visibility, snapshot, side) group on
    one worker (small data and tests only).
 4. Both modes: drop self and ``J < min_jaccard``, keep the top ``k_search`` / ``k_feed``, ties to
@@ -51,9 +60,9 @@ examples' held-out targets.
   Keys are sorted; ``jaccards`` are exact float64 values; empty lists when a user has none.
 - ``neighbour_stats.json``: snapshots, per-file row counts, per (visibility, side) totals and
   per-snapshot counters (users known / indexed / with an empty set, rows, pairs emitted, users
-  with fewer than k neighbours, candidates below ``min_jaccard``; LSH: buckets skipped, candidate
-  pairs, users whose candidates were cut at ``M``), and reconciliation checks. A failed check
-  raises ``ReconciliationError`` after the file is written.
+  with fewer than k neighbours, candidates below ``min_jaccard``; LSH: buckets skipped, window
+  pairs, candidate pairs, users whose candidates were cut at ``M``), and reconciliation checks.
+  A failed check raises ``ReconciliationError`` after the file is written.
 - ``neighbour_config.json`` (the resolved ``NeighbourConfig`` + ``PreprocessConfig``),
   ``dead_letter/rejected-*.jsonl`` (rejected rows with their reasons).
 """
@@ -70,16 +79,19 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
 
 import jsr_tf
 from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
 from jsr_tf.features import EventKind
-from jsr_tf.neighbours import (HOUR_MS, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH, NeighbourConfig,
-                               NeighbourRow, default_snapshots, first_snapshot_seeing,
-                               parse_snapshot, snapshot_time_string, visible_events)
+from jsr_tf.neighbours import (HOUR_MS, JOIN_WINDOW, LAYOUT_GROUPED, MODE_EXACT, MODE_LSH,
+                               NeighbourConfig, NeighbourRow, default_snapshots,
+                               first_snapshot_seeing, parse_snapshot, resolve_layout,
+                               snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
+from jsr_tf.neighbours import rerank, windows
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
 from pipelines import launch, outputs
 from pipelines.preprocess import resolve_inputs, shards_by_size
@@ -327,10 +339,18 @@ class ExactNeighbours(beam.DoFn):
 
 
 def band_entries(record: Indexed, config: NeighbourConfig) -> Iterable:
-    """``Indexed`` → ``((visibility, side, k, band, key), user)`` for each of the ``b`` bands."""
-    keys = mh.band_keys(record.signature, config.bands, config.rows)
-    for band, key in enumerate(keys.tolist()):
-        yield (record.visibility, record.side, record.snapshot, band, key), record.user
+    """``Indexed`` → ``((visibility, side, k, band, key), member)`` for each of the ``b`` bands.
+
+    ``member`` is the user for the bucket join, and ``(user, keys of the next D − 1 bands)``
+    for the window join (``windows.sort_bands``).
+    """
+    keys = mh.band_keys(record.signature, config.bands, config.rows).tolist()
+    for band, key in enumerate(keys):
+        member = record.user
+        if config.candidate_join == JOIN_WINDOW:
+            following = windows.sort_bands(band, config.bands, config.window_depth)[1:]
+            member = (record.user, tuple(keys[b] for b in following))
+        yield (record.visibility, record.side, record.snapshot, band, key), member
 
 
 def bucket_members(element, max_bucket: int) -> Iterable:
@@ -352,6 +372,15 @@ def bucket_members(element, max_bucket: int) -> Iterable:
         yield (visibility, side, k, user), tuple(members[:i] + members[i + 1:])
 
 
+def window_bucket_members(element, window: int) -> Iterable:
+    """One LSH bucket of the window join → ``((visibility, side, k, user), co-members)`` per
+    member: the members at most ``window`` positions away in the bucket's sort order
+    (``windows.window_members``). A bucket of any size gives at most ``2·window`` per member."""
+    (visibility, side, k, _, _), members = element
+    for user, others in windows.window_members(list(members), window):
+        yield (visibility, side, k, user), others
+
+
 class TopCandidates(beam.DoFn):
     """``(key, [bucket co-members, ...])`` → ``(key, candidates)``: at most ``M``, ranked by the
     number of bands the pair collides in, ties to the smaller id (+ stats)."""
@@ -368,6 +397,9 @@ class TopCandidates(beam.DoFn):
             collisions.update(others)
         candidates = mh.top_candidates(collisions, self._config.max_candidates)
         counts = {counter_name(visibility, k, side, "candidate_pairs"): len(candidates)}
+        if self._config.candidate_join == JOIN_WINDOW:
+            counts[counter_name(visibility, k, side, "window_pairs")] = sum(
+                len(others) for others in lists)
         if len(collisions) > len(candidates):
             counts[counter_name(visibility, k, side, "users_candidates_truncated")] = 1
         self._progress.tick()
@@ -416,9 +448,10 @@ class ReRank(beam.DoFn):
 class LshGroupNeighbours(beam.DoFn):
     """``((visibility, side, k), [(user, tokens, signature), ...])`` → ``NeighbourRow`` per user.
 
-    The ``grouped`` LSH layout: band keys, buckets (``max_bucket`` skip), the ``M`` most
-    colliding candidates and the exact re-rank, all in memory for one population
-    (``minhash.lsh_candidates``: bucket by bucket, never all pairs) (+ stats).
+    The ``grouped`` LSH layout: band keys, the candidate join (``windows.window_candidates``,
+    or ``minhash.lsh_candidates`` for the bucket join with its ``max_bucket`` skip), the ``M``
+    most colliding candidates and the exact re-rank, all in memory for one population, never
+    all pairs (+ stats).
     """
 
     def __init__(self, config: NeighbourConfig) -> None:
@@ -428,12 +461,16 @@ class LshGroupNeighbours(beam.DoFn):
         (visibility, side, k), members = element
         config = self._config
         members = sorted(members, key=lambda m: m[0])
-        users = [user for user, _, _ in members]
-        sets = [frozenset(tokens) for _, tokens, _ in members]
+        users = np.array([user for user, _, _ in members], dtype=np.int64)
+        index = rerank.TokenIndex([tokens for _, tokens, _ in members])
         keys = mh.band_keys(np.stack([sig for _, _, sig in members]), config.bands, config.rows)
-        found = mh.lsh_candidates(keys, config.max_bucket, config.max_candidates)
+        if config.candidate_join == JOIN_WINDOW:
+            found = windows.window_candidates(keys, config.window_depth, config.window,
+                                              config.max_candidates)
+        else:
+            found = mh.lsh_candidates(keys, config.max_bucket, config.max_candidates)
         bounds = np.searchsorted(found.left, np.arange(len(users) + 1)).tolist()
-        right = found.right.tolist()
+        right = found.right
         k_side = config.k(side)
         counts: Counters = collections.Counter({
             counter_name(visibility, k, side, "buckets_skipped"): found.buckets_skipped,
@@ -442,14 +479,14 @@ class LshGroupNeighbours(beam.DoFn):
             counter_name(visibility, k, side, "candidate_pairs"): len(right),
             counter_name(visibility, k, side, "candidates_scored"): len(right),
             counter_name(visibility, k, side, "users_candidates_truncated"):
-                found.users_truncated})
-        for i, user in enumerate(users):
-            own = sets[i]
-            scored = [(users[j], mh.jaccard(own, sets[j])) for j in right[bounds[i]:bounds[i + 1]]]
-            neighbours, dropped = mh.rank_neighbours(user, scored, k_side, config.min_jaccard)
+                found.users_truncated,
+            counter_name(visibility, k, side, "window_pairs"): found.window_pairs})
+        for i, user in enumerate(users.tolist()):
+            neighbours, dropped = rerank.rerank_user(index, i, right[bounds[i]:bounds[i + 1]],
+                                                     users, k_side, config.min_jaccard)
             key = (visibility, side, k, user)
             counts.update(_row_counts(key, neighbours, dropped, k_side))
-            yield _row(key, len(own), neighbours, snapshots)
+            yield _row(key, int(index.sizes[i]), neighbours, snapshots)
         logging.info("neighbours/lsh: %s %s snapshot %d: %d users, %d candidate pairs, "
                      "%d buckets skipped", visibility, side, k, len(users), len(right),
                      found.buckets_skipped)
@@ -473,7 +510,8 @@ class RetrieveNeighbours(beam.PTransform):
         self._snapshots = snapshots
 
     def expand(self, indexed):
-        config = self._config
+        config = resolve_layout(self._config,
+                                indexed.pipeline.options.view_as(StandardOptions).runner)
         snaps = beam.pvalue.AsSingleton(self._snapshots)
         if config.mode == MODE_EXACT:
             out = (indexed
@@ -493,11 +531,16 @@ class RetrieveNeighbours(beam.PTransform):
                        STATS, main="rows"))
             return {"rows": out.rows, "stats": [out.stats]}
 
+        if config.candidate_join == JOIN_WINDOW:
+            members = beam.FlatMap(window_bucket_members, config.window).with_outputs(
+                STATS, main="members")
+        else:
+            members = beam.FlatMap(bucket_members, config.max_bucket).with_outputs(
+                STATS, main="members")
         buckets = (indexed
                    | "BandKeys" >> beam.FlatMap(band_entries, config)
                    | "GroupBuckets" >> beam.GroupByKey()
-                   | "BucketMembers" >> beam.FlatMap(bucket_members, config.max_bucket)
-                   .with_outputs(STATS, main="members"))
+                   | "BucketMembers" >> members)
         candidates = (buckets.members
                       | "GroupCandidates" >> beam.GroupByKey()
                       | "TopCandidates" >> beam.ParDo(TopCandidates(config)).with_outputs(
@@ -571,7 +614,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
 
 _SNAPSHOT_COUNTERS = ("users_indexed", "users_empty", "rows_written", "pairs_emitted",
                       "users_below_k", "users_without_neighbours", "below_min_jaccard")
-_LSH_COUNTERS = ("buckets_skipped", "bucket_users_skipped", "candidate_pairs",
+_LSH_COUNTERS = ("buckets_skipped", "bucket_users_skipped", "window_pairs", "candidate_pairs",
                  "users_candidates_truncated", "candidates_scored")
 
 
@@ -695,10 +738,10 @@ def format_table(stats: Dict) -> str:
 
 # --------------------------------------------------------------------------- entry points
 
-_OVERRIDES = (("mode", str), ("lsh_layout", str), ("num_perm", int), ("bands", int),
-              ("rows", int), ("hash_seed", int), ("k_search", int), ("k_feed", int),
-              ("min_jaccard", float), ("max_bucket", int), ("max_candidates", int),
-              ("snapshot_hours", int))
+_OVERRIDES = (("mode", str), ("lsh_layout", str), ("candidate_join", str), ("num_perm", int),
+              ("bands", int), ("rows", int), ("hash_seed", int), ("k_search", int),
+              ("k_feed", int), ("min_jaccard", float), ("max_bucket", int), ("window", int),
+              ("window_depth", int), ("max_candidates", int), ("snapshot_hours", int))
 
 
 def parse_config(args: argparse.Namespace) -> Tuple[NeighbourConfig, PreprocessConfig]:
@@ -760,13 +803,15 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
         parser.error(str(err))  # exits with status 2, like any bad flag
 
     options = pipeline_options(beam_args, save_main_session)
+    config = resolve_layout(config, options.view_as(StandardOptions).runner)
     launch.check_runner(options, {"input_dir": args.input_dir, "output_dir": args.output_dir})
 
     start = time.time()
     paths = resolve_inputs(args.input_dir)
     num_shards = args.num_shards or shards_by_size(paths[REC])
-    logging.info("neighbours: %s -> %s, mode %s, visibilities %s, %d shards", args.input_dir,
-                 args.output_dir, config.mode, list(config.visibilities), num_shards)
+    logging.info("neighbours: %s -> %s, mode %s (%s layout, %s join), visibilities %s, "
+                 "%d shards", args.input_dir, args.output_dir, config.mode, config.lsh_layout,
+                 config.candidate_join, list(config.visibilities), num_shards)
 
     def produce(staging: str) -> Dict:
         return launch.run_job(

@@ -24,6 +24,7 @@ from jsr_tf.features import EventKind, NeighbourSide
 from jsr_tf.neighbours import NeighbourRow
 from jsr_tf.neighbours import payload as pl
 from pipelines import neighbour_features as nf
+from pipelines import payload_passes as passes
 from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.stats import ReconciliationError
@@ -371,19 +372,24 @@ def test_reader_parses_the_payload(built):
                 assert not row[F.NBR_SIDE][n:].any()
 
 
+def assert_same_example_files(out, expected):
+    """The same example files, byte for byte, and the same manifest ``files`` section."""
+    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(expected, "*.gz")))
+    assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "*.gz")))
+    for name in names:
+        assert open(os.path.join(out, name), "rb").read() == open(
+            os.path.join(expected, name), "rb").read()
+    assert json.load(open(os.path.join(out, F.MANIFEST_FILE)))["files"] == json.load(
+        open(os.path.join(expected, F.MANIFEST_FILE)))["files"]
+
+
 @pytest.mark.slow
 def test_deterministic_on_the_multi_process_runner(built):
     # The rerun runs in 2 worker processes (issue 13): the same bytes as the in-memory run.
     out2 = os.path.join(built["root"], "out_again")
     run_features(built["raw"], built["data"], built["nb"], out2, *MULTI_PROCESS)
     assert output_digest(out2) == output_digest(built["out"])
-    names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(built["out"], "*.gz")))
-    assert names == sorted(os.path.basename(p) for p in glob.glob(os.path.join(out2, "*.gz")))
-    for name in names:
-        assert open(os.path.join(out2, name), "rb").read() == open(
-            os.path.join(built["out"], name), "rb").read()
-    assert json.load(open(os.path.join(out2, F.MANIFEST_FILE)))["files"] == json.load(
-        open(os.path.join(built["out"], F.MANIFEST_FILE)))["files"]
+    assert_same_example_files(out2, built["out"])
     # A rerun into the same dir cleans and rewrites it.
     run_features(built["raw"], built["data"], built["nb"], out2)
     assert sorted(os.listdir(out2)) == sorted(os.listdir(built["out"]))
@@ -489,3 +495,28 @@ def test_bad_inputs_fail_clearly(built, tmp_path):
                  "--output_dir", out])
     assert exit_info.value.code == 2
     assert not glob.glob(os.path.join(out, "*.gz"))
+
+
+def test_plan_passes_cuts_files_in_order():
+    files = [nf.ExampleFile(n, "train", 0, f"/d/{n}") for n in ("a", "b", "c", "d")]
+    plan = passes.plan_passes(files, {"a": 5, "b": 0, "c": 2, "d": 4}, 3)
+    assert [[(s.name, s.start, s.stop) for s in p] for p in plan] == [
+        [("a", 0, 3)], [("a", 3, 5), ("c", 0, 1)], [("c", 1, 2), ("d", 0, 2)], [("d", 2, 4)]]
+    (whole,) = passes.plan_passes(files, {}, 0)
+    assert [(s.name, s.start, s.stop) for s in whole] == [(n, 0, None) for n in "abcd"]
+    assert passes.plan_passes(files[1:2], {"b": 0}, 3) == [[]]
+
+
+def test_passes_write_the_same_files(built):
+    """Two passes (timelines once, one pipeline per half of the examples, parts concatenated):
+    byte-identical files, the same manifest and the same counts as the one-pass run."""
+    out = os.path.join(built["root"], "out_passes")
+    read = built["stats"]["examples"]["read"]
+    stats = run_features(built["raw"], built["data"], built["nb"], out, "--examples_per_pass",
+                         str(-(-read // 2)))
+    assert stats["reconciled"] and stats["passes"] == 2
+    assert built["stats"]["passes"] == 1
+    assert_same_example_files(out, built["out"])
+    for key in ("files", "examples", "slots", "payload", "raw", "users_with_events"):
+        assert stats[key] == built["stats"][key], key
+    assert not glob.glob(os.path.join(out, "_*"))  # no timelines, parts or raw counters left

@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 
 from jsr_tf.neighbours import (NeighbourConfig, NeighbourRow, beijing_midnight, default_snapshots,
-                               first_snapshot_seeing, parse_snapshot, snapshot_index)
+                               first_snapshot_seeing, parse_snapshot, resolve_layout,
+                               snapshot_index)
 from jsr_tf.neighbours import minhash as mh
 from pipelines import neighbours as nb
 from tests.testing import (MULTI_PROCESS, T0_MS, item_row, output_digest, rec_row, src_row, ts,
@@ -40,7 +41,12 @@ from tests.testing import (MULTI_PROCESS, T0_MS, item_row, output_digest, rec_ro
 HUB = tuple(range(31, 37))
 USERS = (11, 12, 13, 14, 15, 16) + HUB
 COMMON = ["--k_feed", "2", "--min_jaccard", "0.17", "--runner=FnApiRunner"]
-LSH = ["--mode", "lsh", "--bands", "128", "--rows", "1", "--max_bucket", "5"]
+# The bucket join of issue 6 (every pair of a bucket, buckets above max_bucket skipped).
+LSH = ["--mode", "lsh", "--bands", "128", "--rows", "1", "--max_bucket", "5",
+       "--candidate_join", "bucket"]
+# The window join (the default): window 4 pairs every bucket of up to 5 users completely (all
+# of the fixture's but the hub's), and cuts the hub's six identical users to their ±4 in id order.
+WINDOW = ["--mode", "lsh", "--candidate_join", "window", "--window", "4", "--window_depth", "4"]
 
 
 def _rec():
@@ -116,35 +122,45 @@ FEED = {
 }
 
 
-def expected_search(snapshot, hub_found):
+def expected_search(snapshot, hub_found, window=None):
     out = dict(SEARCH[snapshot])
     for u in HUB:  # identical sets: J = 1 with the five others (k_s = 5); LSH skips their buckets
         out[u] = [(v, 1.0) for v in HUB if v != u] if hub_found else []
+        if window:  # the window join: identical sort keys, so the hub is ordered by user id
+            out[u] = [(v, j) for v, j in out[u] if abs(v - u) <= window]
     return out
+
+
+def _run_fixture(tmp_path_factory, name, *flags):
+    root = tmp_path_factory.mktemp(name)
+    raw = write_fixture(str(root / "raw"))
+    out = str(root / "out")
+    return out, run(raw, out, *flags)
 
 
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb_exact")
-    raw = write_fixture(str(root / "raw"))
-    out = str(root / "out")
-    return out, run(raw, out, "--mode", "exact")
+    return _run_fixture(tmp_path_factory, "nb_exact", "--mode", "exact")
 
 
 @pytest.fixture(scope="module")
 def lsh(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb_lsh")
-    raw = write_fixture(str(root / "raw"))
-    out = str(root / "out")
-    return out, run(raw, out, *LSH)  # grouped layout (default)
+    return _run_fixture(tmp_path_factory, "nb_lsh", *LSH)  # grouped layout (in-memory runner)
 
 
 @pytest.fixture(scope="module")
 def lsh_keyed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb_lsh_keyed")
-    raw = write_fixture(str(root / "raw"))
-    out = str(root / "out")
-    return out, run(raw, out, *LSH, "--lsh_layout", "keyed")
+    return _run_fixture(tmp_path_factory, "nb_lsh_keyed", *LSH, "--lsh_layout", "keyed")
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    return _run_fixture(tmp_path_factory, "nb_window", *WINDOW)  # "auto": grouped here
+
+
+@pytest.fixture(scope="module")
+def window_keyed(tmp_path_factory):
+    return _run_fixture(tmp_path_factory, "nb_window_keyed", *WINDOW, "--lsh_layout", "keyed")
 
 
 def test_default_snapshots_are_beijing_midnights(exact):
@@ -154,14 +170,14 @@ def test_default_snapshots_are_beijing_midnights(exact):
                                                        "2023-05-25 00:00:00"]
 
 
-@pytest.mark.parametrize("mode", ["exact", "lsh", "lsh_keyed"])
+@pytest.mark.parametrize("mode", ["exact", "lsh", "lsh_keyed", "window", "window_keyed"])
 @pytest.mark.parametrize("visibility", ["train", "test"])
 @pytest.mark.parametrize("snapshot", [0, 1])
-def test_lists_match_hand_computed(mode, visibility, snapshot, exact, lsh, lsh_keyed):
-    out, _ = {"exact": exact, "lsh": lsh, "lsh_keyed": lsh_keyed}[mode]
+def test_lists_match_hand_computed(mode, visibility, snapshot, request):
+    out, _ = request.getfixturevalue(mode)
     rows = read_table(out)
-    assert lists(rows, visibility, snapshot, "search") == expected_search(snapshot,
-                                                                          mode == "exact")
+    assert lists(rows, visibility, snapshot, "search") == expected_search(
+        snapshot, mode != "lsh" and mode != "lsh_keyed", 4 if "window" in mode else None)
     assert lists(rows, visibility, snapshot, "feed") == FEED[(visibility, snapshot)]
     expected_ts = T0_MS + (1 + snapshot) * 86_400_000
     assert {r.snapshot_ts for r in rows.values() if r.snapshot == snapshot} == {expected_ts}
@@ -181,8 +197,10 @@ def test_token_counts(exact):
     assert rows[("test", 1, "feed", 15)].num_tokens == 7
 
 
-def test_lsh_layouts_write_the_same_table(lsh, lsh_keyed):
+def test_lsh_layouts_write_the_same_table(lsh, lsh_keyed, window, window_keyed):
     assert read_table(lsh[0]) == read_table(lsh_keyed[0])
+    assert read_table(window[0]) == read_table(window_keyed[0])
+    assert window[1]["tables"] == window_keyed[1]["tables"]
 
 
 def test_no_self_neighbours_and_sorted_lists(exact, lsh):
@@ -227,8 +245,9 @@ def test_future_poisoning_leaves_snapshot_zero_unchanged(tmp_path, exact):
     assert poisoned[("train", 1, "search", 11)].neighbours[:3] == (16, 17, 14)
 
 
-def test_counters_reconcile_with_the_table(exact, lsh, lsh_keyed):
-    for (out, stats), mode in ((exact, "exact"), (lsh, "lsh"), (lsh_keyed, "lsh")):
+def test_counters_reconcile_with_the_table(exact, lsh, lsh_keyed, window, window_keyed):
+    for (out, stats), mode in ((exact, "exact"), (lsh, "lsh"), (lsh_keyed, "lsh"),
+                               (window, "lsh"), (window_keyed, "lsh")):
         assert stats["reconciled"] and stats["mode"] == mode
         rows = read_table(out)
         for visibility in ("train", "test"):
@@ -280,7 +299,22 @@ def test_counters_golden(exact, lsh, lsh_keyed):
             # snapshot 1 = all pairs among 11, 12, 13, 16 (shared w:1 / i:100) = 12.
             assert [s["candidate_pairs"] for s in lsearch["per_snapshot"]] == [4, 12]
             assert lsearch["totals"]["candidates_scored"] == lsearch["totals"]["candidate_pairs"]
+            assert lsearch["totals"]["window_pairs"] == 0
     assert lsh[1]["tables"] == lsh_keyed[1]["tables"]
+
+
+def test_window_join_counters_golden(window, window_keyed):
+    """Window 4: nothing skipped; the hub's six users meet their ±4 in every band: 14 of its 15
+    pairs (31-36 never), 28 ordered pairs per band; the other users' buckets are paired
+    completely, as the bucket join pairs them (4 and 12 ordered candidate pairs)."""
+    for _, stats in (window, window_keyed):
+        assert stats["reconciled"]
+        for visibility in ("train", "test"):
+            search = stats["tables"][visibility]["search"]["per_snapshot"]
+            assert [s["buckets_skipped"] for s in search] == [0, 0]
+            assert [s["candidate_pairs"] for s in search] == [28 + 4, 28 + 12]
+            assert all(s["window_pairs"] >= 28 * 128 for s in search)
+            assert all(s["users_candidates_truncated"] == 0 for s in search)
 
 
 def test_outputs_written(exact):
@@ -414,6 +448,15 @@ def test_config_defaults_and_round_trip():
     assert (config.k_search, config.k_feed, config.min_jaccard) == (5, 5, 0.02)
     assert (config.max_bucket, config.max_candidates, config.snapshot_hours) == (500, 200, 24)
     assert config.mode == "lsh" and config.visibilities == ("train", "test")
+    # Issue 17: the window join (W 8, D 4) by default; the bucket join stays a flag value.
+    assert (config.candidate_join, config.window, config.window_depth) == ("window", 8, 4)
+    assert config.lsh_layout == "auto"
+    assert resolve_layout(config, "FnApiRunner").lsh_layout == "grouped"
+    assert resolve_layout(config, "DirectRunner").lsh_layout == "grouped"
+    assert resolve_layout(config, "DataflowRunner").lsh_layout == "keyed"
+    assert resolve_layout(config, "FlinkRunner").lsh_layout == "keyed"
+    keyed = NeighbourConfig(lsh_layout="keyed")
+    assert resolve_layout(keyed, "FnApiRunner") is keyed
     other = NeighbourConfig.from_dict(dict(config.to_dict(), snapshots=[5, 9], k_feed=3))
     assert other.snapshots == (5, 9) and other.k("feed") == 3 and other.k("search") == 5
     assert NeighbourConfig.from_dict(json.loads(other.to_json())) == other
@@ -428,6 +471,9 @@ def test_config_defaults_and_round_trip():
     ({"snapshots": [5, 5]}, "`snapshots` should be strictly increasing"),
     ({"visibilities": ["valid"]}, "`visibilities` should be distinct values"),
     ({"max_bucket": 1.5}, "`max_bucket` should be a positive integer"),
+    ({"candidate_join": "all"}, "`candidate_join` should be one of"),
+    ({"window": 0}, "`window` should be a positive integer"),
+    ({"window_depth": 129}, "`window_depth` should be at most `bands`"),
     ({"num_perms": 64}, "Unknown NeighbourConfig fields"),
 ])
 def test_config_rejects_bad_values(values, match):

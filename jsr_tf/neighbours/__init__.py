@@ -28,8 +28,10 @@ from jsr_tf.data.kuaisar_values import beijing_time_string, parse_beijing_time_s
 from jsr_tf.data.timeline import Event, UserTimeline
 from jsr_tf.features import Split
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
+from jsr_tf.neighbours.windows import check_window
 
-__all__ = ["NeighbourConfig", "NeighbourRow", "MODES", "LSH_LAYOUTS", "VISIBILITIES", "SIDES",
+__all__ = ["NeighbourConfig", "NeighbourRow", "MODES", "LSH_LAYOUTS", "CANDIDATE_JOINS",
+           "IN_MEMORY_RUNNERS", "resolve_layout", "is_in_memory_runner", "VISIBILITIES", "SIDES",
            "SEARCH", "FEED", "default_snapshots", "snapshot_index", "first_snapshot_seeing",
            "parse_snapshot", "snapshot_time_string", "excluded_event_indices", "visible_events",
            "beijing_midnight"]
@@ -37,9 +39,16 @@ __all__ = ["NeighbourConfig", "NeighbourRow", "MODES", "LSH_LAYOUTS", "VISIBILIT
 MODE_LSH = "lsh"
 MODE_EXACT = "exact"
 MODES = (MODE_LSH, MODE_EXACT)
+LAYOUT_AUTO = "auto"
 LAYOUT_GROUPED = "grouped"
 LAYOUT_KEYED = "keyed"
-LSH_LAYOUTS = (LAYOUT_GROUPED, LAYOUT_KEYED)
+LSH_LAYOUTS = (LAYOUT_AUTO, LAYOUT_GROUPED, LAYOUT_KEYED)
+JOIN_WINDOW = "window"
+JOIN_BUCKET = "bucket"
+CANDIDATE_JOINS = (JOIN_WINDOW, JOIN_BUCKET)
+IN_MEMORY_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner",
+                     "SwitchingDirectRunner")
+"""Runners that run a pipeline in this process: ``lsh_layout="auto"`` means ``grouped`` there."""
 
 VIS_TRAIN = "train"
 VIS_TEST = "test"
@@ -91,22 +100,37 @@ class NeighbourConfig:
             over all pairs of a snapshot and side; small data and tests only).
         lsh_layout: How ``lsh`` mode is laid out on Beam. ``"grouped"``: one worker per
             (visibility, snapshot, side) holds that population's band keys and token sets and
-            does bucketing, candidate ranking and re-rank in memory (numpy; fast; memory grows
-            with the population, fine at KuaiSAR scale). ``"keyed"``: buckets are Beam keys
-            ``(visibility, side, snapshot, band, key)`` and token sets travel through joins
-            (scales out; one shuffled element per user and band and per candidate pair, so much
-            slower on a single machine). Both give the same table.
+            does the candidate join, candidate ranking and re-rank in memory (numpy; fast;
+            memory grows with the population, fine at KuaiSAR scale). ``"keyed"``: buckets are
+            Beam keys ``(visibility, side, snapshot, band, key)`` and token sets travel through
+            joins (scales out: the work spreads over workers by bucket, then by user; one
+            shuffled element per user and band and per candidate pair, so much slower on a
+            single machine). ``"auto"`` (default): ``grouped`` on the in-memory runners
+            (``IN_MEMORY_RUNNERS``), ``keyed`` on any other (``resolve_layout``). Both layouts
+            give the same table.
+        candidate_join: How band keys become candidate pairs. ``"window"`` (default, issue 17;
+            ``jsr_tf.neighbours.windows``): per band, users sorted by ``window_depth`` band keys,
+            each paired with the members of its bucket at most ``window`` positions away; at
+            most ``2·window·bands`` pairs per user whatever the population. ``"bucket"`` (issue
+            6): every pair of a bucket, buckets above ``max_bucket`` skipped; pairs per user grow
+            with the population.
         num_perm: MinHash functions ``P``.
         bands: LSH bands ``b``. Default 128 with ``r = 1`` (spec/similar_users.md proposes
             64 × 2): measured on the ``small`` simulator preset (2,000 users, train table), 64 × 2
             found 0.45 (search) and 0.66 (feed) of the exact top-5 neighbours, whose median
-            Jaccard is only 0.09 / 0.13; 128 × 1 found 0.996 / 0.994 in the same time (one run).
+            Jaccard is only 0.09 / 0.13; 128 × 1 found 0.996 / 0.994 in the same time (one run,
+            bucket join). The window join's recall is in BENCHMARKS.md §8.
         rows: Rows per band ``r``; ``bands * rows == num_perm``.
         hash_seed: Seed of the MinHash coefficients.
         k_search: Neighbours kept on the search side ``k_s``.
         k_feed: Neighbours kept on the feed side ``k_r``.
         min_jaccard: Pairs with a lower exact Jaccard are dropped.
-        max_bucket: LSH buckets with more users are skipped (and counted).
+        max_bucket: Bucket join only: buckets with more users are skipped (and counted).
+        window: Window join: ``W``, how many sorted positions away a user meets the members of
+            its bucket (each side). Default 8 (BENCHMARKS.md §8: recall of the exact top-5 on
+            ``small``).
+        window_depth: Window join: ``D``, band keys per sort key (the bucket's, then the next
+            ``D − 1`` bands'). Default 4.
         max_candidates: ``M``: candidates kept per user, most colliding bands first.
         snapshot_hours: Spacing of the default snapshots, aligned to Beijing midnight (24 =
             every midnight). The default boundaries run from the first one after the earliest
@@ -117,7 +141,8 @@ class NeighbourConfig:
     """
 
     mode: str = MODE_LSH
-    lsh_layout: str = LAYOUT_GROUPED
+    lsh_layout: str = LAYOUT_AUTO
+    candidate_join: str = JOIN_WINDOW
     num_perm: int = 128
     bands: int = 128
     rows: int = 1
@@ -126,6 +151,8 @@ class NeighbourConfig:
     k_feed: int = 5
     min_jaccard: float = 0.02
     max_bucket: int = 500
+    window: int = 8
+    window_depth: int = 4
     max_candidates: int = 200
     snapshot_hours: int = 24
     snapshots: Tuple[int, ...] = ()
@@ -142,8 +169,12 @@ class NeighbourConfig:
         if self.lsh_layout not in LSH_LAYOUTS:
             raise ValueError(f"`lsh_layout` should be one of {LSH_LAYOUTS}. "
                              f"Received: `lsh_layout={self.lsh_layout!r}`")
+        if self.candidate_join not in CANDIDATE_JOINS:
+            raise ValueError(f"`candidate_join` should be one of {CANDIDATE_JOINS}. "
+                             f"Received: `candidate_join={self.candidate_join!r}`")
         check_positive_ints(self, ("num_perm", "bands", "rows", "k_search", "k_feed",
                                    "max_bucket", "max_candidates", "snapshot_hours"))
+        check_window(self.bands, self.window_depth, self.window)
         if self.bands * self.rows != self.num_perm:
             raise ValueError("`bands * rows` should equal `num_perm`. Received: "
                              f"`bands={self.bands}`, `rows={self.rows}`, "
@@ -176,6 +207,30 @@ class NeighbourConfig:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values).validate()
+
+
+def resolve_layout(config: NeighbourConfig, runner: str) -> NeighbourConfig:
+    """``config`` with ``lsh_layout="auto"`` resolved for ``runner``.
+
+    Args:
+        config: A validated config.
+        runner: The Beam runner's name (``StandardOptions.runner``), e.g. ``"FnApiRunner"``
+            or ``"DataflowRunner"``.
+
+    Returns:
+        ``config`` itself unless its layout is ``"auto"``; then ``grouped`` on the in-memory
+        runners (``IN_MEMORY_RUNNERS``), ``keyed`` on any other runner.
+    """
+    if config.lsh_layout != LAYOUT_AUTO:
+        return config
+    layout = LAYOUT_GROUPED if is_in_memory_runner(runner) else LAYOUT_KEYED
+    return dataclasses.replace(config, lsh_layout=layout)
+
+
+def is_in_memory_runner(runner) -> bool:
+    """Whether ``runner`` (a Beam runner's name or instance) is one of ``IN_MEMORY_RUNNERS``."""
+    name = runner if isinstance(runner, str) else type(runner).__name__
+    return name in IN_MEMORY_RUNNERS
 
 
 class NeighbourRow(NamedTuple):

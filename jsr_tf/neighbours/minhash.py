@@ -241,6 +241,8 @@ class Candidates(NamedTuple):
         buckets_skipped: buckets with more than ``max_bucket`` users.
         bucket_users_skipped: users summed over those buckets.
         users_truncated: users that had more than ``max_candidates`` candidates.
+        window_pairs: pairs met inside a sort window, summed over bands (the window join of
+            ``jsr_tf.neighbours.windows``; 0 for the bucket join).
     """
 
     left: np.ndarray
@@ -249,11 +251,20 @@ class Candidates(NamedTuple):
     buckets_skipped: int
     bucket_users_skipped: int
     users_truncated: int
+    window_pairs: int = 0
 
 
-def _compact(codes: List[np.ndarray], counts: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    unique, inverse = np.unique(np.concatenate(codes), return_inverse=True)
-    return unique, np.bincount(inverse, weights=np.concatenate(counts)).astype(np.int64)
+def compact_codes(codes: List[np.ndarray],
+                  counts: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Merges pair codes: ``(unique codes, summed counts)``."""
+    flat, weights = np.concatenate(codes), np.concatenate(counts)
+    if not weights.size or np.all(weights == 1):
+        unique, found = np.unique(flat, return_counts=True)
+        return unique, found.astype(np.int64)
+    order = np.argsort(flat, kind="stable")
+    flat, weights = flat[order], weights[order]
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    return flat[starts], np.add.reduceat(weights, starts).astype(np.int64)
 
 
 def lsh_candidates(keys: np.ndarray, max_bucket: int, max_candidates: int,
@@ -305,21 +316,45 @@ def lsh_candidates(keys: np.ndarray, max_bucket: int, max_candidates: int,
         counts.append(np.ones(band_codes.size, dtype=np.int64))
         pending += band_codes.size
         if pending >= compact_every:
-            unique, merged = _compact(codes, counts)
+            unique, merged = compact_codes(codes, counts)
             codes, counts, pending = [unique], [merged], unique.size
+    left, right, collisions, truncated = cap_candidates(codes, counts, n, max_candidates)
+    return Candidates(left, right, collisions, skipped, skipped_users, truncated)
+
+
+def cap_candidates(codes: List[np.ndarray], counts: List[np.ndarray], n: int,
+                   max_candidates: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Ordered pair codes ``left * n + right`` with collision counts → the ``M`` best per user.
+
+    Args:
+        codes: int64 arrays of pair codes; a code may repeat (its counts add up).
+        counts: int64 arrays of the same shapes: collisions of each code.
+        n: Users in the population.
+        max_candidates: ``M``.
+
+    Returns:
+        ``(left, right, collisions, users_truncated)``, ordered by ``left``, then collisions
+        descending, then ``right`` ascending; at most ``M`` rows per ``left``.
+    """
     if not codes:
         empty = np.zeros(0, dtype=np.int64)
-        return Candidates(empty, empty, empty, skipped, skipped_users, 0)
-    unique, collisions = _compact(codes, counts)
-    left, right = unique // n, unique % n
-    order = np.lexsort((right, -collisions, left))
-    left, right, collisions = left[order], right[order], collisions[order]
+        return empty, empty, empty, 0
+    unique, collisions = compact_codes(codes, counts)
+    top = int(collisions.max(initial=0))
+    if n * n * (top + 1) < 1 << 62:  # one int64 sort key: left, then collisions desc, then right
+        key = np.sort(((unique // n) * (top + 1) + (top - collisions)) * n + unique % n)
+        right, rest = key % n, key // n
+        left, collisions = rest // (top + 1), top - rest % (top + 1)
+    else:
+        left, right = unique // n, unique % n
+        order = np.lexsort((right, -collisions, left))
+        left, right, collisions = left[order], right[order], collisions[order]
     group_start = np.flatnonzero(np.r_[True, left[1:] != left[:-1]])
     group_size = np.diff(np.r_[group_start, left.size])
     rank = np.arange(left.size) - np.repeat(group_start, group_size)
     keep = rank < max_candidates
-    return Candidates(left[keep], right[keep], collisions[keep], skipped, skipped_users,
-                      int((group_size > max_candidates).sum()))
+    return (left[keep], right[keep], collisions[keep],
+            int((group_size > max_candidates).sum()))
 
 
 def candidate_probability(jaccard_value: Union[float, np.ndarray], bands: int,

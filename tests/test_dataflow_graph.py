@@ -44,13 +44,22 @@ def test_preprocess_dataflow_graph(raw):
         "WriteUsers", "WriteQueries", "DeadLetters/WriteDead/WriteShards", "WriteRawStats"])
 
 
+# The neighbour retrieval's steps in the keyed layout with the window join (the defaults on a
+# distributed runner, `jsr_tf.neighbours.resolve_layout`).
+KEYED_WINDOW_STEPS = ("Retrieve/BandKeys", "Retrieve/GroupBuckets", "Retrieve/BucketMembers",
+                      "Retrieve/GroupCandidates", "Retrieve/TopCandidates",
+                      "Retrieve/JoinCandidateTokens", "Retrieve/ReRank")
+
+
 def test_neighbours_dataflow_graph(raw):
     summary = nb.run(["--input_dir", raw, "--output_dir", f"{BUCKET}/nb", *DRY_RUN])
     assert_dry_run(summary, [
         "Parse rec_inter.csv", "Parse item_features.csv", "GroupByUser", "Snapshots", "Tokens",
-        "JoinItems", "GroupPartials", "Signatures", "Retrieve/GroupUsers",
-        "Retrieve/LshInMemory", "WriteTable/GroupShards", "WriteTable/WriteShards",
+        "JoinItems", "GroupPartials", "Signatures", *KEYED_WINDOW_STEPS,
+        "WriteTable/GroupShards", "WriteTable/WriteShards",
         "DeadLetters/WriteDead/WriteShards", "WriteRawStats", "WriteSnapshots"])
+    # `--lsh_layout auto` is the keyed layout on Dataflow: no bucket is grouped in one worker.
+    assert not {"Retrieve/GroupUsers", "Retrieve/LshInMemory"} & set(summary["transforms"])
 
 
 def test_tfds_builder_transforms_dataflow_graph(raw, tmp_path):
@@ -99,5 +108,5 @@ def test_template_written_to_a_local_file(raw, tmp_path, capsys):
     with open(options["pipelineUrl"], "rb") as f:
         graph = beam_runner_api_pb2.Pipeline.FromString(f.read())
     labels = {t.unique_name for t in graph.components.transforms.values()}
-    assert {"Signatures", "Retrieve/LshInMemory", "WriteTable/WriteShards",
+    assert {"Signatures", *KEYED_WINDOW_STEPS, "WriteTable/WriteShards",
             "WriteRawStats"} <= labels

@@ -345,9 +345,12 @@ def main() -> None:
     parser.add_argument("--calls_retrieve", type=int, default=200,
                         help="Timed calls, 1-user retrieve.")
     parser.add_argument("--top_k", type=int, default=100)
-    parser.add_argument("--threads", default="default,inter1,inter1_intra1",
+    parser.add_argument("--threads", default=None,
                         help=f"Thread variants, from {sorted(THREAD_VARIANTS)}; the first runs "
-                             "in this process, the others in child processes.")
+                             "in this process, the others in child processes (default "
+                             "default,inter1,inter1_intra1). With --exports, every export is "
+                             "timed under each variant in its own fresh process (default: "
+                             "default only).")
     parser.add_argument("--serving_default", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--cache_items", action=argparse.BooleanOptionalAction, default=None,
                         help="Passed to export_run only when given (exporters that have it).")
@@ -373,6 +376,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds is None:
         args.rounds = 5 if args.compare_rankers else 2
+    if args.threads is None:
+        args.threads = "default" if args.exports else "default,inter1,inter1_intra1"
     if args.exports and not args.measure_only:
         return compare_exports(args)
 
@@ -518,13 +523,19 @@ def compare_exports(args) -> None:
     for name in names:
         export.setdefault(name, {"path": paths[name], **EXPORT_VARIANTS[name],
                                  "saved_model_mib": round(dir_bytes(paths[name]) / 2**20, 1)})
+    threads = args.threads.split(",")
+    unknown = sorted(set(threads) - set(THREAD_VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown --threads {unknown}; choose from {sorted(THREAD_VARIANTS)}")
     results = []
     for round_ in range(args.rounds):
         for name in names:
-            for row in measure_in_child(args, "default", paths[name]):
-                row.update({"export": name, "round": round_ + 1,
-                            "case": f"[{name}] {row['case']}"})
-                results.append(row)
+            for variant in threads:
+                label = name if variant == "default" else f"{name}, {variant}"
+                for row in measure_in_child(args, variant, paths[name]):
+                    row.update({"export": name, "round": round_ + 1,
+                                "case": f"[{label}] {row['case']}"})
+                    results.append(row)
     write_report(args, results, export)
 
 

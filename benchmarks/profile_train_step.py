@@ -50,8 +50,14 @@ PARTS = (
 )
 
 
-def part_times(logdir: str) -> dict:
-    """Seconds per part of the kernels in the trace under ``logdir``."""
+def part_times(logdir: str, ops: collections.Counter = None) -> dict:
+    """Seconds per part of the kernels in the trace under ``logdir``.
+
+    Args:
+        logdir: The profiler's log directory.
+        ops: If given, also receives the seconds of each kernel by its ``op_name:OpType``
+            (with step-specific digits dropped, so the repeated ops of one layer add up).
+    """
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
@@ -69,6 +75,8 @@ def part_times(logdir: str) -> dict:
                     continue
                 part = next((p for p, pattern in PARTS if re.search(pattern, name)), "other")
                 totals[part] += event.duration_ps / 1e12
+                if ops is not None:
+                    ops[re.sub(r"_\d+", "", name)] += event.duration_ps / 1e12
     return dict(totals)
 
 
@@ -76,6 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--logdir", default="bench_output/profile")
     parser.add_argument("--output", default=None)
+    parser.add_argument("--top", type=int, default=0,
+                        help="Also print the N ops with the most kernel time.")
     args = parser.parse_args()
     tf.config.threading.set_inter_op_parallelism_threads(1)
     rng = np.random.default_rng(0)
@@ -96,7 +106,8 @@ def main() -> None:
     float(step(iterator)["loss"])
     seconds = time.perf_counter() - start
     tf.profiler.experimental.stop()
-    parts = part_times(args.logdir)
+    ops = collections.Counter()
+    parts = part_times(args.logdir, ops)
     total = sum(parts.values())
     report = {"traced_step_s": round(seconds, 3), "kernel_time_s": round(total, 3),
               "parts_s": {k: round(v, 3) for k, v in sorted(parts.items(),
@@ -104,6 +115,10 @@ def main() -> None:
               "machine": machine_info()}
     for name, value in report["parts_s"].items():
         print(f"{value:7.3f} s  {100 * value / total:5.1f} %  {name}")
+    if args.top:
+        report["top_ops_s"] = {k: round(v, 4) for k, v in ops.most_common(args.top)}
+        for name, value in report["top_ops_s"].items():
+            print(f"{value:7.3f} s  {100 * value / total:5.1f} %  {name}")
     print(json.dumps({k: report[k] for k in ("traced_step_s", "kernel_time_s")}))
     if args.output:
         with open(args.output, "w") as f:

@@ -176,6 +176,7 @@ VARIANTS = {
     "uditsr_eval": ("uditsr", [], False),
     # Named deviations (issue 14): measured, off by default, not part of the exact path.
     "qi256": ("unisar", ["model.num_qi_negatives=256"], False),
+    "l2_rows": ("unisar", ["train.l2_rows_in_batch=true"], False),
     "block_jit": ("unisar", ["train.block_jit_compile=true"], False),
     "bf16": ("unisar", ["train.precision=mixed_bfloat16"], False),
 }
@@ -232,6 +233,7 @@ def main() -> None:
         else:
             model = factory.build_model(config, vocab)
         set_block_jit(model, config.train.block_jit_compile)
+        model.l2_rows_in_batch = config.train.l2_rows_in_batch  # as factory.build_model does
 
         def extra(key):
             return neighbours[key] if with_nbr else {}

@@ -164,6 +164,9 @@ class TrainConfig:
             the InfoNCE's log-sum-exp and every loss stay float32. Worth it only where the
             hardware has bf16 arithmetic (AVX512_BF16 / AMX, recent GPUs and TPUs); never
             chosen automatically (BENCHMARKS §3).
+        l2_rows_in_batch: Named deviation (issue 14), off by default: the coupled L2 of an
+            embedding table whose gradient arrives as rows is added to those rows only, not to
+            the whole table (``models/base.py``). Changes the training computation.
         resample_negatives: Fresh training negatives per batch instead of the stored ones.
         shuffle_buffer: Examples in the train shuffle buffer.
     """
@@ -185,6 +188,7 @@ class TrainConfig:
     jit_compile: bool = False
     block_jit_compile: bool = False
     precision: str = "float32"
+    l2_rows_in_batch: bool = False
     resample_negatives: bool = False
     shuffle_buffer: int = 10_000
 

@@ -141,6 +141,12 @@ def test_adam_keeps_the_model_coupled_l2(data_dir):
     assert type(optimizer) is FusedAdam and model.l2 == pytest.approx(0.01)
     assert optimizer.adaptive_epsilon  # PyTorch's epsilon placement (the reference)
     assert optimizer.epsilon == pytest.approx(config.train.adam_epsilon)
+    assert model.l2_rows_in_batch is False  # the reference: L2 on every decayed entry
+
+
+def test_factory_sets_the_rows_in_batch_deviation_from_the_config(data_dir):
+    config = C.preset(T.TINY).override(["train.l2_rows_in_batch=true"])
+    assert factory.build_model(config, load_vocab(data_dir)).l2_rows_in_batch is True
 
 
 class _DenseModel(base.JsrModel):

@@ -8,6 +8,10 @@ Contract:
   search_batch}`` (either may be absent for single-task models) and returns the scalar loss.
 - ``train_step`` adds **coupled** L2 (``grad += l2 * var``, PyTorch ``weight_decay`` as in the
   reference) to every trainable variable except biases and LayerNorm betas, before the optimiser.
+  With ``l2_rows_in_batch`` (``train.l2_rows_in_batch``, a named deviation, off by default) a
+  variable whose gradient arrives as rows (``tf.IndexedSlices``: the embedding tables read by
+  gathers) gets the L2 term on those rows only, each row once; dense gradients keep the L2 on
+  the whole variable. The gradient is then made dense as before, so Adam is unchanged.
 """
 
 from __future__ import annotations
@@ -63,11 +67,39 @@ def decays(variable: tf.Variable) -> bool:
     return not any(part in variable.name for part in _NOT_DECAYED)
 
 
+def add_coupled_l2(gradient, variable: tf.Variable, l2: float,
+                   rows_in_batch: bool = False) -> Optional[tf.Tensor]:
+    """``gradient + l2 * variable`` as a dense tensor (``gradient`` itself if it is None or the
+    variable does not decay).
+
+    Args:
+        gradient: The variable's gradient: a tensor, ``tf.IndexedSlices`` or None.
+        variable: The variable, ``(rows, ...)``.
+        l2: Coupled L2 coefficient.
+        rows_in_batch: For ``tf.IndexedSlices`` gradients, add ``l2 * variable`` only on the
+            distinct rows the gradient names (the named deviation); the rest of the variable gets
+            no L2 this step. Dense gradients get the L2 everywhere either way.
+    """
+    if gradient is None or not decays(variable):
+        return gradient
+    if rows_in_batch and isinstance(gradient, tf.IndexedSlices):
+        rows, _ = tf.unique(gradient.indices)
+        gradient = tf.IndexedSlices(
+            tf.concat([gradient.values, l2 * tf.gather(variable, rows)], axis=0),
+            tf.concat([gradient.indices, rows], axis=0), gradient.dense_shape)
+        return tf.convert_to_tensor(gradient)
+    return tf.convert_to_tensor(gradient) + l2 * variable
+
+
 class JsrModel(tfrs.models.Model):
     """Base model. Subclasses implement ``score`` and ``compute_loss``.
 
     Args:
         l2: Coupled L2 coefficient added to the gradients in ``train_step`` (0 disables).
+
+    Attributes:
+        l2_rows_in_batch: The named deviation ``train.l2_rows_in_batch`` (see the module
+            docstring), False by default; ``factory.build_model`` sets it from the config.
     """
 
     def __init__(self, l2: float = 0.0, **kwargs) -> None:
@@ -75,6 +107,7 @@ class JsrModel(tfrs.models.Model):
         if l2 < 0:
             raise ValueError(f"`l2` should be >= 0. Received: `l2={l2}`")
         self.l2 = float(l2)
+        self.l2_rows_in_batch = False
 
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
         raise NotImplementedError
@@ -101,9 +134,8 @@ class JsrModel(tfrs.models.Model):
         if self.l2:
             l2 = self.l2 / replicas
             with tf.name_scope("coupled_l2"):
-                gradients = [
-                    None if g is None else (tf.convert_to_tensor(g) + l2 * v if decays(v) else g)
-                    for g, v in zip(gradients, variables)]
+                gradients = [add_coupled_l2(g, v, l2, self.l2_rows_in_batch)
+                             for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])
         # Keras sums per-replica logs under non-TPU strategies: log per-replica shares.

@@ -73,6 +73,7 @@ def build_model(config: ExperimentConfig, vocab: Vocab) -> JsrModel:
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model `{name}`. Known: {sorted(_BUILDERS)}")
     model = _BUILDERS[name](config.validate(), vocab)
+    model.l2_rows_in_batch = config.train.l2_rows_in_batch
     if config.model.uses_neighbours and not getattr(model, "supports_neighbours", False):
         raise ValueError(f"Model `{name}` does not read the neighbour payload: `model.neighbours` "
                          "should be 'none' for it (neighbours are implemented for "

@@ -22,7 +22,9 @@ class CGC(keras.layers.Layer):
     For task `t`: `g_t = softmax(Dense(F -> E_t + E_s)(x))` weights the experts
     `[task t's experts..., shared experts...]` (in that order), and `out_t = tower_t(sum g_t e)`.
     Each expert is `Dense(H) ReLU Dropout`, each tower `Dense(128) ReLU Dropout Dense(64) ReLU
-    Dropout` (`tower_units`). A one-level CGC has no consumer for a shared gate, so, unlike the
+    Dropout` (`tower_units`). A task's experts and its gate run as one matmul over their
+    concatenated kernels (the variables stay one `Dense` per expert and gate); the values are
+    those of separate layers up to float32 round-off. A one-level CGC has no consumer for a shared gate, so, unlike the
     reference, none is built (3,852 unused parameters on KuaiSAR, spec/unisar.md §11).
 
     Args:
@@ -106,6 +108,9 @@ class CGC(keras.layers.Layer):
             _checks.build_sublayer(gate, shape)
             self._gates.append(gate)
             self._towers.append(self._mlp(self.tower_units, f"task_{t}_tower", expert_shape))
+        # The experts' dropout (each expert MLP's own, applied to all experts at once by
+        # `_mixture`); it has no variables, so checkpoints are unchanged.
+        self._expert_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         super().build(input_shape)
 
     @property
@@ -128,15 +133,33 @@ class CGC(keras.layers.Layer):
             if not 0 <= int(t) < self.num_tasks:
                 raise ValueError(f"`tasks` should hold indices in [0, {self.num_tasks}). "
                                  f"Received: `tasks={list(tasks)}`")
-        shared = [expert(inputs, training=training) for expert in self._shared_experts]
         outputs = []
         for t in tasks:  # only the requested tasks' experts, gates and towers run
-            experts, gate, tower = self._task_experts[t], self._gates[t], self._towers[t]
-            own = [expert(inputs, training=training) for expert in experts]
-            stacked = tf.stack(own + shared, axis=-2)  # (..., E_t + E_s, H)
-            weights = gate(inputs)[..., tf.newaxis]  # (..., E_t + E_s, 1)
-            outputs.append(tower(tf.reduce_sum(weights * stacked, axis=-2), training=training))
+            mixed = self._mixture(inputs, self._task_experts[t] + self._shared_experts,
+                                  self._gates[t], training)
+            outputs.append(self._towers[t](mixed, training=training))
         return outputs
+
+    def _mixture(self, inputs: tf.Tensor, experts: List[MLP], gate: keras.layers.Dense,
+                 training: Optional[bool]) -> tf.Tensor:
+        """`sum_k softmax(gate(x))_k expert_k(x)`, `(..., F) -> (..., H)`.
+
+        The experts' and the gate's kernels are concatenated into one `(F, E H + E)` matmul: at
+        one row per candidate, eight `(rows, F) x (F, H)` products and a stack cost more than
+        one wide product (issue 14's evaluation and serving paths).
+        """
+        x = _checks.to_compute_dtype(self, inputs)
+        layers = [expert.dense_layers[0] for expert in experts] + [gate]
+        kernel = tf.cast(tf.concat([layer.kernel for layer in layers], axis=1), x.dtype)
+        bias = tf.cast(tf.concat([layer.bias for layer in layers], axis=0), x.dtype)
+        width = self.expert_units * len(experts)
+        dim = _checks.last_dim("inputs", x.shape)
+        z = tf.matmul(tf.reshape(x, [-1, dim]), kernel) + bias  # (rows, E H + E)
+        hidden = self._expert_dropout(self.activation(z[:, :width]), training=training)
+        hidden = tf.reshape(hidden, [-1, len(experts), self.expert_units])  # (rows, E, H)
+        weights = tf.nn.softmax(z[:, width:], axis=-1)[..., tf.newaxis]  # (rows, E, 1)
+        mixed = tf.reduce_sum(weights * hidden, axis=-2)
+        return tf.reshape(mixed, tf.concat([tf.shape(x)[:-1], [self.expert_units]], axis=0))
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()

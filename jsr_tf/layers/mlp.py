@@ -5,7 +5,7 @@ Shapes: `...` any leading dimensions (`(B, C)` in UniSAR: scored per candidate);
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -83,6 +83,12 @@ class MLP(keras.layers.Layer):
             self._dropout_layers.append(keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
                                         if activated else None)
         super().build(input_shape)
+
+    @property
+    def dense_layers(self) -> List[keras.layers.Dense]:
+        """The `Dense` layers in order (empty before `build`), e.g. for a caller that fuses
+        several one-layer MLPs' matmuls into one (`CGC`)."""
+        return list(getattr(self, "_dense_layers", []))
 
     def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
         x = inputs

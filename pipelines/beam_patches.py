@@ -5,17 +5,17 @@ sends each bundle's input to an SDK worker over the gRPC data plane. In Beam 2.7
 creates its data plane with ``worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = 1000``, so every
 stream it writes is a ``data_plane.TimeBasedBufferingClosableOutputStream``: a
 ``PeriodicThread`` calls ``flush()`` every second, and ``flush()`` runs
-``self._flush_callback(self.get())`` and only then ``self._clear()``. The callback puts the data
-on the channel's send queue, which blocks (and lets other threads run) while the queue is full.
+``self._flush_callback(self.get())`` and only then ``self._clear()``. Other threads run in
+between, all the longer as the callback waits while the channel's send queue is full (100 MB).
 Meanwhile the bundle's thread keeps writing the input's chunks into the same stream
 (``fn_runner.BundleManager._send_input_to_worker``, no lock): a chunk written between the
 flusher's ``get()`` and its ``_clear()`` is erased and never sent. The worker processes the
 rest and reports success, so the loss is silent; it is a whole chunk of the runner's buffer
-(about 10 MB of elements of every key), so every key loses the same fraction.
+(about 10 MB of elements of every key), so every key loses about the same fraction.
 
 It happens only when writing one bundle's input takes longer than the flush period, i.e. large
 inputs of several chunks on a loaded machine. ``jsr-preprocess`` on ``medium`` (2 workers)
-lost 2 of the 37 chunks one worker was sent in the stage that feeds ``GroupShards``
+lost two ~10 MB chunks of the 37 one worker was sent in the stage that feeds ``GroupShards``
 (BENCHMARKS.md §1); ``small`` and the test fixtures lost nothing. With ``multi_threading`` the
 workers' own output streams are time-buffered too, and a flush there can also cut an element in
 two (the next stage then fails to decode its input).

@@ -6,7 +6,8 @@ read back and reconcile:
 
 - A runner that executes the job (the in-memory ``FnApiRunner``, the multi-process direct
   runner, ``DaskRunner``, Dataflow) runs it to the end, and a run that does not end ``DONE``
-  raises. The workers write the job's outputs *and its counters* with Beam's ``FileSystems``
+  raises. On the multi-process and multi-threading direct runner, ``pipelines/beam_patches.py``
+  first mends Beam 2.77's data plane, which silently dropped input chunks under load. The workers write the job's outputs *and its counters* with Beam's ``FileSystems``
   under the job's staging directory (``gs://`` on Dataflow); the launcher reads them back the
   same way and reconciles. Nothing is read from a launcher-local path a remote worker wrote.
 - Dataflow with Beam's ``--dry_run=True`` (build and translate the job graph, submit nothing) or
@@ -37,6 +38,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.runners.runner import PipelineState
 
 from jsr_tf.data import kuaisar
+from pipelines import beam_patches
 
 GRAPH_ONLY = "graph_only"  # key of the summary of a run that executed nothing
 _REMOTE_RUNNERS = ("DataflowRunner",)  # workers never share the launcher's disk
@@ -130,10 +132,14 @@ def graph_summary(pipeline: beam.Pipeline, result, reason: str) -> Dict:
 def execute(pipeline: beam.Pipeline) -> Optional[Dict]:
     """Runs ``pipeline`` to the end; returns None, or the graph-only summary (see module doc).
 
+    On the local runner with gRPC workers (multi-process, multi-threading) it first installs
+    ``beam_patches``' fix for Beam's data plane, which lost input chunks under load (issue 13).
+
     Raises:
         RuntimeError: The run ended in another state than ``DONE``.
     """
     reason = graph_only_reason(pipeline.options)
+    beam_patches.install_for(pipeline.options)
     result = pipeline.run()
     if reason:
         summary = graph_summary(pipeline, result, reason)

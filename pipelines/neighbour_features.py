@@ -77,7 +77,7 @@ from pipelines import neighbours as nb
 from pipelines import tfrecord_io
 from pipelines.cli import bounded_int, console_main, pipeline_options
 from pipelines.neighbour_common import TIMELINE_FIELDS, require
-from pipelines import launch, outputs
+from pipelines import beam_patches, launch, outputs
 from pipelines import payload_passes as passes
 from pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
 from pipelines.preprocess import resolve_inputs
@@ -698,6 +698,7 @@ def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -
                 options, lambda pipeline: build_pipeline(pipeline, inputs, staging,
                                                          args.payload_lag_ms),
                 lambda: finalize(staging, inputs, args, time.time() - start))
+        beam_patches.install_for(options)  # the passes run outside launch.run_job
         with beam.Pipeline(options=options) as pipeline:
             build_timelines_pipeline(pipeline, inputs, staging)
         for index, segments in enumerate(plan):

@@ -176,8 +176,9 @@ def summarise(counters: Dict[str, int]) -> Dict:
 def check_written(stats: Dict, shard_counts: Dict[str, int]) -> None:
     """Adds one check per (split, task) to ``stats``: the records the shards hold (as their
     writers counted them) = the examples counted when they were made. A runner that loses
-    elements between the two (Beam 2.77's multi-process runner did, on ``medium``:
-    BENCHMARKS.md §1) fails the run instead of publishing short files."""
+    elements between the two (Beam 2.77's multi-process runner did, on ``medium``, before
+    ``pipelines/beam_patches.py``: BENCHMARKS.md §1) fails the run instead of publishing short
+    files."""
     check = Checks(stats["checks"])
     for split in F.Split:
         for task in F.Task:

@@ -22,9 +22,12 @@ Extra arguments after ``--`` go to every ``jsr-neighbours`` run (e.g. ``--visibi
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
+import math
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -35,14 +38,52 @@ from benchmarks.machine import machine_info
 from jsr_tf.neighbours import NeighbourRow
 
 
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO (\S+?):")
+
+
+def stage_peaks(log_path: str, trace_path: str) -> List[Dict]:
+    """Peak RSS between one logged step and the next, from a run's log and RSS trace.
+
+    Args:
+        log_path: The job's log (``2026-12-07 11:49:50,371 INFO neighbours/histories: ...``).
+        trace_path: ``bench_pipeline.run_measured``'s trace (``<unix time> <RSS MiB>``).
+
+    Returns:
+        ``[{"after": label, "seconds", "peak_rss_mib"}]`` in log order: ``label`` is the logger
+        prefix of the last line logged (e.g. ``neighbours/histories``, ``neighbours/lsh``;
+        ``start`` before the first), consecutive lines of one label merged, spans without a
+        sample left out. What runs after a line is the next stage of the graph, so read a row
+        as "while the job was past this step".
+    """
+    marks = [(0.0, "start")]
+    with open(log_path) as f:
+        for line in f:
+            found = _LOG_LINE.match(line)
+            if found and found[3] != marks[-1][1]:
+                when = datetime.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").timestamp()
+                marks.append((when + int(found[2]) / 1000, found[3]))
+    with open(trace_path) as f:
+        samples = [tuple(float(v) for v in line.split()) for line in f if line.strip()]
+    stages = []
+    for i, (begin, label) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else math.inf
+        inside = [(t, rss) for t, rss in samples if begin <= t < end]
+        if inside:
+            stages.append({"after": label, "seconds": round(inside[-1][0] - inside[0][0], 1),
+                           "peak_rss_mib": round(max(rss for _, rss in inside))})
+    return stages
+
+
 def run_measured(args: Sequence[str], log_path: str,
                  max_rss_mib: Optional[float] = None) -> Dict:
     """``bench_pipeline.run_measured``, rounded: wall s, CPU s, peak RSS MiB, load at start,
-    and whether it was killed at ``max_rss_mib``."""
-    m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib)
+    whether it was killed at ``max_rss_mib``, and the peak RSS per logged step
+    (``stage_peaks``; the trace is kept next to the log, ``<log>.rss``)."""
+    trace_path = log_path + ".rss"
+    m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib, trace_path)
     return {"wall_s": round(m["seconds"], 1), "cpu_s": round(m["cpu_s"], 1),
             "peak_rss_mib": round(m["peak_rss_mib"]), "load_at_start": round(m["load_at_start"], 2),
-            "killed": m["killed"]}
+            "killed": m["killed"], "rss_by_stage": stage_peaks(log_path, trace_path)}
 
 
 def read_table(out_dir: str) -> List[NeighbourRow]:

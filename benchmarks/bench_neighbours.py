@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import hashlib
 import json
 import math
 import os
@@ -80,10 +81,21 @@ def run_measured(args: Sequence[str], log_path: str,
     whether it was killed at ``max_rss_mib``, and the peak RSS per logged step
     (``stage_peaks``; the trace is kept next to the log, ``<log>.rss``)."""
     trace_path = log_path + ".rss"
+    loads = [round(load, 2) for load in os.getloadavg()]
     m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib, trace_path)
     return {"wall_s": round(m["seconds"], 1), "cpu_s": round(m["cpu_s"], 1),
             "peak_rss_mib": round(m["peak_rss_mib"]), "load_at_start": round(m["load_at_start"], 2),
-            "killed": m["killed"], "rss_by_stage": stage_peaks(log_path, trace_path)}
+            "load_1_5_15_at_start": loads, "killed": m["killed"],
+            "rss_by_stage": stage_peaks(log_path, trace_path)}
+
+
+def table_digests(out_dir: str) -> Dict[str, str]:
+    """sha256 of each table shard (to compare tables across commits byte for byte)."""
+    digests = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*.jsonl"))):
+        with open(path, "rb") as f:
+            digests[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
 
 
 def read_table(out_dir: str) -> List[NeighbourRow]:
@@ -130,27 +142,35 @@ def neighbours_run(bin_dir: str, raw: str, out: str, flags: Sequence[str],
                 "window_pairs": sum(t.get("window_pairs", 0) for t in totals),
                 "candidate_pairs": sum(t.get("candidate_pairs", 0) for t in totals),
                 "buckets_skipped": sum(t.get("buckets_skipped", 0) for t in totals),
-                "reconciled": stats["reconciled"], "flags": list(flags)})
+                "reconciled": stats["reconciled"], "flags": list(flags),
+                "table_sha256": table_digests(out)})
     row["candidate_pairs_per_user_row"] = round(row["candidate_pairs"]
                                                 / max(row["users_indexed"], 1), 1)
     return row
 
 
-def recall_runs(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict:
-    """The exact table, the bucket join's, and the recall of both LSH tables against exact."""
+def recall_runs(bin_dir: str, raw: str, work: str, extra: Sequence[str],
+                max_rss_mib: Optional[float] = None) -> Dict:
+    """The exact table, the bucket join's, and the recall of both LSH tables against exact
+    (no recall if a run was killed at ``max_rss_mib``)."""
     default = os.path.join(work, "neighbours")
     exact = os.path.join(work, "neighbours_exact")
     bucket = os.path.join(work, "neighbours_bucket")
-    runs = {"exact": neighbours_run(bin_dir, raw, exact, ["--mode", "exact", *extra]),
+    runs = {"exact": neighbours_run(bin_dir, raw, exact, ["--mode", "exact", *extra],
+                                    max_rss_mib),
             "bucket": neighbours_run(bin_dir, raw, bucket,
-                                     ["--candidate_join", "bucket", *extra])}
+                                     ["--candidate_join", "bucket", *extra], max_rss_mib)}
+    if any(run["killed"] for run in runs.values()):
+        return {"runs": runs}
     recall = {"window (default)": table_recall(exact, default),
               "bucket (issue 6)": table_recall(exact, bucket)}
     return {"runs": runs, "recall_train_table": recall}
 
 
-def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict:
-    """``jsr-neighbour-features`` on the preset's default table (preprocess first if needed)."""
+def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str],
+                max_rss_mib: Optional[float] = None) -> Dict:
+    """``jsr-neighbour-features`` on the preset's default table (preprocess first if needed),
+    killed past ``max_rss_mib`` like the retrieval runs."""
     data = os.path.join(work, "data")
     if not os.path.exists(os.path.join(data, "manifest.json")):
         run_measured([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
@@ -159,7 +179,9 @@ def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict
     row = run_measured([os.path.join(bin_dir, "jsr-neighbour-features"), "--input_dir", raw,
                         "--examples_dir", data, "--neighbours_dir",
                         os.path.join(work, "neighbours"), "--output_dir", out, *extra],
-                       out + ".log")
+                       out + ".log", max_rss_mib)
+    if row["killed"]:
+        return row
     with open(os.path.join(out, "neighbour_feature_stats.json")) as f:
         stats = json.load(f)
     row.update({"examples": stats["examples"]["read"],
@@ -176,7 +198,8 @@ def main() -> None:
     parser.add_argument("--payload_args", default="",
                         help="Space-separated extra arguments of jsr-neighbour-features.")
     parser.add_argument("--max_rss_mib", type=float, default=None,
-                        help="Kill a neighbour run whose RSS exceeds this (a shared machine).")
+                        help="Kill a run (retrieval, recall or payload) whose RSS exceeds this "
+                             "(a shared machine).")
     parser.add_argument("--work_dir", default="bench_output")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default=None, help="JSON results file.")
@@ -217,14 +240,15 @@ def main() -> None:
     if args.recall_preset:
         work = os.path.join(args.work_dir, args.recall_preset)
         results["recall"] = dict(preset=args.recall_preset,
-                                 **recall_runs(bin_dir, os.path.join(work, "raw"), work, extra))
+                                 **recall_runs(bin_dir, os.path.join(work, "raw"), work, extra,
+                                             args.max_rss_mib))
         print(json.dumps(results["recall"]), flush=True)
         write()
     if args.payload_preset:
         work = os.path.join(args.work_dir, args.payload_preset)
         results["payload"] = dict(preset=args.payload_preset,
                                   **payload_run(bin_dir, os.path.join(work, "raw"), work,
-                                                args.payload_args.split()))
+                                                args.payload_args.split(), args.max_rss_mib))
         print(json.dumps(results["payload"]), flush=True)
     print(json.dumps(results["machine"]))
     write()

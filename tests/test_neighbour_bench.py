@@ -1,8 +1,9 @@
 """benchmarks/bench_neighbours.py: the per-step peak RSS read from a run's log and trace."""
 
 import datetime
+import hashlib
 
-from benchmarks.bench_neighbours import stage_peaks
+from benchmarks.bench_neighbours import stage_peaks, table_digests
 
 
 T0 = datetime.datetime(2026, 12, 7, 11, 0, 0)
@@ -30,3 +31,12 @@ def test_stage_peaks_splits_the_trace_at_log_lines(tmp_path):
         {"after": "timelines", "seconds": 3.0, "peak_rss_mib": 300},
         {"after": "neighbours/histories", "seconds": 10.0, "peak_rss_mib": 900},
         {"after": "neighbours/lsh", "seconds": 9.0, "peak_rss_mib": 450}]
+
+
+def test_table_digests_cover_the_shards_only(tmp_path):
+    (tmp_path / "neighbours-00000-of-00002.jsonl").write_bytes(b'{"user": 1}\n')
+    (tmp_path / "neighbours-00001-of-00002.jsonl").write_bytes(b"")
+    (tmp_path / "neighbour_stats.json").write_text("{}")
+    assert table_digests(str(tmp_path)) == {
+        "neighbours-00000-of-00002.jsonl": hashlib.sha256(b'{"user": 1}\n').hexdigest(),
+        "neighbours-00001-of-00002.jsonl": hashlib.sha256(b"").hexdigest()}

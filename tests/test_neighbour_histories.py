@@ -95,3 +95,17 @@ def test_token_index_from_arrays_equals_the_dict_index():
     with pytest.raises(ValueError, match="distinct"):
         rr.TokenIndex.from_arrays([np.array([1, 1])])
     assert rr.TokenIndex.from_arrays([]).sizes.size == 0
+
+
+def test_retrieve_neighbours_refuses_the_grouped_layout():
+    """The grouped layout retrieves from histories (``RetrieveGrouped``): handing it ``Indexed``
+    records fails with a message, not silently."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    snapshots = pipeline | "Snapshots" >> beam.Create([[10, 20]])
+    indexed = pipeline | "Indexed" >> beam.Create([])
+    config = NeighbourConfig(lsh_layout="grouped").validate()
+    with pytest.raises(ValueError, match="RetrieveGrouped"):
+        _ = indexed | nb.RetrieveNeighbours(config, snapshots)

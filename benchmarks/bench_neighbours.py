@@ -22,9 +22,13 @@ Extra arguments after ``--`` go to every ``jsr-neighbours`` run (e.g. ``--visibi
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
+import hashlib
 import json
+import math
 import os
+import re
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -35,14 +39,63 @@ from benchmarks.machine import machine_info
 from jsr_tf.neighbours import NeighbourRow
 
 
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO (\S+?):")
+
+
+def stage_peaks(log_path: str, trace_path: str) -> List[Dict]:
+    """Peak RSS between one logged step and the next, from a run's log and RSS trace.
+
+    Args:
+        log_path: The job's log (``2026-12-07 11:49:50,371 INFO neighbours/histories: ...``).
+        trace_path: ``bench_pipeline.run_measured``'s trace (``<unix time> <RSS MiB>``).
+
+    Returns:
+        ``[{"after": label, "seconds", "peak_rss_mib"}]`` in log order: ``label`` is the logger
+        prefix of the last line logged (e.g. ``neighbours/histories``, ``neighbours/lsh``;
+        ``start`` before the first), consecutive lines of one label merged, spans without a
+        sample left out. What runs after a line is the next stage of the graph, so read a row
+        as "while the job was past this step".
+    """
+    marks = [(0.0, "start")]
+    with open(log_path) as f:
+        for line in f:
+            found = _LOG_LINE.match(line)
+            if found and found[3] != marks[-1][1]:
+                when = datetime.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").timestamp()
+                marks.append((when + int(found[2]) / 1000, found[3]))
+    with open(trace_path) as f:
+        samples = [tuple(float(v) for v in line.split()) for line in f if line.strip()]
+    stages = []
+    for i, (begin, label) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else math.inf
+        inside = [(t, rss) for t, rss in samples if begin <= t < end]
+        if inside:
+            stages.append({"after": label, "seconds": round(inside[-1][0] - inside[0][0], 1),
+                           "peak_rss_mib": round(max(rss for _, rss in inside))})
+    return stages
+
+
 def run_measured(args: Sequence[str], log_path: str,
                  max_rss_mib: Optional[float] = None) -> Dict:
     """``bench_pipeline.run_measured``, rounded: wall s, CPU s, peak RSS MiB, load at start,
-    and whether it was killed at ``max_rss_mib``."""
-    m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib)
+    whether it was killed at ``max_rss_mib``, and the peak RSS per logged step
+    (``stage_peaks``; the trace is kept next to the log, ``<log>.rss``)."""
+    trace_path = log_path + ".rss"
+    loads = [round(load, 2) for load in os.getloadavg()]
+    m = bench_pipeline.run_measured(list(args), log_path, max_rss_mib, trace_path)
     return {"wall_s": round(m["seconds"], 1), "cpu_s": round(m["cpu_s"], 1),
             "peak_rss_mib": round(m["peak_rss_mib"]), "load_at_start": round(m["load_at_start"], 2),
-            "killed": m["killed"]}
+            "load_1_5_15_at_start": loads, "killed": m["killed"],
+            "rss_by_stage": stage_peaks(log_path, trace_path)}
+
+
+def table_digests(out_dir: str) -> Dict[str, str]:
+    """sha256 of each table shard (to compare tables across commits byte for byte)."""
+    digests = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*.jsonl"))):
+        with open(path, "rb") as f:
+            digests[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
+    return digests
 
 
 def read_table(out_dir: str) -> List[NeighbourRow]:
@@ -89,27 +142,35 @@ def neighbours_run(bin_dir: str, raw: str, out: str, flags: Sequence[str],
                 "window_pairs": sum(t.get("window_pairs", 0) for t in totals),
                 "candidate_pairs": sum(t.get("candidate_pairs", 0) for t in totals),
                 "buckets_skipped": sum(t.get("buckets_skipped", 0) for t in totals),
-                "reconciled": stats["reconciled"], "flags": list(flags)})
+                "reconciled": stats["reconciled"], "flags": list(flags),
+                "table_sha256": table_digests(out)})
     row["candidate_pairs_per_user_row"] = round(row["candidate_pairs"]
                                                 / max(row["users_indexed"], 1), 1)
     return row
 
 
-def recall_runs(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict:
-    """The exact table, the bucket join's, and the recall of both LSH tables against exact."""
+def recall_runs(bin_dir: str, raw: str, work: str, extra: Sequence[str],
+                max_rss_mib: Optional[float] = None) -> Dict:
+    """The exact table, the bucket join's, and the recall of both LSH tables against exact
+    (no recall if a run was killed at ``max_rss_mib``)."""
     default = os.path.join(work, "neighbours")
     exact = os.path.join(work, "neighbours_exact")
     bucket = os.path.join(work, "neighbours_bucket")
-    runs = {"exact": neighbours_run(bin_dir, raw, exact, ["--mode", "exact", *extra]),
+    runs = {"exact": neighbours_run(bin_dir, raw, exact, ["--mode", "exact", *extra],
+                                    max_rss_mib),
             "bucket": neighbours_run(bin_dir, raw, bucket,
-                                     ["--candidate_join", "bucket", *extra])}
+                                     ["--candidate_join", "bucket", *extra], max_rss_mib)}
+    if any(run["killed"] for run in runs.values()):
+        return {"runs": runs}
     recall = {"window (default)": table_recall(exact, default),
               "bucket (issue 6)": table_recall(exact, bucket)}
     return {"runs": runs, "recall_train_table": recall}
 
 
-def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict:
-    """``jsr-neighbour-features`` on the preset's default table (preprocess first if needed)."""
+def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str],
+                max_rss_mib: Optional[float] = None) -> Dict:
+    """``jsr-neighbour-features`` on the preset's default table (preprocess first if needed),
+    killed past ``max_rss_mib`` like the retrieval runs."""
     data = os.path.join(work, "data")
     if not os.path.exists(os.path.join(data, "manifest.json")):
         run_measured([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
@@ -118,7 +179,9 @@ def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str]) -> Dict
     row = run_measured([os.path.join(bin_dir, "jsr-neighbour-features"), "--input_dir", raw,
                         "--examples_dir", data, "--neighbours_dir",
                         os.path.join(work, "neighbours"), "--output_dir", out, *extra],
-                       out + ".log")
+                       out + ".log", max_rss_mib)
+    if row["killed"]:
+        return row
     with open(os.path.join(out, "neighbour_feature_stats.json")) as f:
         stats = json.load(f)
     row.update({"examples": stats["examples"]["read"],
@@ -135,7 +198,8 @@ def main() -> None:
     parser.add_argument("--payload_args", default="",
                         help="Space-separated extra arguments of jsr-neighbour-features.")
     parser.add_argument("--max_rss_mib", type=float, default=None,
-                        help="Kill a neighbour run whose RSS exceeds this (a shared machine).")
+                        help="Kill a run (retrieval, recall or payload) whose RSS exceeds this "
+                             "(a shared machine).")
     parser.add_argument("--work_dir", default="bench_output")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default=None, help="JSON results file.")
@@ -176,14 +240,15 @@ def main() -> None:
     if args.recall_preset:
         work = os.path.join(args.work_dir, args.recall_preset)
         results["recall"] = dict(preset=args.recall_preset,
-                                 **recall_runs(bin_dir, os.path.join(work, "raw"), work, extra))
+                                 **recall_runs(bin_dir, os.path.join(work, "raw"), work, extra,
+                                             args.max_rss_mib))
         print(json.dumps(results["recall"]), flush=True)
         write()
     if args.payload_preset:
         work = os.path.join(args.work_dir, args.payload_preset)
         results["payload"] = dict(preset=args.payload_preset,
                                   **payload_run(bin_dir, os.path.join(work, "raw"), work,
-                                                args.payload_args.split()))
+                                                args.payload_args.split(), args.max_rss_mib))
         print(json.dumps(results["payload"]), flush=True)
     print(json.dumps(results["machine"]))
     write()

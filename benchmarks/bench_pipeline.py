@@ -34,8 +34,8 @@ def _run_child(args) -> tuple:
     return measured["seconds"], measured["peak_rss_mib"]
 
 
-def run_measured(args, log_path: Optional[str] = None,
-                 max_rss_mib: Optional[float] = None) -> Dict[str, float]:
+def run_measured(args, log_path: Optional[str] = None, max_rss_mib: Optional[float] = None,
+                 trace_path: Optional[str] = None) -> Dict[str, float]:
     """Runs a command (output to ``log_path``, else discarded).
 
     Args:
@@ -43,6 +43,8 @@ def run_measured(args, log_path: Optional[str] = None,
         log_path: Where its stdout and stderr go.
         max_rss_mib: If its process tree's RSS exceeds this, the tree is killed and the result
             has ``killed: True`` (the figures then cover the run until the kill).
+        trace_path: If set, one line ``<unix time> <RSS MiB>`` per second of the run goes there
+            (the tree's RSS, to be set against the timestamps of the command's log).
 
     Returns:
         ``seconds`` (wall), ``cpu_s`` (user + sys of the child and the children it waited for),
@@ -52,16 +54,21 @@ def run_measured(args, log_path: Optional[str] = None,
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    with open(log_path or os.devnull, "w") as log:
+    with open(log_path or os.devnull, "w") as log, open(trace_path or os.devnull, "w") as trace:
         child = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         proc = psutil.Process(child.pid)
         peak = 0
         killed = False
+        samples = 0
         while child.poll() is None:
             try:
                 rss = proc.memory_info().rss + sum(c.memory_info().rss
                                                    for c in proc.children(recursive=True))
                 peak = max(peak, rss)
+                samples += 1
+                if samples % 5 == 1:
+                    trace.write(f"{time.time():.1f} {rss / 2**20:.0f}\n")
+                    trace.flush()
                 if max_rss_mib and rss > max_rss_mib * 2**20 and not killed:
                     killed = True
                     for process in proc.children(recursive=True) + [proc]:

@@ -34,7 +34,11 @@ examples' held-out targets.
    skips buckets above ``max_bucket`` users (counted). Two layouts with the same result
    (``--lsh_layout``, default ``auto``: ``grouped`` on the in-memory runners, ``keyed`` on
    any other): ``grouped`` does this in memory per (visibility, snapshot, side) population,
-   one worker each (numpy join, vectorised re-rank ``jsr_tf/neighbours/rerank.py``);
+   one worker per (visibility, side) walking its snapshots in order (numpy join, vectorised
+   re-rank ``jsr_tf/neighbours/rerank.py``); it skips step 2's per-snapshot records and keeps
+   one compact history per (visibility, side, user) instead (int64 token codes with their first
+   interval, ``jsr_tf/neighbours/histories.py``; the running signatures are rebuilt per side),
+   because the in-memory runner holds every record between two stages at once;
    ``keyed`` makes every (band, key) bucket a Beam key, so the buckets spread over the
    workers (one bucket's window join on one worker: memory and time linear in its size),
    then groups the window pairs by user (collision counts and the top ``M`` per user spread
@@ -91,7 +95,7 @@ from jsr_tf.neighbours import (HOUR_MS, JOIN_WINDOW, LAYOUT_GROUPED, MODE_EXACT,
                                first_snapshot_seeing, parse_snapshot, resolve_layout,
                                snapshot_time_string, visible_events)
 from jsr_tf.neighbours import minhash as mh
-from jsr_tf.neighbours import rerank, windows
+from jsr_tf.neighbours import histories, rerank, windows
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
 from pipelines import launch, outputs
 from pipelines.preprocess import resolve_inputs, shards_by_size
@@ -445,56 +449,86 @@ class ReRank(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, counts)
 
 
-class LshGroupNeighbours(beam.DoFn):
-    """``((visibility, side, k), [(user, tokens, signature), ...])`` → ``NeighbourRow`` per user.
+class UserHistories(beam.DoFn):
+    """``((visibility, side, user), [(interval, tokens), ...])`` → ``((visibility, side),
+    UserHistory)``: the grouped layout's one compact record per user and side, instead of one
+    ``Indexed`` per snapshot (``jsr_tf/neighbours/histories.py``). Counts ``users_indexed`` as
+    ``CumulativeSignatures`` does."""
 
-    The ``grouped`` LSH layout: band keys, the candidate join (``windows.window_candidates``,
-    or ``minhash.lsh_candidates`` for the bucket join with its ``max_bucket`` skip), the ``M``
-    most colliding candidates and the exact re-rank, all in memory for one population, never
-    all pairs (+ stats).
+    def __init__(self) -> None:
+        self._progress = Progress("neighbours", "histories")
+
+    def process(self, element, snapshots: List[int]):
+        (visibility, side, user), parts = element
+        history = histories.build_history(user, parts)
+        counts = {counter_name(visibility, k, side, "users_indexed"): 1
+                  for k in range(history.start, len(snapshots))}
+        self._progress.tick()
+        yield (visibility, side), history
+        yield beam.pvalue.TaggedOutput(STATS, counts)
+
+
+def lsh_population(population: histories.Population, visibility: str, side: str,
+                   config: NeighbourConfig, snapshots: List[int]) -> Iterable:
+    """One (visibility, snapshot, side) population → ``NeighbourRow`` per user, then its counter
+    dict as a ``stats`` output: band keys, the candidate join (``windows.window_candidates``, or
+    ``minhash.lsh_candidates`` for the bucket join with its ``max_bucket`` skip), the ``M`` most
+    colliding candidates and the exact re-rank, in memory, never all pairs."""
+    k, users, index = population.snapshot, population.users, population.index
+    keys = mh.band_keys(population.signatures, config.bands, config.rows)
+    if config.candidate_join == JOIN_WINDOW:
+        found = windows.window_candidates(keys, config.window_depth, config.window,
+                                          config.max_candidates)
+    else:
+        found = mh.lsh_candidates(keys, config.max_bucket, config.max_candidates)
+    bounds = np.searchsorted(found.left, np.arange(len(users) + 1)).tolist()
+    right = found.right
+    k_side = config.k(side)
+    counts: Counters = collections.Counter({
+        counter_name(visibility, k, side, "buckets_skipped"): found.buckets_skipped,
+        counter_name(visibility, k, side, "bucket_users_skipped"): found.bucket_users_skipped,
+        counter_name(visibility, k, side, "candidate_pairs"): len(right),
+        counter_name(visibility, k, side, "candidates_scored"): len(right),
+        counter_name(visibility, k, side, "users_candidates_truncated"): found.users_truncated,
+        counter_name(visibility, k, side, "window_pairs"): found.window_pairs})
+    for i, user in enumerate(users.tolist()):
+        neighbours, dropped = rerank.rerank_user(index, i, right[bounds[i]:bounds[i + 1]],
+                                                 users, k_side, config.min_jaccard)
+        key = (visibility, side, k, user)
+        counts.update(_row_counts(key, neighbours, dropped, k_side))
+        yield _row(key, int(index.sizes[i]), neighbours, snapshots)
+    logging.info("neighbours/lsh: %s %s snapshot %d: %d users, %d candidate pairs, "
+                 "%d buckets skipped", visibility, side, k, len(users), len(right),
+                 found.buckets_skipped)
+    yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+
+
+class LshSideNeighbours(beam.DoFn):
+    """``((visibility, side), [UserHistory, ...])`` → ``NeighbourRow`` per (snapshot, user).
+
+    The ``grouped`` LSH layout: the snapshots of one (visibility, side) one after the other
+    (``histories.snapshot_populations``: one running signature per user), each population
+    through ``lsh_population`` (+ stats). Holds the side's histories, one snapshot's index and
+    its candidates, never every snapshot's sets.
     """
 
     def __init__(self, config: NeighbourConfig) -> None:
         self._config = config
+        self._hasher: Optional[mh.MinHasher] = None
+
+    def setup(self):
+        self._hasher = mh.MinHasher(self._config.num_perm, self._config.hash_seed)
 
     def process(self, element, snapshots: List[int]):
-        (visibility, side, k), members = element
-        config = self._config
-        members = sorted(members, key=lambda m: m[0])
-        users = np.array([user for user, _, _ in members], dtype=np.int64)
-        index = rerank.TokenIndex([tokens for _, tokens, _ in members])
-        keys = mh.band_keys(np.stack([sig for _, _, sig in members]), config.bands, config.rows)
-        if config.candidate_join == JOIN_WINDOW:
-            found = windows.window_candidates(keys, config.window_depth, config.window,
-                                              config.max_candidates)
-        else:
-            found = mh.lsh_candidates(keys, config.max_bucket, config.max_candidates)
-        bounds = np.searchsorted(found.left, np.arange(len(users) + 1)).tolist()
-        right = found.right
-        k_side = config.k(side)
-        counts: Counters = collections.Counter({
-            counter_name(visibility, k, side, "buckets_skipped"): found.buckets_skipped,
-            counter_name(visibility, k, side, "bucket_users_skipped"):
-                found.bucket_users_skipped,
-            counter_name(visibility, k, side, "candidate_pairs"): len(right),
-            counter_name(visibility, k, side, "candidates_scored"): len(right),
-            counter_name(visibility, k, side, "users_candidates_truncated"):
-                found.users_truncated,
-            counter_name(visibility, k, side, "window_pairs"): found.window_pairs})
-        for i, user in enumerate(users.tolist()):
-            neighbours, dropped = rerank.rerank_user(index, i, right[bounds[i]:bounds[i + 1]],
-                                                     users, k_side, config.min_jaccard)
-            key = (visibility, side, k, user)
-            counts.update(_row_counts(key, neighbours, dropped, k_side))
-            yield _row(key, int(index.sizes[i]), neighbours, snapshots)
-        logging.info("neighbours/lsh: %s %s snapshot %d: %d users, %d candidate pairs, "
-                     "%d buckets skipped", visibility, side, k, len(users), len(right),
-                     found.buckets_skipped)
-        yield beam.pvalue.TaggedOutput(STATS, dict(counts))
+        (visibility, side), members = element
+        for population in histories.snapshot_populations(list(members), len(snapshots),
+                                                         self._hasher, side):
+            yield from lsh_population(population, visibility, side, self._config, snapshots)
 
 
 class RetrieveNeighbours(beam.PTransform):
-    """``Indexed`` records → ``NeighbourRow`` per record, and stats, in ``lsh`` or ``exact`` mode.
+    """``Indexed`` records → ``NeighbourRow`` per record, and stats: ``exact`` mode, or ``lsh``
+    mode in the ``keyed`` layout (the ``grouped`` layout is ``RetrieveGrouped``).
 
     Args:
         config: Retrieval settings.
@@ -522,15 +556,8 @@ class RetrieveNeighbours(beam.PTransform):
                        STATS, main="rows"))
             return {"rows": out.rows, "stats": [out.stats]}
         if config.lsh_layout == LAYOUT_GROUPED:
-            out = (indexed
-                   | "KeyByGroup" >> beam.Map(
-                       lambda r: ((r.visibility, r.side, r.snapshot),
-                                  (r.user, r.tokens, r.signature)))
-                   | "GroupUsers" >> beam.GroupByKey()
-                   | "LshInMemory" >> beam.ParDo(LshGroupNeighbours(config), snaps).with_outputs(
-                       STATS, main="rows"))
-            return {"rows": out.rows, "stats": [out.stats]}
-
+            raise ValueError("The grouped LSH layout retrieves from user histories, not "
+                             "`Indexed` records: use `RetrieveGrouped` on the grouped partials.")
         if config.candidate_join == JOIN_WINDOW:
             members = beam.FlatMap(window_bucket_members, config.window).with_outputs(
                 STATS, main="members")
@@ -557,6 +584,25 @@ class RetrieveNeighbours(beam.PTransform):
                         STATS, main="rows"))
         return {"rows": reranked.rows,
                 "stats": [buckets.stats, candidates.stats, reranked.stats]}
+
+
+class RetrieveGrouped(RetrieveNeighbours):
+    """Grouped partial token sets → ``NeighbourRow`` and stats: the ``grouped`` LSH layout.
+
+    Input: ``((visibility, side, user), [(interval, tokens), ...])`` (``GroupPartials``), not
+    ``Indexed`` records; arguments and output as ``RetrieveNeighbours``'.
+    """
+
+    def expand(self, partials):
+        snaps = beam.pvalue.AsSingleton(self._snapshots)
+        found = (partials
+                 | "Histories" >> beam.ParDo(UserHistories(), snaps).with_outputs(
+                     STATS, main="histories"))
+        out = (found.histories
+               | "GroupSides" >> beam.GroupByKey()
+               | "LshInMemory" >> beam.ParDo(LshSideNeighbours(self._config),
+                                             snaps).with_outputs(STATS, main="rows"))
+        return {"rows": out.rows, "stats": [found.stats, out.stats]}
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -586,12 +632,18 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
                   | "JoinItems" >> beam.CoGroupByKey()
                   | "Categories" >> beam.FlatMap(join_categories).with_outputs(
                       STATS, main="partials"))
-    indexed = ((tokens.partials, categories.partials)
-               | "AllPartials" >> beam.Flatten()
-               | "GroupPartials" >> beam.GroupByKey()
-               | "Signatures" >> beam.ParDo(CumulativeSignatures(config), snaps).with_outputs(
-                   STATS, main="indexed"))
-    retrieved = indexed.indexed | "Retrieve" >> RetrieveNeighbours(config, snapshots)
+    partials = ((tokens.partials, categories.partials)
+                | "AllPartials" >> beam.Flatten()
+                | "GroupPartials" >> beam.GroupByKey())
+    runner = pipeline.options.view_as(StandardOptions).runner
+    if config.mode == MODE_LSH and resolve_layout(config, runner).lsh_layout == LAYOUT_GROUPED:
+        retrieved = partials | "Retrieve" >> RetrieveGrouped(config, snapshots)
+        signature_stats = []
+    else:
+        indexed = partials | "Signatures" >> beam.ParDo(
+            CumulativeSignatures(config), snaps).with_outputs(STATS, main="indexed")
+        retrieved = indexed.indexed | "Retrieve" >> RetrieveNeighbours(config, snapshots)
+        signature_stats = [indexed.stats]
 
     (retrieved["rows"]
      | "RowJson" >> beam.Map(lambda r: (r.user % num_shards,
@@ -600,7 +652,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
     dead | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
     stats_parts = [p.stats for p in parsed.values()]
-    stats_parts += [timelines.stats, tokens.stats, categories.stats, indexed.stats]
+    stats_parts += [timelines.stats, tokens.stats, categories.stats, *signature_stats]
     stats_parts += retrieved["stats"]
     (stats_parts
      | "AllStats" >> beam.Flatten()

@@ -59,7 +59,8 @@ def test_neighbours_dataflow_graph(raw):
         "WriteTable/GroupShards", "WriteTable/WriteShards",
         "DeadLetters/WriteDead/WriteShards", "WriteRawStats", "WriteSnapshots"])
     # `--lsh_layout auto` is the keyed layout on Dataflow: no bucket is grouped in one worker.
-    assert not {"Retrieve/GroupUsers", "Retrieve/LshInMemory"} & set(summary["transforms"])
+    assert not ({"Retrieve/Histories", "Retrieve/GroupSides", "Retrieve/LshInMemory"}
+                & set(summary["transforms"]))
 
 
 def test_tfds_builder_transforms_dataflow_graph(raw, tmp_path):

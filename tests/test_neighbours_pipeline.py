@@ -203,6 +203,28 @@ def test_lsh_layouts_write_the_same_table(lsh, lsh_keyed, window, window_keyed):
     assert window[1]["tables"] == window_keyed[1]["tables"]
 
 
+@pytest.mark.parametrize("layout, present, absent", [
+    ("grouped", {"Retrieve/Histories", "Retrieve/GroupSides", "Retrieve/LshInMemory"},
+     {"Signatures", "Retrieve/BandKeys"}),
+    ("keyed", {"Signatures", "Retrieve/BandKeys"}, {"Retrieve/Histories"})])
+def test_grouped_layout_builds_no_per_snapshot_records(tmp_path, layout, present, absent):
+    """Issue 17: the in-memory runner holds a stage's records at once, so the grouped layout
+    keeps one history per (visibility, side, user) and never the ``Indexed`` record of every
+    snapshot (``Signatures``), which outgrew memory at ``kuaisar_small``."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from jsr_tf.data.config import PreprocessConfig
+    from pipelines.preprocess import resolve_inputs
+
+    raw = write_fixture(str(tmp_path / "raw"))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    nb.build_pipeline(pipeline, resolve_inputs(raw), str(tmp_path / "out"),
+                      NeighbourConfig(lsh_layout=layout).validate(), PreprocessConfig())
+    labels = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    assert present <= labels and not absent & labels
+
+
 def test_no_self_neighbours_and_sorted_lists(exact, lsh):
     for out, _ in (exact, lsh):
         for (_, _, _, user), row in read_table(out).items():

@@ -24,8 +24,9 @@ class CGC(keras.layers.Layer):
     Each expert is `Dense(H) ReLU Dropout`, each tower `Dense(128) ReLU Dropout Dense(64) ReLU
     Dropout` (`tower_units`). A task's experts and its gate run as one matmul over their
     concatenated kernels (the variables stay one `Dense` per expert and gate); the values are
-    those of separate layers up to float32 round-off. A one-level CGC has no consumer for a shared gate, so, unlike the
-    reference, none is built (3,852 unused parameters on KuaiSAR, spec/unisar.md §11).
+    those of separate layers up to float32 round-off. A one-level CGC has no consumer for a
+    shared gate, so, unlike the reference, none is built (3,852 unused parameters on KuaiSAR,
+    spec/unisar.md §11).
 
     Args:
         num_tasks: Number of tasks `T` (UniSAR: 2, output 0 = feed, 1 = search).

@@ -71,15 +71,16 @@ def full_payload(data_dir: str, rows: int, seed: int = 0) -> Dict[str, np.ndarra
 
     vocab = load_vocab(data_dir)
     rng = np.random.default_rng(seed)
-    k, lf, lq = F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
-    words = rng.choice(vocab.word_ids, size=(rows, k, lq, F.NBR_QUERY_WORDS))
+    shape = vocab.shape
+    k, lf, lq = shape.neighbour_slots, shape.nbr_feed_items, shape.nbr_search_sessions
+    words = rng.choice(vocab.word_ids, size=(rows, k, lq, shape.nbr_query_words))
     words[..., 4:] = F.RAW_PAD_ID
     return {F.NBR_SIDE: np.tile(np.repeat([1, 2], k // 2), (rows, 1)).astype(np.int64),
             F.NBR_SIM: rng.uniform(0.02, 0.5, (rows, k)).astype(np.float32),
             F.NBR_REC_ITEMS: rng.choice(vocab.item_ids, size=(rows, k, lf)).astype(np.int64),
             F.NBR_SRC_WORDS: words.astype(np.int64),
             F.NBR_SRC_CLICKS: rng.choice(vocab.item_ids, size=(rows, k, lq,
-                                                               F.NBR_SESSION_CLICKS)).astype(np.int64)}
+                                                               shape.nbr_session_clicks)).astype(np.int64)}
 
 
 def main() -> None:

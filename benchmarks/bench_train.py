@@ -71,17 +71,19 @@ from jsr_tf.training.trainer import make_optimizer, model_tasks
 from benchmarks.machine import machine_info
 
 ITEMS, WORDS, USERS = 673_414, 394_910, 22_698
+SHAPE = F.DataShape()  # the reference configuration's sizes
 
 
 def synthetic_vocab(rng: np.random.Generator) -> Vocab:
-    captions = rng.integers(1, WORDS + 1, size=(ITEMS, F.MAX_CAPTION_WORDS), dtype=np.int64)
-    lengths = rng.integers(0, F.MAX_CAPTION_WORDS + 1, size=ITEMS)
-    captions[np.arange(F.MAX_CAPTION_WORDS)[None, :] >= lengths[:, None]] = F.RAW_PAD_ID
+    width = SHAPE.caption_words
+    captions = rng.integers(1, WORDS + 1, size=(ITEMS, width), dtype=np.int64)
+    lengths = rng.integers(0, width + 1, size=ITEMS)
+    captions[np.arange(width)[None, :] >= lengths[:, None]] = F.RAW_PAD_ID
     categories = np.stack([rng.integers(1, 38, ITEMS), rng.integers(1, 297, ITEMS),
                            np.zeros(ITEMS, np.int64), np.zeros(ITEMS, np.int64)], axis=1)
     users = np.stack([rng.integers(0, 7, USERS), rng.integers(0, 4, USERS),
                       rng.integers(0, 8, USERS), rng.integers(0, 3, USERS)], axis=1)
-    queries = rng.integers(1, WORDS + 1, size=(20_000, F.MAX_QUERY_WORDS), dtype=np.int64)
+    queries = rng.integers(1, WORDS + 1, size=(20_000, SHAPE.query_words), dtype=np.int64)
     queries[:, 6:] = F.RAW_PAD_ID
     return Vocab(item_ids=np.arange(1, ITEMS + 1, dtype=np.int64),
                  item_feed_count=np.ones(ITEMS, np.int64),
@@ -129,8 +131,8 @@ def synthetic_batch(rng: np.random.Generator, rows: int, candidates: int,
 def synthetic_neighbours(rng: np.random.Generator, rows: int) -> Dict[str, tf.Tensor]:
     """Every slot filled: 5 feed-side + 5 search-side neighbours, 15 items and 10 sessions
     (4 words, 2 clicks) each, the worst case for the neighbour encoder."""
-    k, lf, lq = F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
-    words = rng.integers(1, WORDS + 1, size=(rows, k, lq, F.NBR_QUERY_WORDS), dtype=np.int64)
+    k, lf, lq = SHAPE.neighbour_slots, SHAPE.nbr_feed_items, SHAPE.nbr_search_sessions
+    words = rng.integers(1, WORDS + 1, size=(rows, k, lq, SHAPE.nbr_query_words), dtype=np.int64)
     words[..., 4:] = 0
     side = np.tile(np.repeat([F.NeighbourSide.FEED, F.NeighbourSide.SEARCH], k // 2), (rows, 1))
     return {
@@ -139,7 +141,7 @@ def synthetic_neighbours(rng: np.random.Generator, rows: int) -> Dict[str, tf.Te
         F.NBR_REC_ITEMS: tf.constant(rng.integers(1, ITEMS + 1, (rows, k, lf)), tf.int64),
         F.NBR_SRC_WORDS: tf.constant(words, tf.int64),
         F.NBR_SRC_CLICKS: tf.constant(
-            rng.integers(1, ITEMS + 1, (rows, k, lq, F.NBR_SESSION_CLICKS)), tf.int64),
+            rng.integers(1, ITEMS + 1, (rows, k, lq, SHAPE.nbr_session_clicks)), tf.int64),
     }
 
 

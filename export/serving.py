@@ -23,8 +23,9 @@ padding, as before id 0 was supported; B and N are free):
     table's serving export holds it (``features.py``, ``spec/similar_users.md`` §5):
     ``nbr_side [B, K]`` (0 empty, 1 feed-similar, 2 search-similar), ``nbr_sim [B, K]`` float32,
     ``nbr_rec_items [B, K, Lf]``, ``nbr_src_words [B, K, Lq, Wn]``,
-    ``nbr_src_clicks [B, K, Lq, Kn]`` (any sizes: cut or padded to K = 10 slots, the most
-    recent Lf = 15 items and Lq = 10 sessions, the first Wn = 8 words and Kn = 2 clicks)
+    ``nbr_src_clicks [B, K, Lq, Kn]`` (any sizes: cut or padded to the model's
+    ``DataShape``: K slots, the most recent Lf items and Lq sessions, the first Wn words and Kn
+    clicks; by default 10, 15, 10, 8, 2)
     → ``scores [B, N]``. All-zero neighbour inputs (a user without a table row) give exactly
     the ``feed`` / ``search`` scores; those base signatures run such a ranker with no neighbours.
 ``retrieve`` (when a two-tower head is exported)
@@ -164,15 +165,19 @@ def model_zero_is_id(model) -> bool:
     return any(lookup.holds_raw_zero for lookup in lookups) or not lookups
 
 
-def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True,
+def fit_neighbours(inputs: Dict[str, tf.Tensor], shape: F.DataShape, zero_is_id: bool = True,
                    pad: int = F.RAW_PAD_ID) -> Dict[str, tf.Tensor]:
     """A request's neighbour tensors (any sizes) → the reader's ``[B, K, ...]`` layout.
 
     Slots beyond ``K`` are dropped (the table lists the best first); each slot keeps its most
     recent ``Lf`` items and ``Lq`` sessions, and the first ``Wn`` words and ``Kn`` clicks of a
-    session, as the pipeline does. ``zero_is_id`` and ``pad``: see ``fit_request``.
+    session, as the pipeline does (the sizes of ``shape``). ``zero_is_id`` and ``pad``: see
+    ``fit_request``.
     """
-    k = F.MAX_NEIGHBOURS
+    fields = shape.batch_fields(labels=False, neighbours=True)
+    k, lf = fields[F.NBR_REC_ITEMS].inner
+    _, lq, wn = fields[F.NBR_SRC_WORDS].inner
+    kn = fields[F.NBR_SRC_CLICKS].inner[-1]
     side = request.fit_width(tf.cast(inputs[F.NBR_SIDE], _I64), k)
     sim = request.fit_width(tf.cast(inputs[F.NBR_SIM], tf.float32), k)
     rows = tf.shape(side)[0]
@@ -186,85 +191,68 @@ def fit_neighbours(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True,
         return tf.reshape(values, tf.concat([[rows * k], tf.shape(values)[2:]], 0))
 
     items = slots(items)
-    (items,) = request.fit_history(is_id(items, zero_is_id), [items], F.NBR_FEED_ITEMS, [pad])
-    words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], F.NBR_QUERY_WORDS, pad))
-    clicks = slots(request.fit_width(inputs[F.NBR_SRC_CLICKS], F.NBR_SESSION_CLICKS, pad))
+    (items,) = request.fit_history(is_id(items, zero_is_id), [items], lf, [pad])
+    words = slots(request.fit_width(inputs[F.NBR_SRC_WORDS], wn, pad))
+    clicks = slots(request.fit_width(inputs[F.NBR_SRC_CLICKS], kn, pad))
     valid = (tf.reduce_any(is_id(words, zero_is_id), axis=-1)
              | tf.reduce_any(is_id(clicks, zero_is_id), axis=-1))
-    words, clicks = request.fit_history(valid, [words, clicks], F.NBR_SEARCH_SESSIONS,
-                                        [pad, pad])
-    lq = F.NBR_SEARCH_SESSIONS
-    return {F.NBR_SIDE: tf.ensure_shape(side, [None, k]),
-            F.NBR_SIM: tf.ensure_shape(sim, [None, k]),
-            F.NBR_REC_ITEMS: tf.reshape(items, [-1, k, F.NBR_FEED_ITEMS]),
-            F.NBR_SRC_WORDS: tf.reshape(words, [-1, k, lq, F.NBR_QUERY_WORDS]),
-            F.NBR_SRC_CLICKS: tf.reshape(clicks, [-1, k, lq, F.NBR_SESSION_CLICKS])}
+    words, clicks = request.fit_history(valid, [words, clicks], lq, [pad, pad])
+    fitted = {F.NBR_SIDE: side, F.NBR_SIM: sim, F.NBR_REC_ITEMS: items, F.NBR_SRC_WORDS: words,
+              F.NBR_SRC_CLICKS: clicks}
+    return {name: tf.reshape(value, [-1, *fields[name].inner])
+            for name, value in fitted.items()}
 
 
-def fit_request(inputs: Dict[str, tf.Tensor], zero_is_id: bool = True,
+def fit_request(inputs: Dict[str, tf.Tensor], shape: F.DataShape, zero_is_id: bool = True,
                 pad: int = F.RAW_PAD_ID) -> Dict[str, tf.Tensor]:
     """A request's raw tensors → the model's batch layout at the caps (most recent kept).
 
+    ``shape``: the model's ``DataShape`` (``JsrModel.data_shape``), whose
+    ``batch_fields(labels=False)`` is the output layout.
     ``zero_is_id``: see ``is_id`` (``ServingModule`` passes ``model_zero_is_id(ranker)``).
     ``pad``: the padding id of the inputs, and of the output. Raw requests pad with
     ``RAW_PAD_ID``; a request already mapped to dense indices (``JsrModel.prepare``, padding 0,
     ids > 0) is fitted with ``zero_is_id=False, pad=0`` and gives the same batch, prepared.
     """
+    fields = shape.batch_fields(labels=False)
+    (feed,) = fields[F.FEED_ITEMS].inner
+    searches, words_cap = fields[F.SEARCH_WORDS].inner
+    clicks_cap = fields[F.SEARCH_CLICKS].inner[-1]
     out = {F.USER_ID: tf.cast(inputs[F.USER_ID], _I64)}
-    feed_items, feed_ts = request.fit_history(
+    out[F.FEED_ITEMS], out[F.FEED_TS] = request.fit_history(
         is_id(inputs[F.FEED_ITEMS], zero_is_id), [inputs[F.FEED_ITEMS], inputs[F.FEED_TS]],
-        F.MAX_FEED_HISTORY, [pad, 0])
-    out[F.FEED_ITEMS] = tf.ensure_shape(feed_items, [None, F.MAX_FEED_HISTORY])
-    out[F.FEED_TS] = tf.ensure_shape(feed_ts, [None, F.MAX_FEED_HISTORY])
-    words = request.fit_width(inputs[F.SEARCH_WORDS], F.MAX_QUERY_WORDS, pad)
-    clicks = request.fit_width(inputs[F.SEARCH_CLICKS], F.MAX_SESSION_CLICKS, pad)
+        feed, [pad, 0])
+    words = request.fit_width(inputs[F.SEARCH_WORDS], words_cap, pad)
+    clicks = request.fit_width(inputs[F.SEARCH_CLICKS], clicks_cap, pad)
     # Sessions of a request list the items actually clicked (none: all -1). An Example in the
     # training schema carries ``search_has_click`` (its no-click sessions hold a fallback item).
     has_click = inputs.get(F.SEARCH_HAS_CLICK)
     if has_click is None:
         has_click = tf.cast(tf.reduce_any(is_id(clicks, zero_is_id), axis=-1), _I64)
-    search_ts, words, clicks, has_click = request.fit_history(
+    (out[F.SEARCH_TS], out[F.SEARCH_WORDS], out[F.SEARCH_CLICKS],
+     out[F.SEARCH_HAS_CLICK]) = request.fit_history(
         tf.not_equal(inputs[F.SEARCH_TS], 0), [inputs[F.SEARCH_TS], words, clicks, has_click],
-        F.MAX_SEARCH_HISTORY, [0, pad, pad, 0])
-    out[F.SEARCH_HAS_CLICK] = tf.ensure_shape(has_click, [None, F.MAX_SEARCH_HISTORY])
-    out[F.SEARCH_TS] = tf.ensure_shape(search_ts, [None, F.MAX_SEARCH_HISTORY])
-    out[F.SEARCH_WORDS] = tf.ensure_shape(words, [None, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS])
-    out[F.SEARCH_CLICKS] = tf.ensure_shape(
-        clicks, [None, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS])
+        searches, [0, pad, pad, 0])
     if F.QUERY_WORDS in inputs:
-        out[F.QUERY_WORDS] = tf.ensure_shape(
-            request.fit_width(inputs[F.QUERY_WORDS], F.MAX_QUERY_WORDS, pad),
-            [None, F.MAX_QUERY_WORDS])
+        out[F.QUERY_WORDS] = request.fit_width(inputs[F.QUERY_WORDS], words_cap, pad)
+    out = {name: tf.ensure_shape(value, [None, *fields[name].inner])
+           for name, value in out.items()}
     if CANDIDATES in inputs:
         out[CANDIDATES] = inputs[CANDIDATES]
     if F.NBR_SIDE in inputs:
-        out.update(fit_neighbours(inputs, zero_is_id, pad))
+        out.update(fit_neighbours(inputs, shape, zero_is_id, pad))
     return out
 
 
-def _serving_spec() -> Dict[str, tf.io.RaggedFeature]:
-    spec = {F.USER_ID: tf.io.RaggedFeature(_I64), CANDIDATES: tf.io.RaggedFeature(_I64),
-            F.QUERY_WORDS: tf.io.RaggedFeature(_I64), F.FEED_ITEMS: tf.io.RaggedFeature(_I64),
-            F.FEED_TS: tf.io.RaggedFeature(_I64), F.SEARCH_TS: tf.io.RaggedFeature(_I64),
-            F.SEARCH_HAS_CLICK: tf.io.RaggedFeature(_I64)}
-    for values, (lengths, _) in F.SESSION_LIST_CAPS.items():
-        spec[values] = tf.io.RaggedFeature(
-            _I64, value_key=values, partitions=[tf.io.RaggedFeature.RowLengths(lengths)])
-    return spec
-
-
-def parse_examples(serialized: tf.Tensor, neighbours: bool = False) -> Dict[str, tf.Tensor]:
+def parse_examples(serialized: tf.Tensor, shape: F.DataShape,
+                   neighbours: bool = False) -> Dict[str, tf.Tensor]:
     """Serialized serving Examples → dense request tensors (uncapped; ``fit_request`` caps).
 
-    With ``neighbours`` the Examples' ``nbr_*`` fields (the training layout; absent = none) are
-    parsed too.
+    With ``neighbours`` the Examples' ``nbr_*`` fields (the training layout, ``shape``'s slots;
+    absent = none) are parsed too.
     """
-    spec = _serving_spec()
-    if neighbours:
-        spec.update({name: tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else _I64)
-                     for name in F.NEIGHBOUR_INPUTS})
-    parsed = tf.io.parse_example(serialized, spec)
-    nbr = reader.neighbour_tensors(parsed) if neighbours else {}
+    parsed = tf.io.parse_example(serialized, F.parse_spec(neighbours=neighbours, request=True))
+    nbr = F.neighbour_blocks(parsed, shape) if neighbours else {}
     times = (F.FEED_TS, F.SEARCH_TS, F.SEARCH_HAS_CLICK)
     out = {name: value.to_tensor(default_value=0 if name in times else F.RAW_PAD_ID)
            for name, value in parsed.items() if name not in F.NEIGHBOUR_INPUTS}
@@ -295,20 +283,14 @@ def bucket(size: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.gather(buckets, tf.minimum(index, len(BUCKETS) - 1)), tf.shape(size))
 
 
-# The smallest padded size of each axis after the first, per request field: the model's caps,
-# so that every request within the caps compiles to one shape (the XLA path pads the raw request
-# before fitting it, since its inner sizes are free).
-_MIN_SIZES = {
-    F.FEED_ITEMS: (F.MAX_FEED_HISTORY,), F.FEED_TS: (F.MAX_FEED_HISTORY,),
-    F.SEARCH_TS: (F.MAX_SEARCH_HISTORY,), F.SEARCH_HAS_CLICK: (F.MAX_SEARCH_HISTORY,),
-    F.SEARCH_WORDS: (F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS),
-    F.SEARCH_CLICKS: (F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS),
-    F.QUERY_WORDS: (F.MAX_QUERY_WORDS,),
-    F.NBR_SIDE: (F.MAX_NEIGHBOURS,), F.NBR_SIM: (F.MAX_NEIGHBOURS,),
-    F.NBR_REC_ITEMS: (F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS),
-    F.NBR_SRC_WORDS: (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS),
-    F.NBR_SRC_CLICKS: (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS),
-}
+def min_sizes(shape: F.DataShape) -> Dict[str, tuple]:
+    """The smallest padded size of each axis after the first, per request field: the model's
+    caps (``shape``'s batch layout), so that every request within the caps compiles to one
+    shape (the XLA path pads the raw request before fitting it, since its inner sizes are free).
+    """
+    fields = shape.batch_fields(labels=False, neighbours=True)
+    return {name: field.inner for name, field in fields.items() if field.inner}
+
 # Parallel request fields: equal [B, L] (``fit_history`` checks them too, but XLA drops asserts).
 _NOT_IDS = (F.FEED_TS, F.SEARCH_TS, F.SEARCH_HAS_CLICK, F.NBR_SIDE, F.NBR_SIM)  # padded with 0
 _PARALLEL = ((F.FEED_ITEMS, F.FEED_TS),
@@ -386,6 +368,7 @@ class ServingModule(tf.Module):
                 "both": tf.function(self._compiled_both, jit_compile=True)}
         # Whether ``ranker.prepare`` maps the request to dense indices (padding 0): the XLA
         # path then pads and fits the prepared request.
+        self._min_sizes = min_sizes(ranker.data_shape)
         self._dense = PREPARED in ranker.prepare(
             {name: tf.zeros([1] * spec.shape.rank, spec.dtype) for name, spec in
              {**HISTORY_SPECS, CANDIDATES: CANDIDATES_SPEC}.items()})
@@ -419,11 +402,11 @@ class ServingModule(tf.Module):
         and ``compiled()`` (one XLA function: fitting to the caps and scoring) cut back."""
         inputs = within_limits(self.limits, inputs, F.USER_ID)
         if not self.jit_compile:
-            return plain(fit_request(inputs, self.zero_is_id))
+            return plain(fit_request(inputs, self.ranker.data_shape, self.zero_is_id))
         with tf.control_dependencies(parallel_checks(inputs)):
             prepared = self.ranker.prepare(inputs)
         rows, cols = tf.shape(inputs[F.USER_ID])[0], tf.shape(inputs[CANDIDATES])[1]
-        padded = {name: pad_to_buckets(value, _MIN_SIZES.get(name, ()),
+        padded = {name: pad_to_buckets(value, self._min_sizes.get(name, ()),
                                        0 if self._dense or name in _NOT_IDS else F.RAW_PAD_ID)
                   for name, value in prepared.items() if name != PREPARED}
         out = compiled()(padded)
@@ -432,8 +415,8 @@ class ServingModule(tf.Module):
     def _fitted(self, padded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The bucket-padded (prepared) request fitted to the caps, inside the XLA function."""
         if not self._dense:
-            return fit_request(padded, self.zero_is_id)
-        batch = fit_request(padded, zero_is_id=False, pad=F.PAD_ID)
+            return fit_request(padded, self.ranker.data_shape, self.zero_is_id)
+        batch = fit_request(padded, self.ranker.data_shape, zero_is_id=False, pad=F.PAD_ID)
         return mark_prepared(batch)
 
     def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
@@ -446,7 +429,8 @@ class ServingModule(tf.Module):
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
         inputs = within_limits(self.limits, inputs, F.USER_ID)
-        users = self.retriever.request_vectors(fit_request(inputs, self.zero_is_id))
+        users = self.retriever.request_vectors(
+            fit_request(inputs, self.retriever.data_shape, self.zero_is_id))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
                                 tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)
@@ -485,7 +469,8 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
         def serving_default(examples):
-            return self._both(parse_examples(examples, neighbours=neighbours))
+            return self._both(parse_examples(examples, self.ranker.data_shape,
+                                             neighbours=neighbours))
 
         out = {FEED_SIGNATURE: feed.get_concrete_function(),
                SEARCH_SIGNATURE: search.get_concrete_function(),

@@ -10,7 +10,7 @@ from real rows of the valid split (the sample batch and its first row), are writ
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import jsr_tf  # noqa: F401
 import numpy as np
@@ -25,13 +25,17 @@ EXTRA_DIR = "assets.extra"
 HISTORY_INPUTS = tuple(S.HISTORY_SPECS)
 
 
-def sample_requests(data_dir: str, rows: int = 2, candidates: int = F.NUM_EVAL_CANDIDATES,
+def sample_requests(data_dir: str, rows: int = 2, candidates: Optional[int] = None,
                     neighbours: bool = False) -> Dict[str, Dict[str, np.ndarray]]:
     """One request per signature from the first valid rows: signature → input name → array.
+
+    ``candidates`` per row: default all of a valid row's (the data's ``eval_candidates``).
 
     With ``neighbours`` the ``feed_nbr`` / ``search_nbr`` requests carry the rows' stored
     neighbour payload (all padding if the data dir has none).
     """
+    if candidates is None:
+        candidates = F.DataShape.read(data_dir).eval_candidates
     out: Dict[str, Dict[str, np.ndarray]] = {}
     for task, name, nbr_name in ((F.Task.FEED, S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE),
                                  (F.Task.SEARCH, S.SEARCH_SIGNATURE, S.SEARCH_NBR_SIGNATURE)):

@@ -11,7 +11,6 @@ import dataclasses
 import json
 from typing import Any, Callable, Dict, Iterable, Tuple
 
-from jsr_tf import features as F
 
 
 NEIGHBOUR_ENCODERS = ("none", "pooled", "shared")
@@ -432,7 +431,3 @@ def two_tower() -> ExperimentConfig:
     return ExperimentConfig(preset="two_tower", model=ModelConfig(name="two_tower"),
                             train=TrainConfig(batch_size=512, l2=0.0))
 
-
-# Caps the model is built for; they equal the data contract's.
-HISTORY_CAPS = {"feed": F.MAX_FEED_HISTORY, "search": F.MAX_SEARCH_HISTORY,
-                "words": F.MAX_QUERY_WORDS, "clicks": F.MAX_SESSION_CLICKS}

@@ -167,16 +167,16 @@ def slot_line(stats: Dict) -> str:
             f"{payload['feed_events']:,} feed, {payload['search_sessions']:,} search")
 
 
-def check_slot_count(config: NeighbourConfig) -> None:
+def check_slot_count(config: NeighbourConfig, shape: F.DataShape) -> None:
     """Raises ``InputError`` if a table has more neighbours per user than the model has slots.
 
-    The reader, the models and the serving signatures read ``features.MAX_NEIGHBOURS`` slots;
+    The reader, the models and the serving signatures read ``shape.neighbour_slots`` slots;
     a table with ``k_feed + k_search`` above it would lose its search-side neighbours (they come
     last) without a word.
     """
     total = config.k_feed + config.k_search
-    if total > F.MAX_NEIGHBOURS:
+    if total > shape.neighbour_slots:
         raise kuaisar.InputError(
-            f"`k_feed + k_search` should be at most {F.MAX_NEIGHBOURS} (the slots the reader, "
+            f"`k_feed + k_search` should be at most {shape.neighbour_slots} (the slots the reader, "
             f"the models and the serving signatures read). Received: `k_feed={config.k_feed}`, "
             f"`k_search={config.k_search}`")

@@ -186,7 +186,7 @@ def check_configs(examples_config: Dict, table_config: Dict) -> NeighbourConfig:
         raise kuaisar.InputError(
             f"The neighbour table should have the visibilities {list(TABLE_VISIBILITIES)}. "
             f"Received: `visibilities={list(config.visibilities)}`")
-    common.check_slot_count(config)
+    common.check_slot_count(config, F.DataShape.from_preprocess(examples_config))
     return config
 
 
@@ -322,7 +322,8 @@ class CutPayloads(beam.DoFn):
     neighbour without a timeline (not in the raw data) gets empty payloads, counted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shape: F.DataShape) -> None:
+        self._shape = shape
         self._progress = Progress("neighbour_features", "cut")
 
     def process(self, element):
@@ -334,11 +335,11 @@ class CutPayloads(beam.DoFn):
             if timelines:
                 if request.visibility not in cutters:
                     cutters[request.visibility] = pl.PayloadCutter.from_timeline(
-                        timelines[0], request.visibility)
+                        timelines[0], request.visibility, self._shape)
                 payload = cutters[request.visibility].cut(request.before_ts)
             else:
                 bump(counts, "slots/neighbour_without_timeline")
-                payload = pl.EMPTY_PAYLOAD
+                payload = pl.empty_payload(self._shape)
             common.count_cut(counts, payload)
             slot = pl.Slot(request.side, request.sim, neighbour)
             yield request.key, (request.slot, slot, payload)
@@ -437,7 +438,8 @@ def add_payloads(pipeline: beam.Pipeline, inputs: Inputs, timelines, segments: S
     keyed_timelines = timelines | "KeyTimelines" >> beam.Map(lambda t: (t.user_id, t))
     payloads = ({"requests": planned.requests, "timeline": keyed_timelines}
                 | "JoinNeighbours" >> beam.CoGroupByKey()
-                | "CutPayloads" >> beam.ParDo(CutPayloads()).with_outputs(STATS, main="slots"))
+                | "CutPayloads" >> beam.ParDo(CutPayloads(inputs.preprocess_config.data_shape()))
+                .with_outputs(STATS, main="slots"))
     assembled = ({"example": examples.examples, "plan": planned[PlanSlots.PLAN],
                   "slots": payloads.slots}
                  | "JoinPayloads" >> beam.CoGroupByKey()
@@ -557,18 +559,19 @@ def _copy(source: str, destination: str) -> None:
         out.write(data)
 
 
-def copy_metadata(examples_dir: str, output_dir: str) -> None:
+def copy_metadata(examples_dir: str, output_dir: str, shape: F.DataShape) -> None:
     """Copies ``vocab/`` and the metadata files of the examples dir (``schema.json`` with the
-    neighbour fields added)."""
+    neighbour fields of ``shape`` added)."""
     for name in COPIED_FILES:
         _copy(FileSystems.join(examples_dir, name), FileSystems.join(output_dir, name))
     # schema.json also describes the added fields.
     schema = read_json(FileSystems.join(examples_dir, F.SCHEMA_FILE))
-    schema["neighbour_features"] = F.neighbour_feature_description()
-    schema["neighbour_caps"] = {"slots": F.MAX_NEIGHBOURS, "feed_items": F.NBR_FEED_ITEMS,
-                                "search_sessions": F.NBR_SEARCH_SESSIONS,
-                                "query_words": F.NBR_QUERY_WORDS,
-                                "session_clicks": F.NBR_SESSION_CLICKS}
+    schema["neighbour_features"] = F.neighbour_feature_description(shape)
+    schema["neighbour_caps"] = {"slots": shape.neighbour_slots,
+                                "feed_items": shape.nbr_feed_items,
+                                "search_sessions": shape.nbr_search_sessions,
+                                "query_words": shape.nbr_query_words,
+                                "session_clicks": shape.nbr_session_clicks}
     write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
     pattern = FileSystems.join(examples_dir, F.VOCAB_DIR, "*")
     for m in FileSystems.match([pattern])[0].metadata_list:
@@ -591,7 +594,8 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
     stats.update(elapsed_s=round(elapsed_s, 2), input_dir=args.input_dir, passes=num_passes,
                  examples_dir=args.examples_dir, neighbours_dir=args.neighbours_dir,
                  payload_lag_ms=args.payload_lag_ms, jsr_tf_version=jsr_tf.__version__)
-    copy_metadata(args.examples_dir, output_dir)
+    shape = inputs.preprocess_config.data_shape()
+    copy_metadata(args.examples_dir, output_dir, shape)
 
     manifest = dict(inputs.manifest)
     files = {}
@@ -605,9 +609,10 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
         "neighbours_dir": args.neighbours_dir,
         "payload_lag_ms": args.payload_lag_ms,
         "snapshots": inputs.snapshots,
-        "caps": {"max_neighbours": F.MAX_NEIGHBOURS, "feed_items": F.NBR_FEED_ITEMS,
-                 "search_sessions": F.NBR_SEARCH_SESSIONS, "query_words": F.NBR_QUERY_WORDS,
-                 "session_clicks": F.NBR_SESSION_CLICKS},
+        "caps": {"max_neighbours": shape.neighbour_slots, "feed_items": shape.nbr_feed_items,
+                 "search_sessions": shape.nbr_search_sessions,
+                 "query_words": shape.nbr_query_words,
+                 "session_clicks": shape.nbr_session_clicks},
         "visibility": {"train": VIS_TRAIN, "valid": VIS_TRAIN, "test": VIS_TEST},
         "config": inputs.neighbour_config.to_dict(),
         "input_files": {name: {"sha256": info.get("sha256"),

@@ -55,8 +55,8 @@ users ascending (byte-identical reruns).
   reader and the signatures drop them.
 - ``serving_table-SSSSS-of-NNNNN.tfrecord.gz``: the same users, same order, as
   ``tf.train.Example`` with ``user_id``, ``snapshot_ts``, ``as_of_ms`` and the flat ``nbr_*``
-  fields of the training examples (every slot, ``features.NEIGHBOUR_SLOT_SIZES`` values each;
-  ``jsr_tf.data.reader.neighbour_tensors`` reads them).
+  fields of the training examples (every slot, ``DataShape.slot_sizes()`` values each;
+  ``features.neighbour_blocks`` reads them).
 - ``serving_table_stats.json``: table rows read per side, users in the table / with and
   without slots / written (per file, JSON lines and TFRecord records counted back), slots per
   side, slots with an empty payload, payload events, and reconciliation checks. A failed check
@@ -155,7 +155,7 @@ def _reshape(flat: Sequence[int], rows: int, width: int) -> List[List[int]]:
 
 
 def serving_row(user: int, slots: Sequence[pl.Slot], payloads: Sequence[pl.Payload],
-                snapshot: int, snapshot_ts: int, as_of_ms: int) -> Dict:
+                snapshot: int, snapshot_ts: int, as_of_ms: int, shape: F.DataShape) -> Dict:
     """One user's JSON row: the ``*_nbr`` request layout for one row, padded to ``K`` slots.
 
     Args:
@@ -165,6 +165,7 @@ def serving_row(user: int, slots: Sequence[pl.Slot], payloads: Sequence[pl.Paylo
         snapshot: Index ``k`` of the list.
         snapshot_ts: ``T_k``.
         as_of_ms: The payload cut.
+        shape: The ``DataShape`` of the examples (``K``, ``Lq``, ``Wn``, ``Kn``).
 
     Returns:
         ``{"user_id", "snapshot", "snapshot_ts", "as_of_ms", "num_slots", "nbr_side" [K],
@@ -175,9 +176,9 @@ def serving_row(user: int, slots: Sequence[pl.Slot], payloads: Sequence[pl.Paylo
     if len(slots) != len(payloads):
         raise ValueError("`payloads` should have one entry per slot. Received: "
                          f"`len(slots)={len(slots)}`, `len(payloads)={len(payloads)}`")
-    k, lq = F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS
+    k, lq = shape.neighbour_slots, shape.nbr_search_sessions
     kept = list(zip(slots, payloads))[:k]
-    empty = pl.EMPTY_PAYLOAD
+    empty = pl.empty_payload(shape)
     padded = [p for _, p in kept] + [empty] * (k - len(kept))
     return {
         F.USER_ID: int(user),
@@ -188,8 +189,9 @@ def serving_row(user: int, slots: Sequence[pl.Slot], payloads: Sequence[pl.Paylo
         F.NBR_SIDE: _pad([int(s.side) for s, _ in kept], k, int(F.NeighbourSide.EMPTY)),
         F.NBR_SIM: _pad([float(s.sim) for s, _ in kept], k, 0.0),
         F.NBR_REC_ITEMS: [list(p.rec_items) for p in padded],
-        F.NBR_SRC_WORDS: [_reshape(p.src_words, lq, F.NBR_QUERY_WORDS) for p in padded],
-        F.NBR_SRC_CLICKS: [_reshape(p.src_clicks, lq, F.NBR_SESSION_CLICKS) for p in padded],
+        F.NBR_SRC_WORDS: [_reshape(p.src_words, lq, shape.nbr_query_words) for p in padded],
+        F.NBR_SRC_CLICKS: [_reshape(p.src_clicks, lq, shape.nbr_session_clicks)
+                           for p in padded],
         F.NBR_USERS: [int(s.user) for s, _ in kept],
         F.NBR_LAST_TS: [int(p.last_ts) for _, p in kept],
     }
@@ -281,7 +283,7 @@ def check_inputs(input_dir: str, neighbours_dir: str, output_dir: str, visibilit
     table_stats, snapshots = common.read_table_stats(neighbours_dir)
     k = choose_snapshot(snapshots, as_of_ms)
     table_pattern = common.table_pattern(neighbours_dir)
-    common.check_slot_count(config)
+    common.check_slot_count(config, preprocess_config.data_shape())
     return Inputs(raw_paths, preprocess_config, config, table_pattern, table_stats, visibility,
                   snapshots, k)
 
@@ -337,8 +339,9 @@ class CutPayloads(beam.DoFn):
     without a timeline gets empty payloads, counted.
     """
 
-    def __init__(self, visibility: str) -> None:
+    def __init__(self, visibility: str, shape: F.DataShape) -> None:
         self._visibility = visibility
+        self._shape = shape
         self._progress = Progress("serving_table", "cut")
 
     def process(self, element, as_of: Dict):
@@ -349,10 +352,10 @@ class CutPayloads(beam.DoFn):
         timelines: List[UserTimeline] = list(grouped["timeline"])
         counts: Counters = {}
         if timelines:
-            payload = pl.PayloadCutter.from_timeline(timelines[0], self._visibility).cut(
-                as_of["as_of_ms"])
+            payload = pl.PayloadCutter.from_timeline(timelines[0], self._visibility,
+                                                     self._shape).cut(as_of["as_of_ms"])
         else:
-            payload = pl.EMPTY_PAYLOAD
+            payload = pl.empty_payload(self._shape)
             bump(counts, "slots/neighbour_without_timeline", len(requests))
         for request in requests:
             common.count_cut(counts, payload)
@@ -366,7 +369,9 @@ class AssembleRows(beam.DoFn):
     """``(user, {"plan": [n], "slots": [(slot, Slot, Payload)]})`` →
     ``(shard, (user, json line, serialized Example))`` (+ ``stats``)."""
 
-    def __init__(self, snapshot: int, snapshot_ts: int, num_shards: int) -> None:
+    def __init__(self, snapshot: int, snapshot_ts: int, num_shards: int,
+                 shape: F.DataShape) -> None:
+        self._shape = shape
         self._snapshot = snapshot
         self._snapshot_ts = snapshot_ts
         self._num_shards = num_shards
@@ -380,7 +385,8 @@ class AssembleRows(beam.DoFn):
             raise RuntimeError(f"User {user}: expected one plan and its slots. Received: plans "
                                f"{plans}, slots {indices}")
         as_of_ms = as_of["as_of_ms"]
-        row = serving_row(user, slots, payloads, self._snapshot, self._snapshot_ts, as_of_ms)
+        row = serving_row(user, slots, payloads, self._snapshot, self._snapshot_ts, as_of_ms,
+                          self._shape)
         line = json.dumps(row, sort_keys=True, separators=(",", ":"))
         example = serving_example(user, slots, payloads, self._snapshot_ts, as_of_ms)
         counts: Counters = {"users/assembled": 1, "slots/written": len(slots),
@@ -450,12 +456,15 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
                .with_outputs(PlanSlots.PLAN, STATS, main="requests"))
     payloads = ({"requests": planned.requests, "timeline": keyed_timelines}
                 | "JoinNeighbours" >> beam.CoGroupByKey()
-                | "CutPayloads" >> beam.ParDo(CutPayloads(inputs.visibility), as_of_side)
+                | "CutPayloads" >> beam.ParDo(
+                    CutPayloads(inputs.visibility, inputs.preprocess_config.data_shape()),
+                    as_of_side)
                 .with_outputs(STATS, main="slots"))
     assembled = ({"plan": planned[PlanSlots.PLAN], "slots": payloads.slots}
                  | "JoinPayloads" >> beam.CoGroupByKey()
                  | "AssembleRows" >> beam.ParDo(
-                     AssembleRows(inputs.snapshot, inputs.snapshot_ts, num_shards), as_of_side)
+                     AssembleRows(inputs.snapshot, inputs.snapshot_ts, num_shards,
+                                  inputs.preprocess_config.data_shape()), as_of_side)
                  .with_outputs(STATS, main="rows"))
     skeleton = pipeline | "ShardSkeleton" >> beam.Create([(s, None) for s in range(num_shards)])
     written = ((assembled.rows, skeleton)
@@ -548,8 +557,9 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
                  neighbours_dir=args.neighbours_dir, visibility=inputs.visibility,
                  snapshot=inputs.snapshot, snapshot_ts=inputs.snapshot_ts,
                  as_of_ms=as_of["as_of_ms"], jsr_tf_version=jsr_tf.__version__)
-    k, lf, lq = F.MAX_NEIGHBOURS, F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
-    wn, kn = F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
+    shape = inputs.preprocess_config.data_shape()
+    k, lf, lq = shape.neighbour_slots, shape.nbr_feed_items, shape.nbr_search_sessions
+    wn, kn = shape.nbr_query_words, shape.nbr_session_clicks
     info = {
         "input_dir": args.input_dir,
         "neighbours_dir": args.neighbours_dir,

@@ -215,7 +215,9 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
         path = FileSystems.join(output_dir, name)
         files[name] = {"rows": rows, "sha256": tfrecord_io.sha256_of(path),
                        "records_sha256": tfrecord_io.records_sha256(path)}
+    shape = config.data_shape()
     manifest = {
+        F.DATA_SHAPE_KEY: shape.to_dict(),
         "files": files,
         "num_shards": num_shards,
         "sampler": {
@@ -239,13 +241,13 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
                          "an empty list, counted)"),
             "seeding": "blake2b(candidate_seed, 'fair', task, split, user) -> PCG64",
         },
-        "impressions": {"field": F.IMPRESSIONS, "max": F.MAX_IMPRESSIONS,
+        "impressions": {"field": F.IMPRESSIONS, "max": shape.impressions,
                         "items": "shown and not clicked in the target session (search rows)",
                         "other_clicks": F.OTHER_CLICKS},
         "eval_candidates": "inline: candidates = [target_item] + negatives (jsr_tf/features.py)",
     }
-    schema = {"features": F.feature_description(),
-              "eval_features": F.eval_feature_description(),
+    schema = {"features": F.feature_description(shape),
+              "eval_features": F.eval_feature_description(shape),
               "caps": {"feed_history": config.max_feed_history,
                        "search_history": config.max_search_history,
                        "query_words": config.max_query_words,
@@ -255,7 +257,7 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     write_json(stats, FileSystems.join(output_dir, F.STATS_FILE))
     write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
     write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
-    write_json(config.to_dict(), FileSystems.join(output_dir, "preprocess_config.json"))
+    write_json(config.to_dict(), FileSystems.join(output_dir, F.PREPROCESS_CONFIG_FILE))
     FileSystems.delete([FileSystems.join(output_dir, _RAW), FileSystems.join(output_dir, _SHARDS)])
     raise_unless_reconciled(stats, "Counts")
     return stats

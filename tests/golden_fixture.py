@@ -1,5 +1,7 @@
 """The hand-written KuaiSAR fixture of the golden tests (see tests/test_preprocess_golden.py)."""
 
+import os
+
 from tests.testing import item_row, rec_row, src_row, user_row, write_kuaisar
 
 U1, U2, U3 = 1001, 1002, 1003
@@ -46,3 +48,18 @@ def write(directory, extra_lines=None):
              (501, 502, 503, 504, BIG_ITEM, 506, 508, 509, 510, 511, 601, 602, 603, 604)]
     return write_kuaisar(directory, rec_rows(), src_rows(), items,
                          [user_row(u) for u in (U1, U2, U3)], extra_lines=extra_lines)
+
+
+def preprocessed(root, config, out: str = "out") -> str:
+    """The golden fixture written under ``root/raw`` and preprocessed into ``root/<out>`` with
+    the ``PreprocessConfig`` fields ``config`` (a dict); returns the data dir."""
+    import json
+
+    from tests.testing import run_preprocess
+
+    path = os.path.join(str(root), "config.json")
+    with open(path, "w") as f:
+        json.dump(config, f)
+    data_dir = os.path.join(str(root), out)
+    run_preprocess(write(os.path.join(str(root), "raw")), data_dir, "--config", path)
+    return data_dir

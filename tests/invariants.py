@@ -13,6 +13,8 @@ from typing import Dict, List, Set, Tuple
 from jsr_tf import features as F
 from tests.testing import read_examples, sessions_of
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 
 def _raw_interactions(raw_dir: str) -> Dict[int, List[Tuple[int, int]]]:
     """user -> [(ts, item)] of feed clicks and search clicks, from the raw CSVs."""
@@ -90,7 +92,7 @@ def check_negatives(examples: Dict, raw_dir: str, data_dir: str,
     first_seen = _first_seen(data_dir)
     checked = 0
     for (split, _), rows in examples.items():
-        expected = F.NUM_TRAIN_NEGATIVES if split == "train" else F.NUM_EVAL_NEGATIVES
+        expected = SHAPE.train_negatives if split == "train" else SHAPE.eval_negatives
         for e in rows:
             user, t = int(e[F.USER_ID]), int(e[F.TARGET_TS])
             negatives = [int(x) for x in e[F.NEGATIVES]]
@@ -174,7 +176,7 @@ def check_fair_negatives(examples: Dict, raw_dir: str, must_predate: bool = True
             user, t = int(e[F.USER_ID]), int(e[F.TARGET_TS])
             negatives = [int(x) for x in e[F.NEGATIVES_FAIR]]
             assert len(negatives) == len(set(negatives)), (split, user)
-            assert len(negatives) in (0, F.NUM_EVAL_NEGATIVES), (split, user)
+            assert len(negatives) in (0, SHAPE.eval_negatives), (split, user)
             short[(split, F.task_name(task))] += not negatives
             positive = int(e[F.TARGET_ITEM])
             assert positive not in negatives
@@ -187,7 +189,7 @@ def check_fair_negatives(examples: Dict, raw_dir: str, must_predate: bool = True
                 assert not session["clicked"] & set(negatives), ("session click", user)
                 impressions = [int(x) for x in e[F.IMPRESSIONS]]
                 expected = [i for i in dict.fromkeys(session["shown"])
-                            if i not in session["clicked"]][:F.MAX_IMPRESSIONS]
+                            if i not in session["clicked"]][:SHAPE.impressions]
                 assert impressions == expected, (user, t)
                 others = [int(x) for x in e[F.OTHER_CLICKS]]
                 assert set(others) == session["clicked"] - {positive}, (user, t)

@@ -35,11 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_evaluate")
-    config = root / "config.json"
-    config.write_text(json.dumps(CONFIG))
-    out = str(root / "data")
-    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
-    return out
+    return G.preprocessed(root, CONFIG, out="data")
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator, metrics, scorers
 from tests import golden_fixture as G
 from tests.doubles import TinyModel
-from tests.testing import read_examples, run_preprocess
+from tests.testing import read_examples
 
 CONFIG = {"num_train_negatives": 1, "num_eval_negatives": 3}
 C = 1 + CONFIG["num_eval_negatives"]
@@ -29,11 +29,7 @@ C = 1 + CONFIG["num_eval_negatives"]
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluator")
-    config = root / "config.json"
-    config.write_text(json.dumps(CONFIG))
-    out = str(root / "data")
-    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
-    return out
+    return G.preprocessed(root, CONFIG, out="data")
 
 
 # -- scorers used as doubles ---------------------------------------------------------------------

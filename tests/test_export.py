@@ -191,7 +191,7 @@ def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
         prefix = f"default_{rows}"
         requests[f"{prefix}__sig"] = S.DEFAULT_SIGNATURE
         requests[f"{prefix}__examples"] = np.array((examples * rows)[:rows], dtype=object)
-        batch = reader.parse_batch(tf.constant((examples * rows)[:rows]))
+        batch = reader.parse_batch(tf.constant((examples * rows)[:rows]), ranker.data_shape)
         logits = ranker(batch)
         expected[f"{prefix}__feed_scores"] = logits["feed_logits"].numpy()
         expected[f"{prefix}__search_scores"] = logits["search_logits"].numpy()
@@ -469,7 +469,7 @@ def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_pa
         examples = (warmup.serving_examples(run["data_dir"], rows=2) * rows)[:rows]
         requests[f"default_{rows}__sig"] = S.DEFAULT_SIGNATURE
         requests[f"default_{rows}__examples"] = np.array(examples, dtype=object)
-        logits = ranker(reader.parse_batch(tf.constant(examples)))
+        logits = ranker(reader.parse_batch(tf.constant(examples), ranker.data_shape))
         expected[f"default_{rows}__feed_scores"] = logits["feed_logits"].numpy()
         expected[f"default_{rows}__search_scores"] = logits["search_logits"].numpy()
     got = call_in_fresh_process(path, requests, tmp_path)

@@ -29,11 +29,13 @@ from jsr_tf.training import trainer
 from tests import training_doubles as T
 from tests.test_export import call_in_fresh_process
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOL = 1e-5
 EXACT = 1e-6
-K = F.MAX_NEIGHBOURS
+K = SHAPE.neighbour_slots
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +97,11 @@ def _requests(data_dir, rows, num_candidates, seed):
 
         nbr = {F.NBR_SIDE: rng.integers(0, 3, size=[rows, K]).astype(np.int64),
                F.NBR_SIM: rng.random([rows, K]).astype(np.float32),
-               F.NBR_REC_ITEMS: np.sort(ids(items, [rows, K, F.NBR_FEED_ITEMS], 0.7))[..., ::-1],
-               F.NBR_SRC_WORDS: ids(words, [rows, K, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS],
+               F.NBR_REC_ITEMS: np.sort(ids(items, [rows, K, SHAPE.nbr_feed_items], 0.7))[..., ::-1],
+               F.NBR_SRC_WORDS: ids(words, [rows, K, SHAPE.nbr_search_sessions, SHAPE.nbr_query_words],
                                     1.0),
-               F.NBR_SRC_CLICKS: ids(items, [rows, K, F.NBR_SEARCH_SESSIONS,
-                                             F.NBR_SESSION_CLICKS], 0.8)}
+               F.NBR_SRC_CLICKS: ids(items, [rows, K, SHAPE.nbr_search_sessions,
+                                             SHAPE.nbr_session_clicks], 0.8)}
         # Right-padded, as the pipeline writes them: items sorted with the zeros last.
         nbr[F.NBR_REC_ITEMS] = np.ascontiguousarray(nbr[F.NBR_REC_ITEMS])
         out[task] = (inputs, nbr)
@@ -174,7 +176,7 @@ def test_neighbour_inputs_of_other_sizes_are_fitted(run, loaded):
     # the original block once older entries are put in front.
     vocab = load_vocab(run["data_dir"])
     nbr[F.NBR_REC_ITEMS] = np.random.default_rng(1).choice(
-        vocab.item_ids, size=[rows, K, F.NBR_FEED_ITEMS]).astype(np.int64)
+        vocab.item_ids, size=[rows, K, SHAPE.nbr_feed_items]).astype(np.int64)
     fn = loaded.signatures[S.FEED_NBR_SIGNATURE]
 
     def call(extra):
@@ -185,25 +187,25 @@ def test_neighbour_inputs_of_other_sizes_are_fitted(run, loaded):
     older = np.full([rows, K, 4], 12345, np.int64)  # 4 older items before the 15 kept ones
     items = nbr[F.NBR_REC_ITEMS]
     count = (items != 0).sum(-1)
-    merged = np.zeros([rows, K, F.NBR_FEED_ITEMS + 4], np.int64)
+    merged = np.zeros([rows, K, SHAPE.nbr_feed_items + 4], np.int64)
     for b in range(rows):
         for k in range(K):
             n = count[b, k]
             merged[b, k, :4 + n] = np.concatenate([older[b, k], items[b, k, :n]])
     longer[F.NBR_REC_ITEMS] = merged
     # Sessions: 3 older sessions in front; words and clicks widened with junk past their caps.
-    pad_words = np.full([rows, K, 3, F.NBR_QUERY_WORDS], 99, np.int64)
-    pad_clicks = np.full([rows, K, 3, F.NBR_SESSION_CLICKS], 12345, np.int64)
+    pad_words = np.full([rows, K, 3, SHAPE.nbr_query_words], 99, np.int64)
+    pad_clicks = np.full([rows, K, 3, SHAPE.nbr_session_clicks], 12345, np.int64)
     words = nbr[F.NBR_SRC_WORDS]
     clicks = nbr[F.NBR_SRC_CLICKS]
     valid = (words != 0).any(-1) | (clicks != 0).any(-1)
     assert valid.all()  # every session holds words (fill 1.0), so the order is simple
     longer[F.NBR_SRC_WORDS] = np.concatenate(
         [np.concatenate([pad_words, words], axis=2),
-         np.full([rows, K, F.NBR_SEARCH_SESSIONS + 3, 2], 77, np.int64)], axis=3)
+         np.full([rows, K, SHAPE.nbr_search_sessions + 3, 2], 77, np.int64)], axis=3)
     longer[F.NBR_SRC_CLICKS] = np.concatenate(
         [np.concatenate([pad_clicks, clicks], axis=2),
-         np.full([rows, K, F.NBR_SEARCH_SESSIONS + 3, 1], 12345, np.int64)], axis=3)
+         np.full([rows, K, SHAPE.nbr_search_sessions + 3, 1], 12345, np.int64)], axis=3)
     np.testing.assert_allclose(call(longer), want, atol=TOL)
     # Only the first 4 slots given: the same as slots 4.. empty.
     few = {k: v[:, :4] for k, v in nbr.items()}
@@ -232,7 +234,7 @@ def test_serving_default_reads_neighbour_fields_of_examples(run, loaded):
                 feature[name].int64_list.value.extend(values.tolist())
         with_nbr.append(example.SerializeToString())
     out = loaded.signatures[S.DEFAULT_SIGNATURE](examples=tf.constant(with_nbr))
-    batch = reader.parse_batch(tf.constant(with_nbr), neighbours=True)
+    batch = reader.parse_batch(tf.constant(with_nbr), SHAPE, neighbours=True)
     assert int(tf.reduce_sum(tf.cast(batch[F.NBR_SIDE][:, slots:] != 0, tf.int32))) == 0
     logits = run["ranker"](batch)
     np.testing.assert_allclose(out[S.FEED_SCORES].numpy(), logits["feed_logits"].numpy(),

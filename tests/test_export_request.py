@@ -12,6 +12,8 @@ from export import request, rest
 from export import serving as S
 from jsr_tf import features as F
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 
 def test_fit_history_keeps_the_most_recent_valid_entries():
     # Row 0: 5 events (oldest first) then padding; row 1: 2 events; row 2: none. Cap 3.
@@ -49,15 +51,15 @@ def test_fit_request_gives_the_model_caps():
               F.SEARCH_WORDS: tf.ones([b, 1, 70], tf.int64),
               F.SEARCH_CLICKS: tf.ones([b, 1, 9], tf.int64),
               F.QUERY_WORDS: tf.zeros([b, 0], tf.int64)}
-    out = S.fit_request(inputs)
-    assert out[F.FEED_ITEMS].shape == (b, F.MAX_FEED_HISTORY)
-    assert out[F.SEARCH_WORDS].shape == (b, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS)
-    assert out[F.SEARCH_CLICKS].shape == (b, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS)
-    assert out[F.QUERY_WORDS].shape == (b, F.MAX_QUERY_WORDS)
+    out = S.fit_request(inputs, SHAPE)
+    assert out[F.FEED_ITEMS].shape == (b, SHAPE.feed_history)
+    assert out[F.SEARCH_WORDS].shape == (b, SHAPE.search_history, SHAPE.query_words)
+    assert out[F.SEARCH_CLICKS].shape == (b, SHAPE.search_history, SHAPE.session_clicks)
+    assert out[F.QUERY_WORDS].shape == (b, SHAPE.query_words)
     # One session kept, its 50 first words and 5 first clicks; the other 29 slots are padding.
-    assert int(tf.reduce_sum(tf.cast(out[F.SEARCH_WORDS] == 1, tf.int64))) == b * F.MAX_QUERY_WORDS
+    assert int(tf.reduce_sum(tf.cast(out[F.SEARCH_WORDS] == 1, tf.int64))) == b * SHAPE.query_words
     assert int(tf.reduce_sum(tf.cast(out[F.SEARCH_CLICKS] == 1, tf.int64))) == (
-        b * F.MAX_SESSION_CLICKS)
+        b * SHAPE.session_clicks)
     assert bool(tf.reduce_all(out[F.SEARCH_WORDS][:, 1:] == F.RAW_PAD_ID))  # -1 = padding
 
 
@@ -69,11 +71,11 @@ def test_fit_request_keeps_raw_id_zero_and_pads_with_minus_one():
               F.SEARCH_TS: tf.constant([[3]], tf.int64),
               F.SEARCH_WORDS: tf.constant([[[0, -1]]], tf.int64),
               F.SEARCH_CLICKS: tf.constant([[[-1]]], tf.int64)}
-    out = S.fit_request(inputs)
+    out = S.fit_request(inputs, SHAPE)
     assert int(out[F.FEED_ITEMS][0, -1]) == 0 and int(out[F.FEED_TS][0, -1]) == 2  # most recent
     assert int(out[F.SEARCH_WORDS][0, 0, 0]) == 0
     assert int(out[F.SEARCH_HAS_CLICK][0, 0]) == 0
-    legacy = S.fit_request(inputs, zero_is_id=False)
+    legacy = S.fit_request(inputs, SHAPE, zero_is_id=False)
     assert int(legacy[F.FEED_ITEMS][0, -1]) == 5  # 0 read as padding
 
 

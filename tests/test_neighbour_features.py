@@ -32,9 +32,11 @@ from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.neighbour_fixture import (A, B, C, FILLER, future_poisoned_raw, preprocess_fixture,
                                      write_raw)
 from tests.testing import MULTI_PROCESS, output_digest, ts
+
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
 LAG_MS = 1445 * 60_000
 TAU = ts(3000)
-Lf, Lq, Wn, Kn = F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
+Lf, Lq, Wn, Kn = SHAPE.nbr_feed_items, SHAPE.nbr_search_sessions, SHAPE.nbr_query_words, SHAPE.nbr_session_clicks
 
 
 # --------------------------------------------------------------------------- helpers
@@ -161,7 +163,7 @@ def test_cutter_caps_pads_and_cuts_strictly():
     events = sorted([_feed(10 * i, 1000 + i) for i in range(1, 18)]
                     + [_session(10 * i + 5, range(100 * i, 100 * i + 10), [i, i + 1, i + 2])
                        for i in range(1, 13)], key=lambda e: e.key)
-    cutter = pl.PayloadCutter(events)
+    cutter = pl.PayloadCutter(events, SHAPE)
     full = cutter.cut(10_000)
     assert full.rec_items == tuple(1000 + i for i in range(3, 18))  # the last Lf = 15
     assert (full.num_feed, full.num_search, full.last_ts) == (15, 10, 170)
@@ -177,7 +179,7 @@ def test_cutter_caps_pads_and_cuts_strictly():
     # Strict: an event at exactly the cut is excluded.
     assert cutter.cut(15).num_search == 0 and cutter.cut(16).num_search == 1
     assert cutter.cut(20).num_feed == 1 and cutter.cut(20).last_ts == 15
-    assert cutter.cut(10) == pl.EMPTY_PAYLOAD and pl.EMPTY_PAYLOAD.is_empty
+    assert cutter.cut(10) == pl.empty_payload(SHAPE) and pl.empty_payload(SHAPE).is_empty
 
 
 def test_visibility_and_cut_time():
@@ -214,11 +216,11 @@ def test_slots_feed_side_first_missing_rows_and_no_self():
 def test_values_and_example_proto():
     from tensorflow.core.example import example_pb2
 
-    payload = pl.PayloadCutter([_feed(5, 42), _session(6, [3, 4], [8])]).cut(100)
+    payload = pl.PayloadCutter([_feed(5, 42), _session(6, [3, 4], [8])], SHAPE).cut(100)
     values = pl.neighbour_values([pl.Slot(2, 0.5, 77)], [payload])
     assert values[F.NBR_SIDE] == [2] and values[F.NBR_USERS] == [77]
     assert values[F.NBR_LAST_TS] == [6] and values[F.NBR_REC_ITEMS] == pad([42], Lf)
-    assert {n: len(v) for n, v in values.items()} == dict(F.NEIGHBOUR_SLOT_SIZES)
+    assert {n: len(v) for n, v in values.items()} == SHAPE.slot_sizes()
     with pytest.raises(ValueError, match="one entry per slot"):
         pl.neighbour_values([pl.Slot(2, 0.5, 77)], [])
     base = example_pb2.Example()
@@ -358,7 +360,7 @@ def test_reader_parses_the_payload(built):
             assert len(rows) == len(stored)
             for row, d in zip(rows, stored):
                 n = len(d[F.NBR_SIDE])
-                K = F.MAX_NEIGHBOURS
+                K = SHAPE.neighbour_slots
                 assert row[F.NBR_SIDE].shape == (K,)
                 assert list(row[F.NBR_SIDE]) == pad(d[F.NBR_SIDE], K, 0)
                 np.testing.assert_allclose(row[F.NBR_SIM], pad(d[F.NBR_SIM], K, 0))

@@ -39,9 +39,11 @@ from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.test_neighbour_features import expect, pad, write_raw
 from tests.testing import MULTI_PROCESS, output_digest, ts
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 A, B, C, FILLER = 1, 2, 3, 9
-K = F.MAX_NEIGHBOURS
-Lf, Lq, Wn, Kn = F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
+K = SHAPE.neighbour_slots
+Lf, Lq, Wn, Kn = SHAPE.nbr_feed_items, SHAPE.nbr_search_sessions, SHAPE.nbr_query_words, SHAPE.nbr_session_clicks
 FEED_SIDE, SEARCH_SIDE = NeighbourSide.FEED, NeighbourSide.SEARCH
 MIDDLE = ts(2950)
 
@@ -134,7 +136,7 @@ def test_serving_row_layout_padding_and_cut_at_k():
     words = tuple(pad(range(1, 9), Lq * Wn))
     clicks = tuple(pad([5, 6, 7], Lq * Kn))
     payloads = [_payload([3, 4], 40), pl.Payload((F.RAW_PAD_ID,) * Lf, words, clicks, 50, 0, 2)]
-    row = st.serving_row(11, slots, payloads, 1, 1000, 2000)
+    row = st.serving_row(11, slots, payloads, 1, 1000, 2000, SHAPE)
     assert (row["user_id"], row["snapshot"], row["snapshot_ts"], row["as_of_ms"],
             row["num_slots"]) == (11, 1, 1000, 2000, 2)
     assert row["nbr_side"] == pad([1, 2], K, 0) and row["nbr_sim"] == pad([0.5, 0.25], K, 0)
@@ -148,15 +150,16 @@ def test_serving_row_layout_padding_and_cut_at_k():
     assert_padding(row)
     json.dumps(row)  # plain JSON types only
     # No slots: the all-padding row a missing user also gets.
-    empty = st.serving_row(11, [], [], 1, 1000, 2000)
+    empty = st.serving_row(11, [], [], 1, 1000, 2000, SHAPE)
     assert empty["num_slots"] == 0
     assert_padding(empty)
     # More than K slots: the JSON row keeps the first K (the TFRecord keeps them all).
     many = [pl.Slot(1, 1.0 / (i + 1), 100 + i) for i in range(K + 3)]
-    cut = st.serving_row(11, many, [_payload([i + 1], i + 1) for i in range(K + 3)], 0, 1, 2)
+    cut = st.serving_row(11, many, [_payload([i + 1], i + 1) for i in range(K + 3)], 0, 1, 2,
+                         SHAPE)
     assert cut["num_slots"] == K and cut["nbr_users"] == [100 + i for i in range(K)]
     with pytest.raises(ValueError, match="one entry per slot"):
-        st.serving_row(11, slots, payloads[:1], 1, 1000, 2000)
+        st.serving_row(11, slots, payloads[:1], 1, 1000, 2000, SHAPE)
 
 
 def test_serving_example_has_the_training_flattening():
@@ -293,7 +296,6 @@ def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
     import tensorflow as tf
 
     from export.serving import fit_neighbours
-    from jsr_tf.data import reader
 
     rows = read_rows(built["out"])
     users = sorted(rows)
@@ -305,7 +307,7 @@ def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
     assert batch["nbr_src_clicks"].shape == (4, K, Lq, Kn)
     tensors = {n: tf.constant(v, tf.float32 if n == F.NBR_SIM else tf.int64)
                for n, v in batch.items()}
-    fitted = fit_neighbours(tensors)  # the signatures' own fitting leaves a row unchanged
+    fitted = fit_neighbours(tensors, SHAPE)  # the signatures' own fitting leaves a row unchanged
     for name in F.NEIGHBOUR_INPUTS:
         np.testing.assert_array_equal(fitted[name].numpy(), tensors[name].numpy())
     # The TFRecords hold the same users in the training flattening; the reader's unflattening
@@ -322,7 +324,7 @@ def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
     spec = {name: tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else tf.int64)
             for name in F.NEIGHBOUR_INPUTS}
     parsed = tf.io.parse_example([e.SerializeToString() for e in examples], spec)
-    unflattened = reader.neighbour_tensors(parsed)
+    unflattened = F.neighbour_blocks(parsed, SHAPE)
     for name in F.NEIGHBOUR_INPUTS:
         np.testing.assert_allclose(unflattened[name].numpy(), batch[name], rtol=1e-6)
 

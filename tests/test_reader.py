@@ -1,7 +1,5 @@
 """jsr_tf.data.reader: round trip against what the pipeline wrote, padding, resampling."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,9 @@ import tensorflow as tf
 from jsr_tf import features as F
 from jsr_tf.data import reader
 from tests import golden_fixture as G
-from tests.testing import read_examples, run_preprocess, sessions_of
+from tests.testing import read_examples, sessions_of
+
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
 
 CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
 
@@ -19,11 +19,7 @@ CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("reader")
-    config = root / "config.json"
-    config.write_text(json.dumps(CONFIG))
-    out = str(root / "out")
-    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
-    return out
+    return G.preprocessed(root, CONFIG)
 
 
 def _rows(ds):
@@ -48,9 +44,9 @@ def test_round_trip(data_dir, split, task):
         np.testing.assert_array_equal(row[F.FEED_ITEMS][:n_feed], e[F.FEED_ITEMS])
         np.testing.assert_array_equal(row[F.FEED_ITEMS][n_feed:], F.RAW_PAD_ID)
         np.testing.assert_array_equal(row[F.FEED_TS][:n_feed], e[F.FEED_TS])
-        assert row[F.FEED_ITEMS].shape == (F.MAX_FEED_HISTORY,)
-        assert row[F.SEARCH_WORDS].shape == (F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS)
-        assert row[F.SEARCH_CLICKS].shape == (F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS)
+        assert row[F.FEED_ITEMS].shape == (SHAPE.feed_history,)
+        assert row[F.SEARCH_WORDS].shape == (SHAPE.search_history, SHAPE.query_words)
+        assert row[F.SEARCH_CLICKS].shape == (SHAPE.search_history, SHAPE.session_clicks)
         sessions = sessions_of(e)
         for i, s in enumerate(sessions):
             assert row[F.SEARCH_TS][i] == s["ts"]

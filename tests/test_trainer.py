@@ -29,6 +29,8 @@ from jsr_tf.training.optimizers import FusedAdam
 from tests import training_doubles as T
 from tests.testing import tree_digest
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,8 +189,8 @@ def test_joint_input_shapes_and_steps(data_dir):
     assert joint.steps_per_epoch == 2  # one pass over the 4 feed rows
     spec = joint.dataset.element_spec
     assert set(spec) == {"feed", "search"}
-    assert spec["feed"][F.FEED_ITEMS].shape.as_list() == [2, F.MAX_FEED_HISTORY]
-    assert spec["search"][F.QUERY_WORDS].shape.as_list() == [1, F.MAX_QUERY_WORDS]
+    assert spec["feed"][F.FEED_ITEMS].shape.as_list() == [2, SHAPE.feed_history]
+    assert spec["search"][F.QUERY_WORDS].shape.as_list() == [1, SHAPE.query_words]
     for element in joint.dataset.take(5):  # both streams repeat
         assert element["search"][F.TASK].numpy().tolist() == [F.Task.SEARCH]
 

@@ -26,6 +26,9 @@ HISTORY_ANY = "any"
 HISTORY_NONE = "none"
 
 
+_DEFAULT_SHAPE = features.DataShape()  # the caps' defaults: the reference values
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     """Settings of the KuaiSAR → examples transformation.
@@ -57,12 +60,12 @@ class PreprocessConfig:
         num_shards: TFRecord shards per (split, task); 0 chooses from the data size.
     """
 
-    max_feed_history: int = features.MAX_FEED_HISTORY
-    max_search_history: int = features.MAX_SEARCH_HISTORY
-    max_query_words: int = features.MAX_QUERY_WORDS
-    max_session_clicks: int = features.MAX_SESSION_CLICKS
-    num_train_negatives: int = features.NUM_TRAIN_NEGATIVES
-    num_eval_negatives: int = features.NUM_EVAL_NEGATIVES
+    max_feed_history: int = _DEFAULT_SHAPE.feed_history
+    max_search_history: int = _DEFAULT_SHAPE.search_history
+    max_query_words: int = _DEFAULT_SHAPE.query_words
+    max_session_clicks: int = _DEFAULT_SHAPE.session_clicks
+    num_train_negatives: int = _DEFAULT_SHAPE.train_negatives
+    num_eval_negatives: int = _DEFAULT_SHAPE.eval_negatives
     candidate_seed: int = 20230601
     no_click_fallback: str = FALLBACK_FIRST_SHOWN
     history_requirement: str = HISTORY_ANY
@@ -98,13 +101,11 @@ class PreprocessConfig:
         if self.period_start_ms >= self.period_end_ms:
             raise ValueError("`period_start_ms` should be before `period_end_ms`. Received: "
                              f"`{self.period_start_ms}` >= `{self.period_end_ms}`")
-        if self.max_query_words > features.MAX_QUERY_WORDS or (
-                self.max_feed_history > features.MAX_FEED_HISTORY
-                or self.max_search_history > features.MAX_SEARCH_HISTORY
-                or self.max_session_clicks > features.MAX_SESSION_CLICKS
-                or self.num_eval_negatives > features.NUM_EVAL_NEGATIVES):
-            raise ValueError("Caps may not exceed the example contract's (jsr_tf/features.py).")
         return self
+
+    def data_shape(self) -> features.DataShape:
+        """The ``DataShape`` of the examples this config writes (``manifest.json``'s)."""
+        return features.DataShape.from_preprocess(self.to_dict())
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -85,11 +85,12 @@ def _last(indices: List[int], end: int, cap: int, skip: frozenset) -> List[int]:
     return out
 
 
-def impression_negatives(event: Event) -> List[int]:
-    """A search target's shown-but-not-clicked items: file order, deduplicated, capped."""
+def impression_negatives(event: Event, cap: int) -> List[int]:
+    """A search target's shown-but-not-clicked items: file order, deduplicated, the first
+    ``cap`` (``DataShape.impressions``)."""
     clicked = set(event.all_clicked)
     clicked.add(event.item)
-    return [i for i in dict.fromkeys(event.shown) if i not in clicked][:F.MAX_IMPRESSIONS]
+    return [i for i in dict.fromkeys(event.shown) if i not in clicked][:cap]
 
 
 class PriorItems:
@@ -161,6 +162,7 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
     no_skip: frozenset = frozenset()
     samplers: Dict[tuple, NegativeSampler] = {}
     ends = history_ends(events, config.strict_same_ts)
+    impressions_cap = config.data_shape().impressions
     # Exclusions run up to the target itself in canonical order, so with strict_same_ts an item
     # clicked at the same moment (same feed delivery) is never a negative even though it is not
     # history.
@@ -218,9 +220,9 @@ def user_examples(timeline: UserTimeline, pools: Mapping[int, NegativePool],
             values[F.NEGATIVES_FAIR] = fair or []
             _bump(counters, f"{name}/fair_negatives/{'written' if fair else 'short'}")
             if task == Task.SEARCH:
-                values[F.IMPRESSIONS] = impression_negatives(event)
+                values[F.IMPRESSIONS] = impression_negatives(event, impressions_cap)
                 values[F.OTHER_CLICKS] = [i for i in event.all_clicked
-                                          if i != event.item][:F.MAX_IMPRESSIONS]
+                                          if i != event.item][:impressions_cap]
                 _bump(counters, f"{name}/impressions/"
                                 f"{'written' if values[F.IMPRESSIONS] else 'empty'}")
         if not values[F.FEED_ITEMS]:

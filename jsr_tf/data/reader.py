@@ -1,28 +1,31 @@
 """``tf.data`` input over the pipeline's TFRecords.
 
 Batch first, then ``parse_example`` (one vectorised parse per batch), then pad every list to the
-contract's caps, so every batch has static inner shapes (XLA- and TPU-friendly).
+data's ``DataShape`` (read from its ``manifest.json``; ``features.DataShape.batch_fields`` is the
+layout), so every batch has static inner shapes (XLA- and TPU-friendly).
 
-Output of ``make_dataset`` (one dict per batch; B = batch size, C = 1 + negatives):
+Output of ``make_dataset`` (one dict per batch; B = batch size, C = 1 + negatives; Hf, Hs, W, Kc
+= the shape's ``feed_history``, ``search_history``, ``query_words``, ``session_clicks``, by
+default 30, 30, 50, 5):
 
 ========================  ===========  =====================================================
 key                       shape        meaning
 ========================  ===========  =====================================================
 user_id, task             [B]          int64
 target_ts, target_row     [B]          int64
-feed_items, feed_ts       [B, 30]      raw ids / ms, oldest first, right-padded with -1 / 0
-search_ts                 [B, 30]      ms, oldest first, right-padded with 0
-search_has_click          [B, 30]      0/1
-search_words              [B, 30, 50]  raw word ids per session, -1-padded
-search_clicks             [B, 30, 5]   raw item ids per session, -1-padded
-query_words               [B, 50]      raw word ids of the target query (all -1 on feed rows)
+feed_items, feed_ts       [B, Hf]      raw ids / ms, oldest first, right-padded with -1 / 0
+search_ts                 [B, Hs]      ms, oldest first, right-padded with 0
+search_has_click          [B, Hs]      0/1
+search_words              [B, Hs, W]   raw word ids per session, -1-padded
+search_clicks             [B, Hs, Kc]  raw item ids per session, -1-padded
+query_words               [B, W]       raw word ids of the target query (all -1 on feed rows)
 candidates                [B, C]       raw item ids; column 0 is the positive (-1-padded)
 label                     [B, C]       float32, 1.0 in column 0
 ========================  ===========  =====================================================
 
-With ``neighbours=True`` (data written by ``jsr-neighbour-features``; K = 10 slots, Lf = 15,
-Lq = 10, Wn = 8, Kn = 2, see ``features.py``) five more keys, padding where a row has fewer
-slots or no neighbour fields at all (ids -1, ``nbr_side`` and ``nbr_sim`` 0):
+With ``neighbours=True`` (data written by ``jsr-neighbour-features``; the shape's K slots, Lf,
+Lq, Wn, Kn, by default 10, 15, 10, 8, 2) five more keys, padding where a row has fewer slots or
+no neighbour fields at all (ids -1, ``nbr_side`` and ``nbr_sim`` 0):
 
 ========================  ================  ================================================
 nbr_side                  [B, K]            int64, 0 empty, 1 feed-similar, 2 search-similar
@@ -48,90 +51,26 @@ import tensorflow as tf
 
 from jsr_tf import features as F
 
-CANDIDATES = "candidates"
-LABEL = "label"
+CANDIDATES = F.CANDIDATES
+LABEL = F.LABEL
 
 
-def _ragged_spec(with_labels: bool = True, neighbours: bool = False,
-                 eval_fields: bool = False) -> Dict[str, object]:
-    spec: Dict[str, object] = {name: tf.io.FixedLenFeature([], tf.int64)
-                               for name in F.SCALAR_FEATURES}
-    for name in (F.QUERY_WORDS, F.NEGATIVES, F.FEED_ITEMS, F.FEED_TS, F.SEARCH_TS,
-                 F.SEARCH_HAS_CLICK):
-        spec[name] = tf.io.RaggedFeature(tf.int64)
-    for values, (lengths, _) in F.SESSION_LIST_CAPS.items():
-        spec[values] = tf.io.RaggedFeature(
-            tf.int64, value_key=values,
-            partitions=[tf.io.RaggedFeature.RowLengths(lengths)])
-    if neighbours:
-        for name in F.NEIGHBOUR_INPUTS:
-            spec[name] = tf.io.RaggedFeature(tf.float32 if name == F.NBR_SIM else tf.int64)
-    if eval_fields:
-        for name in F.EVAL_FEATURES:
-            spec[name] = tf.io.RaggedFeature(tf.int64)
-    if not with_labels:
-        for name in F.LABEL_FEATURES:
-            spec.pop(name, None)
-    return spec
-
-
-def neighbour_tensors(parsed: Dict[str, tf.RaggedTensor],
-                      num_slots: int = F.MAX_NEIGHBOURS) -> Dict[str, tf.Tensor]:
-    """Flattened per-row neighbour lists (ragged ``[B, None]``) → dense ``[B, K, ...]`` blocks.
-
-    Each stored slot occupies a fixed number of values (``features.NEIGHBOUR_SLOT_SIZES``), so
-    padding or truncating a row to ``K * size`` values and reshaping gives the slots; rows with
-    more than ``K`` slots keep their first ``K`` (feed side first, best first).
-    """
-    shapes = {F.NBR_SIDE: (), F.NBR_SIM: (), F.NBR_REC_ITEMS: (F.NBR_FEED_ITEMS,),
-              F.NBR_SRC_WORDS: (F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS),
-              F.NBR_SRC_CLICKS: (F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS)}
-    out = {}
-    for name, inner in shapes.items():
-        size = F.NEIGHBOUR_SLOT_SIZES[name]
-        pad = 0 if name in (F.NBR_SIDE, F.NBR_SIM) else F.RAW_PAD_ID
-        dense = parsed[name].to_tensor(default_value=pad, shape=[None, num_slots * size])
-        out[name] = tf.reshape(dense, [-1, num_slots, *inner])
-    return out
-
-
-def parse_batch(serialized: tf.Tensor, with_labels: bool = True,
+def parse_batch(serialized: tf.Tensor, shape: F.DataShape, with_labels: bool = True,
                 neighbours: bool = False, eval_fields: bool = False) -> Dict[str, tf.Tensor]:
     """Parses a batch of serialized examples into padded dense tensors (see module table).
 
     Args:
         serialized: ``[B]`` tf.string.
+        shape: The data's ``DataShape`` (``DataShape.read(data_dir)``): the padded sizes.
         with_labels: If False, skip the label fields and ``candidates``/``label``.
         neighbours: Also parse the neighbour payload (``nbr_*``, see the module docstring).
+        eval_fields: Also parse the evaluation lists (``features.EVAL_FEATURES``).
 
     Returns:
         Dict of dense int64 tensors (plus float32 ``label`` and ``nbr_sim``).
     """
-    parsed = tf.io.parse_example(serialized, _ragged_spec(with_labels, neighbours, eval_fields))
-    out = {name: parsed[name] for name in F.SCALAR_FEATURES if name in parsed}
-
-    def pad(name: str, *caps: int, value: int = F.RAW_PAD_ID) -> tf.Tensor:
-        return parsed[name].to_tensor(default_value=value, shape=[None, *caps])
-
-    out[F.QUERY_WORDS] = pad(F.QUERY_WORDS, F.MAX_QUERY_WORDS)
-    out[F.FEED_ITEMS] = pad(F.FEED_ITEMS, F.MAX_FEED_HISTORY)
-    out[F.FEED_TS] = pad(F.FEED_TS, F.MAX_FEED_HISTORY, value=0)
-    out[F.SEARCH_TS] = pad(F.SEARCH_TS, F.MAX_SEARCH_HISTORY, value=0)
-    out[F.SEARCH_HAS_CLICK] = pad(F.SEARCH_HAS_CLICK, F.MAX_SEARCH_HISTORY, value=0)
-    out[F.SEARCH_WORDS] = pad(F.SEARCH_WORDS, F.MAX_SEARCH_HISTORY, F.MAX_QUERY_WORDS)
-    out[F.SEARCH_CLICKS] = pad(F.SEARCH_CLICKS, F.MAX_SEARCH_HISTORY, F.MAX_SESSION_CLICKS)
-    if with_labels:
-        negatives = parsed[F.NEGATIVES].to_tensor(default_value=F.RAW_PAD_ID)
-        out[CANDIDATES] = tf.concat([parsed[F.TARGET_ITEM][:, None], negatives], axis=1)
-        out[LABEL] = tf.one_hot(tf.zeros_like(parsed[F.TARGET_ITEM], tf.int32),
-                                tf.shape(out[CANDIDATES])[1], dtype=tf.float32)
-    if neighbours:
-        out.update(neighbour_tensors(parsed))
-    if eval_fields:  # absent on a row (train rows, old data) = all padding
-        out[F.NEGATIVES_FAIR] = pad(F.NEGATIVES_FAIR, F.NUM_EVAL_NEGATIVES)
-        out[F.IMPRESSIONS] = pad(F.IMPRESSIONS, F.MAX_IMPRESSIONS)
-        out[F.OTHER_CLICKS] = pad(F.OTHER_CLICKS, F.MAX_IMPRESSIONS)
-    return out
+    parsed = tf.io.parse_example(serialized, F.parse_spec(with_labels, neighbours, eval_fields))
+    return F.pad_batch(parsed, shape, neighbours=neighbours, eval_fields=eval_fields)
 
 
 class NegativeResampler:
@@ -234,8 +173,9 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
         num_negatives: Negatives per row when resampling (default: as stored).
         num_parallel_reads: Files read in parallel.
         neighbours: Parse the neighbour payload too (models with ``neighbours != "none"``).
-        eval_fields: Also give ``negatives_fair``, ``impressions`` and ``other_clicks``, each
-            ``[B, 99]`` (-1-padded; all -1 where a row has none), for the evaluation protocols.
+        eval_fields: Also give ``negatives_fair`` ``[B, eval_negatives]``, ``impressions`` and
+            ``other_clicks`` ``[B, impressions]`` (-1-padded; all -1 where a row has none), for
+            the evaluation protocols.
 
     Returns:
         A ``tf.data.Dataset`` of dicts as in the module table.
@@ -262,14 +202,15 @@ def make_dataset(data_dir: str, split: str, task: int, batch_size: int, *,
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda serialized: parse_batch(serialized, neighbours=neighbours,
+    shape = F.DataShape.read(data_dir)
+    ds = ds.map(lambda serialized: parse_batch(serialized, shape, neighbours=neighbours,
                                                eval_fields=eval_fields),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if resample_negatives:
         if not is_train:
             raise ValueError("`resample_negatives` is for the train split only: valid and test "
                              f"use the fixed candidate files. Received: `split={split!r}`")
-        k = F.NUM_TRAIN_NEGATIVES if num_negatives is None else num_negatives
+        k = shape.train_negatives if num_negatives is None else num_negatives
         if k <= 0:
             raise ValueError(f"`num_negatives` should be positive. Received: `{num_negatives}`")
         ds = ds.enumerate().map(NegativeResampler(data_dir, task, k, seed),

@@ -36,6 +36,8 @@ class Vocab(NamedTuple):
             onehot_feat1, onehot_feat2.
         queries: ``[N_queries, W]`` int64 raw word ids of the distinct train-visible queries,
             ``RAW_PAD_ID``-padded (the query negatives of the query–item InfoNCE).
+        shape: The data's ``DataShape`` (``manifest.json``): the sizes the models are built
+            for (history lengths, words per query, neighbour slots).
     """
 
     item_ids: np.ndarray
@@ -49,6 +51,7 @@ class Vocab(NamedTuple):
     user_ids: np.ndarray
     user_features: np.ndarray
     queries: np.ndarray
+    shape: F.DataShape = F.DataShape()
 
     @property
     def num_items(self) -> int:
@@ -68,12 +71,16 @@ def _open(path: str):
     return tf.io.gfile.GFile(path, "r")  # any TF filesystem (local, gs://, ...)
 
 
-def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> Vocab:
-    """Reads ``vocab/items.tsv``, ``words.tsv``, ``users.tsv`` and ``queries.tsv``.
+def load_vocab(data_dir: str) -> Vocab:
+    """Reads ``vocab/items.tsv``, ``words.tsv``, ``users.tsv`` and ``queries.tsv``, and the data's
+    ``DataShape`` (captions keep their first ``caption_words`` words, queries their first
+    ``query_words``).
 
     Raises:
         FileNotFoundError: If a vocabulary file is missing (run ``jsr-preprocess`` first).
     """
+    shape = F.DataShape.read(data_dir)
+    max_caption_words = shape.caption_words
     vocab_dir = os.path.join(data_dir, F.VOCAB_DIR)
     for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB, F.QUERIES_VOCAB):
         path = os.path.join(vocab_dir, name)
@@ -99,9 +106,9 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
         users = list(csv.DictReader(f, delimiter="\t"))
     with _open(os.path.join(vocab_dir, F.QUERIES_VOCAB)) as f:
         query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
-    queries = np.full([len(query_rows), max_caption_words], F.RAW_PAD_ID, np.int64)
+    queries = np.full([len(query_rows), shape.query_words], F.RAW_PAD_ID, np.int64)
     for i, query in enumerate(query_rows):
-        query_ids = [int(w) for w in query][:max_caption_words]
+        query_ids = [int(w) for w in query][:shape.query_words]
         queries[i, :len(query_ids)] = query_ids
     user_cols = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
     return Vocab(
@@ -113,4 +120,4 @@ def load_vocab(data_dir: str, max_caption_words: int = F.MAX_CAPTION_WORDS) -> V
         user_ids=np.array([int(r["user_id"]) for r in users], np.int64),
         user_features=np.array([[int(r[c]) for c in user_cols] for r in users],
                                np.int64).reshape(-1, 4),
-        queries=queries)
+        queries=queries, shape=shape)

@@ -236,7 +236,7 @@ def score_split(scorer: Scorer, data_dir: str, split: str, task: int, *,
     where = os.path.join(data_dir, F.file_pattern(split, task))
     expected = expected_num_candidates(data_dir, split)
     if protocol == protocols.IMPRESSIONS:
-        expected = 1 + F.MAX_IMPRESSIONS
+        expected = 1 + F.DataShape.read(data_dir).impressions
     fn = None
     scores, users, rows, valids = [], [], [], []
     skipped = 0

@@ -96,18 +96,22 @@ class JsrModel(tfrs.models.Model):
 
     Args:
         l2: Coupled L2 coefficient added to the gradients in ``train_step`` (0 disables).
+        data_shape: The ``DataShape`` of the data the model reads (``Vocab.shape``: the history
+            lengths and neighbour slots it is built for); default the reference shape.
 
     Attributes:
         l2_rows_in_batch: The named deviation ``train.l2_rows_in_batch`` (see the module
             docstring), False by default; ``factory.build_model`` sets it from the config.
     """
 
-    def __init__(self, l2: float = 0.0, **kwargs) -> None:
+    def __init__(self, l2: float = 0.0, data_shape: Optional[F.DataShape] = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         if l2 < 0:
             raise ValueError(f"`l2` should be >= 0. Received: `l2={l2}`")
         self.l2 = float(l2)
         self.l2_rows_in_batch = False
+        self.data_shape = data_shape if data_shape is not None else F.DataShape()
 
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
         raise NotImplementedError

@@ -108,7 +108,7 @@ class MixedSequence(JsrModel):
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  score_head: str = "mlp", **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
         if score_head not in SCORE_HEADS:
             raise ValueError(f"`score_head` should be one of {SCORE_HEADS}. "
                              f"Received: `score_head={score_head!r}`")
@@ -121,8 +121,8 @@ class MixedSequence(JsrModel):
         self.item_encoder = build_item_encoder(c, vocab, query_encoder=self.query_encoder)
         self.search_behaviour = SearchBehaviourEncoder(name="search_behaviour")
         self.layout = HistoryLayout(name="layout")
-        self.positions = PositionalEmbedding(F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY + 1,
-                                             name="positions")
+        self.positions = PositionalEmbedding(
+            vocab.shape.feed_history + vocab.shape.search_history + 1, name="positions")
         self.types = keras.layers.Embedding(REQUEST_TYPE + 1, c.hidden_dim,
                                             embeddings_initializer="glorot_normal",
                                             name="types")

@@ -61,7 +61,6 @@ from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_ne
                                   encode_unique, id_lookups, item_vectors, mean_bce,
                                   neighbour_inputs, single_task_batch)
 
-MAX_LENGTH = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY  # L = 60
 SOURCES = ("merged", "feed_only")
 LAYER_NORM_EPSILON = 1e-8  # the reference's
 
@@ -69,8 +68,8 @@ LAYER_NORM_EPSILON = 1e-8  # the reference's
 def left_padded_sequence(feed_items: tf.Tensor, feed_ts: tf.Tensor,
                          search_clicks: Optional[tf.Tensor] = None,
                          search_ts: Optional[tf.Tensor] = None,
-                         search_has_click: Optional[tf.Tensor] = None,
-                         length: int = MAX_LENGTH) -> tf.Tensor:
+                         search_has_click: Optional[tf.Tensor] = None, *,
+                         length: int) -> tf.Tensor:
     """The SASRec item sequence, left-padded, from the reader's right-padded history.
 
     Items are merged by a stable sort on time over ``concat[feed slots, search slots × clicks]``,
@@ -131,7 +130,8 @@ class SASRec(JsrModel):
         source: ``"merged"`` (feed positives + search clicks, the package default) or
             ``"feed_only"``.
         item_features: ``"unisar"`` (UniSAR's ``ItemEncoder``, the default) or ``"id_only"``.
-        max_length: Sequence length ``L``.
+        max_length: Sequence length ``L``; default the data's whole history (``feed_history +
+            search_history`` of ``vocab.shape``, 60).
         dynamic_shapes: Encode the neighbour payload's items once per distinct id (each row
             brings up to 10 × 35 neighbour items, which repeat a lot); XLA needs ``False``.
             The user's own sequence and the candidates are encoded as before either way.
@@ -142,8 +142,11 @@ class SASRec(JsrModel):
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  source: str = "merged", item_features: str = "unisar",
-                 max_length: int = MAX_LENGTH, dynamic_shapes: bool = True, **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+                 max_length: Optional[int] = None, dynamic_shapes: bool = True,
+                 **kwargs) -> None:
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
+        if max_length is None:  # the whole history: L = feed_history + search_history
+            max_length = vocab.shape.feed_history + vocab.shape.search_history
         if source not in SOURCES:
             raise ValueError(f"`source` should be one of {SOURCES}. Received: `source={source!r}`")
         check_item_features(item_features)
@@ -216,7 +219,7 @@ class SASRec(JsrModel):
             x = block(x, valid, training=training)
         user = self.final_norm(x)[:, -1]
         if self.config.uses_neighbours:
-            nbr = neighbour_inputs(batch)
+            nbr = neighbour_inputs(batch, self.data_shape)
             user = self.neighbour_fusion(user, self.encode_neighbours(nbr), nbr[F.NBR_SIM],
                                          nbr[F.NBR_SIDE], training=training)
         return user

@@ -37,7 +37,7 @@ an XLA-compiled step. Every shape is static, so the whole model compiles with XL
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
@@ -59,7 +59,6 @@ from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_qu
                                   mean_bce, request_vector, single_task_batch,
                                   transformer_stack)
 
-HISTORY_LENGTH = F.MAX_FEED_HISTORY  # n = 30 (reference: 20)
 QUERY_SEGMENT, ITEM_SEGMENT = 0, 1
 
 
@@ -86,16 +85,19 @@ class SearchBaseline(JsrModel):
             tables, ``num_heads``, ``num_layers``, ``ffn_dim``, ``dropout``).
         vocab: Vocabularies from the pipeline (lookup tables and item side features).
         l2: Coupled L2 coefficient (see ``JsrModel``).
-        history_length: History items ``n`` (the most recent are kept).
+        history_length: History items ``n`` (the most recent are kept); default the data's
+            ``feed_history`` (``vocab.shape``, 30).
         item_features: ``"unisar"`` (UniSAR's ``ItemEncoder``, the default) or ``"id_only"``.
     """
 
     train_tasks = (F.Task.SEARCH,)
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
-                 history_length: int = HISTORY_LENGTH, item_features: str = "unisar",
+                 history_length: Optional[int] = None, item_features: str = "unisar",
                  **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
+        if history_length is None:  # n = feed_history (30; the reference: 20)
+            history_length = vocab.shape.feed_history
         if not isinstance(history_length, int) or history_length <= 0:
             raise ValueError("`history_length` should be a positive integer. "
                              f"Received: `history_length={history_length!r}`")

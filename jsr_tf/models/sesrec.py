@@ -109,7 +109,7 @@ class SESRec(EncodedSideMixin, JsrModel):
                  triplet_weight: float = TRIPLET_WEIGHT, triplet_margin: float = TRIPLET_MARGIN,
                  user_embedding_dims: Sequence[int] = USER_EMBEDDING_DIMS,
                  precision: str = "float32", **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
         check_item_features(item_features)
         mixed = precision_kwargs(precision)  # the blocks and the InfoNCE (train.precision)
         if triplet_weight < 0:
@@ -126,8 +126,9 @@ class SESRec(EncodedSideMixin, JsrModel):
         self.user_embedding = ConcatEmbedding(user_sizes, user_embedding_dims,
                                               name="user_embedding")
         self.search_behaviour = SearchBehaviourEncoder(name="search_behaviour")
-        self.feed_positions = PositionalEmbedding(F.MAX_FEED_HISTORY, name="feed_positions")
-        self.search_positions = PositionalEmbedding(F.MAX_SEARCH_HISTORY, name="search_positions")
+        self.feed_positions = PositionalEmbedding(vocab.shape.feed_history, name="feed_positions")
+        self.search_positions = PositionalEmbedding(vocab.shape.search_history,
+                                                    name="search_positions")
 
         def encoders(name: str) -> List[keras.layers.Layer]:
             return transformer_stack(c, name, activation=_leaky_relu,

@@ -92,7 +92,7 @@ class ItemTables:
 
     def __init__(self, vocab: Vocab) -> None:
         n = vocab.num_items
-        self.captions = np.zeros([n, F.MAX_CAPTION_WORDS], np.int64)
+        self.captions = np.zeros([n, vocab.shape.caption_words], np.int64)
         self.captions[NUM_RESERVED:] = dense_rows(vocab.item_captions, vocab.word_ids)
         self.categories = np.zeros([n, 2], np.int64)
         self.categories[NUM_RESERVED:] = vocab.item_categories[:, :2]
@@ -124,7 +124,7 @@ def query_table(vocab: Vocab) -> np.ndarray:
     """
     if len(vocab.queries):
         return dense_rows(vocab.queries, vocab.word_ids)
-    return np.zeros([1, F.MAX_QUERY_WORDS], np.int64)
+    return np.zeros([1, vocab.shape.query_words], np.int64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def build_item_encoder(config: ModelConfig, vocab: Vocab, item_features: str = "
     tables = ItemTables(vocab)
     return ItemEncoder(
         vocab.num_items, config.embedding_dim, config.hidden_dim, query_encoder=query_encoder,
-        caption_length=F.MAX_CAPTION_WORDS, category_sizes=tables.category_sizes,
+        caption_length=vocab.shape.caption_words, category_sizes=tables.category_sizes,
         caption_words=tables.captions, item_categories=tables.categories, name="item_encoder")
 
 
@@ -414,30 +414,23 @@ class EncodedSideMixin:
 
 # ---------------------------------------------------------------------------------------------
 # Neighbours (spec/similar_users.md §4).
-# Per-slot trailing shape and dtype of each model input of the neighbour payload.
-NEIGHBOUR_SLOT_SHAPES: Mapping[str, Tuple[Tuple[int, ...], tf.DType]] = {
-    F.NBR_SIDE: ((), tf.int64),
-    F.NBR_SIM: ((), tf.float32),
-    F.NBR_REC_ITEMS: ((F.NBR_FEED_ITEMS,), tf.int64),
-    F.NBR_SRC_WORDS: ((F.NBR_SEARCH_SESSIONS, F.NBR_QUERY_WORDS), tf.int64),
-    F.NBR_SRC_CLICKS: ((F.NBR_SEARCH_SESSIONS, F.NBR_SESSION_CLICKS), tf.int64),
-}
-
-
-def neighbour_inputs(batch: Batch) -> Batch:
+def neighbour_inputs(batch: Batch, shape: F.DataShape) -> Batch:
     """The five neighbour inputs (``features.NEIGHBOUR_INPUTS``) of a batch.
 
-    A key the batch lacks is all zeros (``[B, K, ...]``, K = ``features.MAX_NEIGHBOURS`` unless
-    ``nbr_side`` says otherwise): every slot empty, so the fusion is an exact identity and the
-    model scores like its base. Present keys are returned as they are (dense ids if prepared).
+    A key the batch lacks is all zeros (``[B, K, ...]`` as ``shape.batch_fields`` lays it out, K
+    = ``shape.neighbour_slots`` unless ``nbr_side`` says otherwise): every slot empty, so the
+    fusion is an exact identity and the model scores like its base. Present keys are returned as
+    they are (dense ids if prepared).
     """
     out = {}
     rows = tf.shape(batch[F.FEED_ITEMS])[0]
-    slots = batch[F.NBR_SIDE].shape[1] if F.NBR_SIDE in batch else F.MAX_NEIGHBOURS
+    slots = batch[F.NBR_SIDE].shape[1] if F.NBR_SIDE in batch else shape.neighbour_slots
     if slots is None:
         slots = tf.shape(batch[F.NBR_SIDE])[1]
-    for name, (inner, dtype) in NEIGHBOUR_SLOT_SHAPES.items():
-        out[name] = batch[name] if name in batch else tf.zeros([rows, slots, *inner], dtype)
+    fields = shape.batch_fields(labels=False, neighbours=True)
+    for name in F.NEIGHBOUR_INPUTS:
+        inner, dtype, _ = fields[name]
+        out[name] = batch[name] if name in batch else tf.zeros([rows, slots, *inner[1:]], dtype)
     return out
 
 

@@ -54,7 +54,7 @@ class TwoTower(JsrModel):
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  temperature: float = TEMPERATURE, **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
         self.config = config.validate()
         self.temperature = float(temperature)
         d, e = config.hidden_dim, config.embedding_dim

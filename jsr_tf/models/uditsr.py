@@ -145,7 +145,7 @@ class UDITSR(EncodedSideMixin, JsrModel):
                  translation_weight: float = TRANSLATION_WEIGHT,
                  generation_weight: float = GENERATION_WEIGHT, hop_weight: float = HOP_WEIGHT,
                  precision: str = "float32", **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
         check_item_features(item_features)
         self.translation_weight = _weight("translation_weight", translation_weight)
         self.generation_weight = _weight("generation_weight", generation_weight)

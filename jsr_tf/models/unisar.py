@@ -76,7 +76,7 @@ class UniSAR(EncodedSideMixin, JsrModel):
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  dynamic_shapes: bool = True, seed: int = 0, precision: str = "float32",
                  **kwargs) -> None:
-        super().__init__(l2=l2, **kwargs)
+        super().__init__(l2=l2, data_shape=vocab.shape, **kwargs)
         self.config = config.validate()
         self.dynamic_shapes = dynamic_shapes
         self.seed = int(seed)
@@ -88,10 +88,11 @@ class UniSAR(EncodedSideMixin, JsrModel):
                                         name="user_encoder")
         self.search_behaviour = SearchBehaviourEncoder(name="search_behaviour")
         self.layout = HistoryLayout(causal_transitions=c.causal_transitions, name="layout")
-        lengths = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY
+        shape = vocab.shape
+        lengths = shape.feed_history + shape.search_history
         self.global_positions = PositionalEmbedding(lengths, name="global_positions")
-        self.feed_positions = PositionalEmbedding(F.MAX_FEED_HISTORY, name="feed_positions")
-        self.search_positions = PositionalEmbedding(F.MAX_SEARCH_HISTORY, name="search_positions")
+        self.feed_positions = PositionalEmbedding(shape.feed_history, name="feed_positions")
+        self.search_positions = PositionalEmbedding(shape.search_history, name="search_positions")
         self.global_encoder = transformer_stack(c, "global_encoder", **mixed)
         self.feed_encoder = transformer_stack(c, "feed_encoder", **mixed)
         self.search_encoder = transformer_stack(c, "search_encoder", **mixed)
@@ -193,7 +194,7 @@ class UniSAR(EncodedSideMixin, JsrModel):
         feed_ids = batch[F.FEED_ITEMS]
         click_ids = batch[F.SEARCH_CLICKS]
         words = batch[F.SEARCH_WORDS]
-        nbr = neighbour_inputs(batch) if self.config.uses_neighbours else None
+        nbr = neighbour_inputs(batch, self.data_shape) if self.config.uses_neighbours else None
         nbr_ids = [nbr[F.NBR_REC_ITEMS], nbr[F.NBR_SRC_CLICKS]] if nbr is not None else []
         vectors = self.encode_items([feed_ids, click_ids, *nbr_ids, *extra_items])
         feed_vectors, click_vectors = vectors[0], vectors[1]
@@ -205,7 +206,7 @@ class UniSAR(EncodedSideMixin, JsrModel):
                                                session_mask=search_valid)
         layout = self.layout(batch[F.FEED_TS], batch[F.SEARCH_TS], feed_valid=feed_valid,
                              search_valid=search_valid)
-        num_feed = F.MAX_FEED_HISTORY
+        num_feed = self.data_shape.feed_history
         merged = self.global_positions(tf.concat([feed_vectors, search_vectors], axis=1),
                                        positions=layout[LayoutKey.GLOBAL_POSITIONS])
         transitions = self._run(self.global_encoder, merged, layout[LayoutKey.GLOBAL_MASK],

@@ -112,7 +112,8 @@ def history_batch(histories: Sequence[Tuple[int, int, Sequence[Event]]],
         config: The examples' preprocess config.
 
     Returns:
-        The padded dense tensors of ``reader.parse_batch(..., with_labels=False)``;
+        The padded dense tensors of ``reader.parse_batch(..., with_labels=False)`` at the
+        config's ``data_shape()``;
         ``target_ts`` holds ``as_of_ts``.
     """
     from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
@@ -125,7 +126,8 @@ def history_batch(histories: Sequence[Tuple[int, int, Sequence[Event]]],
         for name, values in history_fields(events, config).items():
             _int64_feature(example, name, values)
         serialized.append(example.SerializeToString())
-    return reader.parse_batch(tf.constant(serialized, tf.string), with_labels=False)
+    return reader.parse_batch(tf.constant(serialized, tf.string), config.data_shape(),
+                              with_labels=False)
 
 
 # --------------------------------------------------------------------------- vectors

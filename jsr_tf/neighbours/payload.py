@@ -30,7 +30,7 @@ from jsr_tf.features import EventKind, NeighbourSide, Split
 from jsr_tf.neighbours import VIS_TEST, VIS_TRAIN, NeighbourRow, snapshot_index, visible_events
 from jsr_tf.neighbours.minhash import FEED, SEARCH
 
-__all__ = ["Slot", "Payload", "EMPTY_PAYLOAD", "PayloadCutter", "SIDE_ORDER", "RowKey",
+__all__ = ["Slot", "Payload", "empty_payload", "PayloadCutter", "SIDE_ORDER", "RowKey",
            "example_visibility", "cut_time", "index_rows", "assemble_slots", "example_slots",
            "neighbour_values", "add_neighbour_features"]
 
@@ -91,11 +91,14 @@ def _padded(values: Sequence[int], size: int) -> Tuple[int, ...]:
     return values + (F.RAW_PAD_ID,) * (size - len(values))
 
 
-EMPTY_PAYLOAD = Payload(
-    rec_items=_padded((), F.NBR_FEED_ITEMS),
-    src_words=_padded((), F.NBR_SEARCH_SESSIONS * F.NBR_QUERY_WORDS),
-    src_clicks=_padded((), F.NBR_SEARCH_SESSIONS * F.NBR_SESSION_CLICKS),
-    last_ts=0, num_feed=0, num_search=0)
+def empty_payload(shape: F.DataShape) -> Payload:
+    """The payload of a neighbour with no event before the cut: padding blocks of ``shape``'s
+    sizes (``slot_sizes``)."""
+    sizes = shape.slot_sizes()
+    return Payload(rec_items=_padded((), sizes[F.NBR_REC_ITEMS]),
+                   src_words=_padded((), sizes[F.NBR_SRC_WORDS]),
+                   src_clicks=_padded((), sizes[F.NBR_SRC_CLICKS]),
+                   last_ts=0, num_feed=0, num_search=0)
 
 
 def example_visibility(split: str) -> str:
@@ -131,9 +134,11 @@ class PayloadCutter:
     Args:
         events: The neighbour's events that the example's visibility allows, in canonical order
             (``jsr_tf.neighbours.visible_events``).
+        shape: The examples' ``DataShape``: the block sizes ``Lf``, ``Lq``, ``Wn``, ``Kn``.
     """
 
-    def __init__(self, events: Sequence[Event]) -> None:
+    def __init__(self, events: Sequence[Event], shape: F.DataShape) -> None:
+        self._shape = shape
         self._feed = [e for e in events if e.kind == EventKind.FEED]
         self._search = [e for e in events if e.kind == EventKind.SEARCH]
         self._feed_ts = [e.ts for e in self._feed]
@@ -144,9 +149,10 @@ class PayloadCutter:
                                  "are not sorted by time.")
 
     @classmethod
-    def from_timeline(cls, timeline: UserTimeline, visibility: str) -> "PayloadCutter":
+    def from_timeline(cls, timeline: UserTimeline, visibility: str,
+                      shape: F.DataShape) -> "PayloadCutter":
         """The cutter of ``timeline``'s events visible to ``visibility``."""
-        return cls(visible_events(timeline, visibility))
+        return cls(visible_events(timeline, visibility), shape)
 
     def cut(self, before_ts: int) -> Payload:
         """The payload of events with ``ts < before_ts`` (strict).
@@ -156,22 +162,23 @@ class PayloadCutter:
 
         Returns:
             The last ``Lf`` feed positives and ``Lq`` search sessions before ``before_ts``,
-            oldest first, padded (``EMPTY_PAYLOAD``'s blocks when there are none).
+            oldest first, padded (``empty_payload``'s blocks when there are none).
         """
         n_feed = bisect.bisect_left(self._feed_ts, before_ts)
         n_search = bisect.bisect_left(self._search_ts, before_ts)
-        feed = self._feed[max(0, n_feed - F.NBR_FEED_ITEMS):n_feed]
-        sessions = self._search[max(0, n_search - F.NBR_SEARCH_SESSIONS):n_search]
+        shape, sizes = self._shape, self._shape.slot_sizes()
+        feed = self._feed[max(0, n_feed - shape.nbr_feed_items):n_feed]
+        sessions = self._search[max(0, n_search - shape.nbr_search_sessions):n_search]
         words: List[int] = []
         clicks: List[int] = []
         for session in sessions:
-            words.extend(_padded(session.words, F.NBR_QUERY_WORDS))
-            clicks.extend(_padded(session.clicks, F.NBR_SESSION_CLICKS))
+            words.extend(_padded(session.words, shape.nbr_query_words))
+            clicks.extend(_padded(session.clicks, shape.nbr_session_clicks))
         last_ts = max(feed[-1].ts if feed else 0, sessions[-1].ts if sessions else 0)
         return Payload(
-            rec_items=_padded([e.item for e in feed], F.NBR_FEED_ITEMS),
-            src_words=_padded(words, F.NBR_SEARCH_SESSIONS * F.NBR_QUERY_WORDS),
-            src_clicks=_padded(clicks, F.NBR_SEARCH_SESSIONS * F.NBR_SESSION_CLICKS),
+            rec_items=_padded([e.item for e in feed], sizes[F.NBR_REC_ITEMS]),
+            src_words=_padded(words, sizes[F.NBR_SRC_WORDS]),
+            src_clicks=_padded(clicks, sizes[F.NBR_SRC_CLICKS]),
             last_ts=int(last_ts),
             num_feed=len(feed), num_search=len(sessions))
 
@@ -243,7 +250,7 @@ def neighbour_values(slots: Sequence[Slot], payloads: Sequence[Payload]) -> Dict
         payloads: One per slot, same order.
 
     Returns:
-        Name -> flat list; per slot ``features.NEIGHBOUR_SLOT_SIZES[name]`` values.
+        Name -> flat list; per slot ``DataShape.slot_sizes()[name]`` values.
     """
     if len(slots) != len(payloads):
         raise ValueError("`payloads` should have one entry per slot. Received: "

@@ -1,12 +1,10 @@
 """Shared fixture of the model tests: the golden fixture preprocessed (2 train, 3 eval negatives)."""
 
-import json
 
 import pytest
 
 from jsr_tf.data.vocab import load_vocab
 from tests import golden_fixture as G
-from tests.testing import run_preprocess
 
 CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
 
@@ -15,11 +13,7 @@ CONFIG = {"num_train_negatives": 2, "num_eval_negatives": 3}
 def data_dir(tmp_path_factory):
     """Pipeline output of the golden fixture, built once for all model tests (read only)."""
     root = tmp_path_factory.mktemp("models")
-    config = root / "config.json"
-    config.write_text(json.dumps(CONFIG))
-    out = str(root / "out")
-    run_preprocess(G.write(str(root / "raw")), out, "--config", str(config))
-    return out
+    return G.preprocessed(root, CONFIG)
 
 
 @pytest.fixture(scope="session")

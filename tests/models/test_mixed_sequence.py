@@ -19,6 +19,8 @@ from tests.models._checks import (assert_candidates_scored_independently,
                                   strip_all)
 from tests.models._checks import read_batch as _batch
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 NAME = "mixed_sequence"
 
 
@@ -162,7 +164,7 @@ def test_user_vector_depends_on_history_and_no_history_reads_only_the_request(da
     empty_batch = strip(strip(batch, "feed_"), "search_")
     empty = model.encode_user(empty_batch, F.Task.SEARCH).numpy()
     # Pads are masked out: the blocks run on the request token alone (own position, own type).
-    length = F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY
+    length = SHAPE.feed_history + SHAPE.search_history
     x = (model.encode_query(empty_batch, F.Task.SEARCH)[:, None]
          + model.positions.position_embeddings[length:]
          + model.types.embeddings[REQUEST_TYPE:])

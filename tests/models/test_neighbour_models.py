@@ -24,6 +24,8 @@ from jsr_tf.models import factory
 from jsr_tf.models.base import JsrModel
 from tests.models._checks import assert_eager_graph_xla_agree, preset_model, read_batch
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 # test id: (neighbour preset, base preset, overrides for the tiny vocabulary)
 FAMILIES = {
     "unisar_nbr": ("unisar_nbr", "unisar", ("model.num_qi_negatives=8",)),
@@ -39,9 +41,9 @@ def _payload(batch: Dict[str, tf.Tensor], vocab: Vocab, seed: int = 0,
              side: np.ndarray = None) -> Dict[str, tf.Tensor]:
     """``batch`` plus a random non-empty neighbour payload (raw ids, right-padded)."""
     rng = np.random.default_rng(seed)
-    rows, k = int(batch[F.FEED_ITEMS].shape[0]), F.MAX_NEIGHBOURS
-    lf, lq = F.NBR_FEED_ITEMS, F.NBR_SEARCH_SESSIONS
-    wn, kn = F.NBR_QUERY_WORDS, F.NBR_SESSION_CLICKS
+    rows, k = int(batch[F.FEED_ITEMS].shape[0]), SHAPE.neighbour_slots
+    lf, lq = SHAPE.nbr_feed_items, SHAPE.nbr_search_sessions
+    wn, kn = SHAPE.nbr_query_words, SHAPE.nbr_session_clicks
 
     def ids(pool: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
         values = rng.choice(pool, size=shape).astype(np.int64)
@@ -283,7 +285,7 @@ def test_sasrec_serving_module_with_xla(name, data_dir, vocab):
     if name == "sasrec_nbr":
         inputs.update({k: batch[k] for k in S.NEIGHBOUR_SPECS})
     # A request's sessions list real clicks only (search_has_click is derived from them).
-    want = model.score(S.fit_request(inputs), F.Task.FEED).numpy()
+    want = model.score(S.fit_request(inputs, SHAPE), F.Task.FEED).numpy()
     module = S.ServingModule(model, jit_compile=True)
     assert model.dynamic_shapes is False
     sig = S.FEED_NBR_SIGNATURE if name == "sasrec_nbr" else S.FEED_SIGNATURE
@@ -300,8 +302,8 @@ def test_training_input_parses_the_payload_and_warns_without_it(data_dir, caplog
         train = datasets.make_train_input(config, data_dir, shuffle=False)
     assert "every neighbour slot will be empty" in caplog.text
     batch = next(iter(train.dataset))[Inputs.FEED.value]
-    assert batch[F.NBR_SRC_WORDS].shape[1:] == (F.MAX_NEIGHBOURS, F.NBR_SEARCH_SESSIONS,
-                                                F.NBR_QUERY_WORDS)
+    assert batch[F.NBR_SRC_WORDS].shape[1:] == (SHAPE.neighbour_slots, SHAPE.nbr_search_sessions,
+                                                SHAPE.nbr_query_words)
     for name in F.NEIGHBOUR_INPUTS:  # every slot is padding: side and sim 0, ids -1
         pad_value = 0 if name in (F.NBR_SIDE, F.NBR_SIM) else F.RAW_PAD_ID
         assert (batch[name].numpy() == pad_value).all(), name

@@ -69,7 +69,7 @@ def test_adapter_under_xla_and_on_reader_batches(data_dir):
     # On reader batches: length 60, left-padded, every real feed item kept.
     batch = _batch(data_dir, "train", F.Task.FEED)
     seq = left_padded_sequence(batch[F.FEED_ITEMS], batch[F.FEED_TS], batch[F.SEARCH_CLICKS],
-                               batch[F.SEARCH_TS], batch[F.SEARCH_HAS_CLICK]).numpy()
+                               batch[F.SEARCH_TS], batch[F.SEARCH_HAS_CLICK], length=60).numpy()
     assert seq.shape == (batch[F.FEED_ITEMS].shape[0], 60)
     for row, items in zip(seq, batch[F.FEED_ITEMS].numpy()):
         real = row[row != 0]

@@ -22,6 +22,8 @@ from tests.models._checks import (assert_both_heads_score_candidates_independent
                                   strip)
 from tests.models._checks import read_batch as _batch
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 
 def _model(vocab, *overrides, seed=1, **kwargs):
     overrides = ("model.num_qi_negatives=8", *overrides)
@@ -123,7 +125,7 @@ def test_infonce_negatives_are_a_stateless_function_of_seed_and_step(vocab):
     items, queries = (t.numpy() for t in model._negatives())
     np.testing.assert_array_equal(model._negatives()[0].numpy(), items)
     assert len(set(items.tolist())) == len(items) == min(8, model.num_items - 2)
-    assert items.min() >= 2 and queries.shape[1] == F.MAX_QUERY_WORDS
+    assert items.min() >= 2 and queries.shape[1] == SHAPE.query_words
 
 
 def test_id_only_variant_scores_finitely_and_differs(data_dir, vocab):

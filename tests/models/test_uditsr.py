@@ -25,6 +25,8 @@ from tests.models._checks import (assert_both_heads_score_candidates_independent
                                   strip)
 from tests.models._checks import read_batch as _batch
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 
 def _model(vocab, *overrides, seed=1, **kwargs):
     if kwargs:  # the builder's seed and shape choice, with other constructor arguments
@@ -91,9 +93,9 @@ def test_edge_mask_is_the_feed_items_and_the_clicks_of_clicked_sessions(data_dir
     clicked = (clicks != 0) & sessions[..., None] & (flag != 0)[..., None]
     rows = feed.shape[0]
     np.testing.assert_array_equal(mask, np.concatenate([feed, clicked.reshape(rows, -1)], 1))
-    assert mask.shape == (rows, F.MAX_FEED_HISTORY + F.MAX_SEARCH_HISTORY * F.MAX_SESSION_CLICKS)
-    assert not mask[row, F.MAX_FEED_HISTORY + slot * F.MAX_SESSION_CLICKS:][
-        :F.MAX_SESSION_CLICKS].any()
+    assert mask.shape == (rows, SHAPE.feed_history + SHAPE.search_history * SHAPE.session_clicks)
+    assert not mask[row, SHAPE.feed_history + slot * SHAPE.session_clicks:][
+        :SHAPE.session_clicks].any()
     assert mask.any(axis=1).all()
 
 

@@ -21,6 +21,8 @@ from tests.models._checks import (assert_candidates_scored_independently,
                                   preset_model, strip)
 from tests.models._checks import read_batch as _batch
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 
 def _model(data_dir, *overrides, seed=1):
     return preset_model("unisar", load_vocab(data_dir), "model.num_qi_negatives=8", *overrides,
@@ -110,10 +112,10 @@ def _reference_vocab() -> Vocab:
         item_ids=np.arange(1, items + 1, dtype=np.int64),
         item_feed_count=np.ones(items, np.int64), item_search_count=np.ones(items, np.int64),
         item_first_seen=np.zeros(items, np.int64), item_categories=categories,
-        item_captions=np.zeros([items, F.MAX_CAPTION_WORDS], np.int64),
+        item_captions=np.zeros([items, SHAPE.caption_words], np.int64),
         word_ids=np.arange(1, words + 1, dtype=np.int64), word_counts=np.ones(words, np.int64),
         user_ids=np.arange(1, users + 1, dtype=np.int64), user_features=user_features,
-        queries=np.ones([4, F.MAX_QUERY_WORDS], np.int64))
+        queries=np.ones([4, SHAPE.query_words], np.int64))
 
 
 def test_parameter_count_at_reference_sizes():

@@ -38,6 +38,8 @@ from jsr_tf.keys import Inputs
 from jsr_tf.models.shared import infonce_negatives
 from jsr_tf.models.unisar import UniSAR
 
+SHAPE = F.DataShape()  # the reference shape of the fixtures' data
+
 GOLDEN = os.path.join(os.path.dirname(__file__), "unisar_parity.json")
 ITEMS, WORDS, USERS = 300, 400, 20
 TOLERANCE = 1e-5
@@ -45,14 +47,14 @@ TOLERANCE = 1e-5
 
 def parity_vocab() -> Vocab:
     rng = np.random.default_rng(7)
-    captions = rng.integers(1, WORDS + 1, size=(ITEMS, F.MAX_CAPTION_WORDS))
-    lengths = rng.integers(0, F.MAX_CAPTION_WORDS + 1, size=ITEMS)
-    captions[np.arange(F.MAX_CAPTION_WORDS)[None, :] >= lengths[:, None]] = 0
+    captions = rng.integers(1, WORDS + 1, size=(ITEMS, SHAPE.caption_words))
+    lengths = rng.integers(0, SHAPE.caption_words + 1, size=ITEMS)
+    captions[np.arange(SHAPE.caption_words)[None, :] >= lengths[:, None]] = 0
     categories = np.stack([rng.integers(1, 6, ITEMS), rng.integers(1, 9, ITEMS),
                            np.zeros(ITEMS, np.int64), np.zeros(ITEMS, np.int64)], axis=1)
     users = np.stack([rng.integers(0, 3, USERS), rng.integers(0, 2, USERS),
                       rng.integers(0, 4, USERS), rng.integers(0, 3, USERS)], axis=1)
-    queries = rng.integers(1, WORDS + 1, size=(30, F.MAX_QUERY_WORDS))
+    queries = rng.integers(1, WORDS + 1, size=(30, SHAPE.query_words))
     queries[:, 4:] = 0
     return Vocab(item_ids=np.arange(1, ITEMS + 1, dtype=np.int64),
                  item_feed_count=np.ones(ITEMS, np.int64),
@@ -78,15 +80,15 @@ def parity_batch(seed: int, rows: int, candidates: int, task: int) -> Dict[str, 
     feed_ts = np.where(feed > 0, 1_000_000 + slots * 60_000 + rng.integers(0, 30_000, (rows, 1)),
                        0)
     search_ts = np.where(slots < search_len[:, None], 1_000_000 + slots * 60_000 + 30_000, 0)
-    words = rng.integers(1, WORDS + 1, (rows, 30, F.MAX_CAPTION_WORDS))
+    words = rng.integers(1, WORDS + 1, (rows, 30, SHAPE.caption_words))
     nwords = rng.integers(0, 7, (rows, 30))
-    words[np.arange(F.MAX_CAPTION_WORDS)[None, None, :] >= nwords[..., None]] = 0
+    words[np.arange(SHAPE.caption_words)[None, None, :] >= nwords[..., None]] = 0
     words[search_ts == 0] = 0
     clicks = rng.integers(1, 80, (rows, 30, 5))
     nclicks = rng.integers(0, 4, (rows, 30))
     clicks[np.arange(5)[None, None, :] >= nclicks[..., None]] = 0
     clicks[search_ts == 0] = 0
-    query = rng.integers(1, WORDS + 1, (rows, F.MAX_QUERY_WORDS))
+    query = rng.integers(1, WORDS + 1, (rows, SHAPE.query_words))
     query[:, 4:] = 0
     if task == F.Task.FEED:
         query[:] = 0

@@ -237,10 +237,10 @@ def test_data_fingerprint_requires_a_manifest(tmp_path):
 # -- the simulator oracle -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_floors_and_oracle_on_tiny_simulation(tmp_path, family):
-    from jsr_tf.data import oracle as oracle_lib
-    from jsr_tf.data import simulator
+    from jsr_tf import simulator
     from jsr_tf.data.vocab import load_vocab
     from jsr_tf.evaluation import scorers
+    from jsr_tf.simulator import oracle as oracle_lib
 
     raw, data = str(tmp_path / "raw"), str(tmp_path / "data")
     simulator.generate(simulator.get_preset("tiny"), seed=1, output_dir=raw)

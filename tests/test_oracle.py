@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from jsr_tf import features as F
-from jsr_tf.data import oracle as O
-from jsr_tf.data import simulator
-from jsr_tf.data.simulator import dynamics
+from jsr_tf import simulator
 from jsr_tf.evaluation import metrics as M
+from jsr_tf.simulator import dynamics
+from jsr_tf.simulator import oracle as O
 
 PIPELINE = os.path.join(os.path.dirname(__file__), os.pardir, "pipelines", "preprocess.py")
 

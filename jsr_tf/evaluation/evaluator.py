@@ -424,7 +424,7 @@ def oracle_reports(raw_dir: Optional[str], data_dir: str,
     """``{task: OracleReport dict}`` when ``raw_dir`` holds simulator ground truth, else None."""
     if not raw_dir:
         return None
-    from jsr_tf.data import oracle as oracle_lib  # simulator code: loaded only when needed
+    from jsr_tf.simulator import oracle as oracle_lib  # simulator code: loaded only when needed
 
     try:
         oracle = oracle_lib.Oracle.load(raw_dir)

@@ -217,7 +217,7 @@ def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskM
         popularity: ``{task: metrics}`` of the popularity floor.
         random: ``{task: metrics}`` of the random floor.
         query_blind: ``{"search": metrics}`` of the model's feed head on search rows, or None.
-        oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.data.oracle``), or None.
+        oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.simulator.oracle``), or None.
         permutation_seed: The evaluator's column-permutation seed.
         wall_time_s: Seconds the model's evaluation took.
         protocol_results: ``{protocol: {"metrics", "floors", "wall_time_s"}}``

@@ -1,6 +1,6 @@
 """The simulator oracle: true choice probabilities and Bayes-optimal metrics (evaluation.md §7).
 
-``Oracle.load(raw_dir)`` reads the ground truth that ``jsr_tf.data.simulator`` writes to
+``Oracle.load(raw_dir)`` reads the ground truth that ``jsr_tf.simulator`` writes to
 ``<raw_dir>/oracle/`` and recomputes, with the simulator's own code (``simulator.dynamics``), the
 distribution each target was drawn from:
 
@@ -26,11 +26,11 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from jsr_tf import features as F
-from jsr_tf.data.simulator import groundtruth as gt
-from jsr_tf.data.simulator import ragged
-from jsr_tf.data.simulator.dynamics import ChoiceModel, feed_weights, personal_weights
-from jsr_tf.data.simulator.presets import DynamicsParams
-from jsr_tf.data.simulator.state import IntervalTable, SessionTimeline, time_key
+from jsr_tf.simulator import groundtruth as gt
+from jsr_tf.simulator import ragged
+from jsr_tf.simulator.dynamics import ChoiceModel, feed_weights, personal_weights
+from jsr_tf.simulator.presets import DynamicsParams
+from jsr_tf.simulator.state import IntervalTable, SessionTimeline, time_key
 from jsr_tf.evaluation import metrics as M
 
 _ROWS = 1 << 16  # targets per chunk

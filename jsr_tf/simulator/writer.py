@@ -15,9 +15,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock
-from jsr_tf.data.simulator.events import SEARCH_SOURCES, EventLog
-from jsr_tf.data.simulator.world import SEARCH_ITEM_TYPES, UPLOAD_TYPES, World
+from jsr_tf.simulator import clock
+from jsr_tf.simulator.events import SEARCH_SOURCES, EventLog
+from jsr_tf.simulator.world import SEARCH_ITEM_TYPES, UPLOAD_TYPES, World
 
 REC_INTER = "rec_inter.csv"
 SRC_INTER = "src_inter.csv"

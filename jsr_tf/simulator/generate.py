@@ -10,12 +10,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, dirty as dirty_lib, groundtruth as gt, writer
-from jsr_tf.data.simulator.events import ORIGINS, REFORMULATION, TRIGGER_RELATED, \
+from jsr_tf.simulator import clock, dirty as dirty_lib, groundtruth as gt, writer
+from jsr_tf.simulator.events import ORIGINS, REFORMULATION, TRIGGER_RELATED, \
     TRIGGER_UNRELATED, EventLog, simulate_events
-from jsr_tf.data.simulator.presets import SimConfig
-from jsr_tf.data.simulator.seeding import derive_rng
-from jsr_tf.data.simulator.world import World, build_world
+from jsr_tf.simulator.presets import SimConfig
+from jsr_tf.simulator.seeding import derive_rng
+from jsr_tf.simulator.world import World, build_world
 
 
 @dataclasses.dataclass(frozen=True)

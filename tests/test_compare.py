@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from jsr_tf.evaluation import compare
+from jsr_tf.experiments import compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,7 @@ Usage::
         [--protocol sampled,sampled_fair,full,impressions] [--full_max_rows N]
 
 Writes ``results.md``, ``results.csv`` and ``results.png`` in ``--output_dir`` (see
-``jsr_tf.evaluation.compare``). Rerunning the same command skips finished runs.
+``jsr_tf.experiments.compare``). Rerunning the same command skips finished runs.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def main(argv: Sequence[str]) -> None:
     import os
 
     # deferred: TensorFlow loads after flag parsing
-    from jsr_tf.evaluation import compare, evaluator, protocols
+    from jsr_tf.evaluation import evaluator, protocols
+    from jsr_tf.experiments import compare
 
     try:
         protocol_list = protocols.resolve_protocols(FLAGS.protocol, FLAGS.data_dir)

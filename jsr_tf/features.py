@@ -73,6 +73,8 @@ from typing import Dict, Mapping
 
 import numpy as np
 
+from jsr_tf import filenames
+
 # ---------------------------------------------------------------------------------------------
 # Caps (UniSAR reference values, spec/unisar.md §11).
 MAX_FEED_HISTORY = 30
@@ -330,17 +332,7 @@ def to_example_dict(example) -> Dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Files written by the pipeline under ``<data_dir>``.
-TFRECORD_SUFFIX = ".tfrecord.gz"
-VOCAB_DIR = "vocab"
-ITEMS_VOCAB = "items.tsv"  # item_id feed_count search_count first_seen_ts author_id cat1..cat4 caption
-WORDS_VOCAB = "words.tsv"  # word_id count
-USERS_VOCAB = "users.tsv"  # user_id search_active_level rec_active_level onehot_feat1 onehot_feat2
-QUERIES_VOCAB = "queries.tsv"  # query_words (space-separated raw word ids) count; train-visible
-STATS_FILE = "stats.json"
-SCHEMA_FILE = "schema.json"
-MANIFEST_FILE = "manifest.json"
-DEAD_LETTER_DIR = "dead_letter"
+# Shard file names of the data dir (the file names themselves: jsr_tf/filenames.py).
 
 
 def task_name(task: int) -> str:
@@ -355,4 +347,4 @@ def shard_prefix(split: str, task: int) -> str:
 
 def file_pattern(split: str, task: int) -> str:
     """Glob (relative to ``data_dir``) matching every shard of one (split, task)."""
-    return f"{shard_prefix(split, task)}-*{TFRECORD_SUFFIX}"
+    return f"{shard_prefix(split, task)}-*{filenames.TFRECORD_SUFFIX}"

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from absl import app, flags
 
+from jsr_tf import filenames as FN
 from jsr_tf.cli import errors
 
 FLAGS = flags.FLAGS
@@ -66,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
     for line in compare.warnings(rows):
         print(line)
     path = compare.plot(rows, FLAGS.output_dir)
-    print(f"table: {os.path.join(FLAGS.output_dir, compare.RESULTS_MD)} (and .csv); plot: {path}")
+    print(f"table: {os.path.join(FLAGS.output_dir, FN.RESULTS_MD)} (and .csv); plot: {path}")
 
 
 def run() -> None:

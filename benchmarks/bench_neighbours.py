@@ -36,6 +36,7 @@ import jsr_tf  # noqa: F401  (sets the Keras mode before machine_info imports Te
 from benchmarks import bench_pipeline
 from benchmarks.bench_pipeline import _rows, simulate_if_missing
 from benchmarks.machine import machine_info
+from jsr_tf import filenames as FN
 from jsr_tf.neighbours import NeighbourRow
 
 
@@ -92,7 +93,7 @@ def run_measured(args: Sequence[str], log_path: str,
 def table_digests(out_dir: str) -> Dict[str, str]:
     """sha256 of each table shard (to compare tables across commits byte for byte)."""
     digests = {}
-    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*.jsonl"))):
+    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*" + FN.JSONL_SUFFIX))):
         with open(path, "rb") as f:
             digests[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
     return digests
@@ -100,7 +101,7 @@ def table_digests(out_dir: str) -> Dict[str, str]:
 
 def read_table(out_dir: str) -> List[NeighbourRow]:
     rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*.jsonl"))):
+    for path in sorted(glob.glob(os.path.join(out_dir, "neighbours-*" + FN.JSONL_SUFFIX))):
         with open(path) as f:
             rows += [NeighbourRow.from_json(line) for line in f]
     return rows
@@ -133,7 +134,7 @@ def neighbours_run(bin_dir: str, raw: str, out: str, flags: Sequence[str],
         with open(log_path) as f:
             row["populations_done"] = sum("neighbours/lsh:" in line for line in f)
         return row
-    with open(os.path.join(out, "neighbour_stats.json")) as f:
+    with open(os.path.join(out, FN.NEIGHBOUR_STATS_FILE)) as f:
         stats = json.load(f)
     totals = [table["totals"] for sides in stats["tables"].values() for table in sides.values()]
     row.update({"snapshots": len(stats["snapshots"]), "table_rows": len(read_table(out)),
@@ -172,7 +173,7 @@ def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str],
     """``jsr-neighbour-features`` on the preset's default table (preprocess first if needed),
     killed past ``max_rss_mib`` like the retrieval runs."""
     data = os.path.join(work, "data")
-    if not os.path.exists(os.path.join(data, "manifest.json")):
+    if not os.path.exists(os.path.join(data, FN.MANIFEST_FILE)):
         run_measured([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
                       "--output_dir", data], data + ".log")
     out = os.path.join(work, "data_nbr")
@@ -182,7 +183,7 @@ def payload_run(bin_dir: str, raw: str, work: str, extra: Sequence[str],
                        out + ".log", max_rss_mib)
     if row["killed"]:
         return row
-    with open(os.path.join(out, "neighbour_feature_stats.json")) as f:
+    with open(os.path.join(out, FN.NEIGHBOUR_FEATURE_STATS_FILE)) as f:
         stats = json.load(f)
     row.update({"examples": stats["examples"]["read"],
                 "examples_with_slots": stats["examples"]["with_slots"],
@@ -216,7 +217,7 @@ def main() -> None:
     for preset in [p for p in args.presets.split(",") if p]:
         raw = os.path.join(args.work_dir, preset, "raw")
         events = simulate_if_missing(bin_dir, raw, preset, args.seed)
-        row = {"preset": preset, "users": _rows(os.path.join(raw, "user_features.csv")),
+        row = {"preset": preset, "users": _rows(os.path.join(raw, FN.USER_FEATURES)),
                "events": events}
         row.update(neighbours_run(bin_dir, raw, os.path.join(args.work_dir, preset, "neighbours"),
                                   extra, args.max_rss_mib))

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 import psutil
 
 from benchmarks.machine import cpu
+from jsr_tf import filenames as FN
 
 
 def _rows(path: str) -> int:
@@ -88,11 +89,11 @@ def run_measured(args, log_path: Optional[str] = None, max_rss_mib: Optional[flo
 def simulate_if_missing(bin_dir: str, raw: str, preset: str, seed: int) -> int:
     """Runs ``jsr-simulate`` into ``raw`` unless its CSVs are there; returns the event count
     (rows of rec_inter + src_inter)."""
-    if not os.path.exists(os.path.join(raw, "rec_inter.csv")):
+    if not os.path.exists(os.path.join(raw, FN.REC_INTER)):
         subprocess.run([os.path.join(bin_dir, "jsr-simulate"), "--preset", preset, "--seed",
                         str(seed), "--output_dir", raw], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return _rows(os.path.join(raw, "rec_inter.csv")) + _rows(os.path.join(raw, "src_inter.csv"))
+    return _rows(os.path.join(raw, FN.REC_INTER)) + _rows(os.path.join(raw, FN.SRC_INTER))
 
 
 def write_results(results: list, output) -> None:
@@ -120,7 +121,7 @@ def main() -> None:
         events = simulate_if_missing(bin_dir, raw, preset, args.seed)
         seconds, peak_mib = _run_child([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
                                         "--output_dir", out])
-        with open(os.path.join(out, "stats.json")) as f:
+        with open(os.path.join(out, FN.STATS_FILE)) as f:
             stats = json.load(f)
         examples = sum(n for split in stats["examples"].values() for n in split.values())
         row = {"preset": preset, "events": events, "examples": examples,

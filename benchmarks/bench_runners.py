@@ -23,6 +23,7 @@ import time
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before machine_info imports TF)
 from benchmarks.bench_pipeline import simulate_if_missing
 from benchmarks.machine import machine_info
+from jsr_tf import filenames as FN
 
 VARIANTS = {
     "in_memory": [],
@@ -64,7 +65,7 @@ def main() -> None:
                    "load_1min_before": round(os.getloadavg()[0], 2),
                    **run_child([os.path.join(bin_dir, "jsr-preprocess"), "--input_dir", raw,
                                 "--output_dir", out, *flags])}
-            with open(os.path.join(out, "manifest.json")) as f:
+            with open(os.path.join(out, FN.MANIFEST_FILE)) as f:
                 manifests.setdefault(variant, []).append(json.load(f)["files"])
             runs.append(row)
             print(json.dumps(row), flush=True)

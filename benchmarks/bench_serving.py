@@ -59,6 +59,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.machine import machine_info  # noqa: E402
+from jsr_tf import filenames as FN  # noqa: E402
 
 EXPORT_VARIANTS = {  # name -> export_run keyword arguments
     "default": {"cache_items": True},  # jsr-export's default: cached item vectors, no XLA
@@ -122,7 +123,8 @@ def build_runs(data_dir: str, work_dir: str, batch_size: int,
     from jsr_tf.data import reader
     from jsr_tf.data.vocab import load_vocab
     from jsr_tf.keys import Inputs
-    from jsr_tf.models.factory import BEST_WEIGHTS, build_model, save_config
+    from jsr_tf.filenames import BEST_WEIGHTS
+    from jsr_tf.models.factory import build_model, save_config
 
     vocab = load_vocab(data_dir)
     feed = next(iter(reader.make_dataset(data_dir, "train", F.Task.FEED, batch_size,
@@ -427,7 +429,7 @@ def main() -> None:
                   os.path.getsize(os.path.join(path, "saved_model.pb")) / 2**20, 1),
               "catalogue_items": int(len(load_vocab(args.data_dir).item_ids)),
               "top_k": args.top_k, "graph_ops": graph_ops(tf.saved_model.load(path))}
-    with open(os.path.join(path, "assets.extra", "export_info.json")) as f:
+    with open(os.path.join(path, FN.EXTRA_DIR, FN.EXPORT_INFO_FILE)) as f:
         export["export_info"] = json.load(f)
     print(json.dumps(export), flush=True)
 

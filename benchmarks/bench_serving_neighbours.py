@@ -45,8 +45,9 @@ def build_run(name: str, data_dir: str, work_dir: str, batch_size: int = 32) -> 
     from jsr_tf.config import preset
     from jsr_tf.data import reader
     from jsr_tf.data.vocab import load_vocab
+    from jsr_tf.filenames import BEST_WEIGHTS
     from jsr_tf.keys import Inputs
-    from jsr_tf.models.factory import BEST_WEIGHTS, build_model, save_config
+    from jsr_tf.models.factory import build_model, save_config
 
     keras.utils.set_random_seed(1)
     config = preset(name)

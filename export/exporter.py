@@ -24,19 +24,17 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 from absl import logging
 
-from jsr_tf.evaluation import evaluator
+from jsr_tf import filenames as FN
 from jsr_tf.models import factory
 from export import rest
 from export import serving as S
 from export import warmup
 
-INFO_FILE = "export_info.json"
-SAMPLE_REQUEST = "sample_request_{}.json"  # REST row-format body of one signature
 
 
 def run_data_dir(model_dir: str) -> str:
     """The data dir a run was trained on, from its ``metrics.json``."""
-    path = os.path.join(model_dir, evaluator.METRICS_FILE)
+    path = os.path.join(model_dir, FN.METRICS_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path!r} not found: pass --data_dir, or train {model_dir!r} "
                                 "to the end first.")
@@ -107,8 +105,8 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
     warmup.write_warmup(tmp, model_name, requests, sorted(signatures))
     for name in sorted(signatures):  # one-row REST bodies, for smoke tests against a server
         one_row = {key: value[:1] for key, value in requests[name].items()}
-        with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR,
-                                            SAMPLE_REQUEST.format(name)), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(tmp, FN.EXTRA_DIR,
+                                            FN.SAMPLE_REQUEST.format(name)), "w") as f:
             f.write(json.dumps(rest.row_body(name, one_row)))
     info: Dict[str, Any] = {
         "model_name": model_name, "version": version, "model": config.model.name,
@@ -119,7 +117,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         "top_k": getattr(module, "top_k", None), "cached_item_vectors": cache_items,
         "jit_compile": jit_compile, "neighbour_inputs": S.uses_neighbours(ranker),
         "request_limits": dataclasses.asdict(limits)}
-    with tf.io.gfile.GFile(os.path.join(tmp, warmup.EXTRA_DIR, INFO_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(tmp, FN.EXTRA_DIR, FN.EXPORT_INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=2))
     if tf.io.gfile.exists(target):  # checked again: another export may have taken the number
         if not overwrite:

@@ -17,11 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from export import serving as S
 
-WARMUP_FILE = "tf_serving_warmup_requests"
-EXTRA_DIR = "assets.extra"
 HISTORY_INPUTS = tuple(S.HISTORY_SPECS)
 
 
@@ -88,9 +87,9 @@ def write_warmup(version_dir: str, model_name: str,
     """Writes two ``PredictionLog`` s per signature (the sample batch, one row); returns the path."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    directory = os.path.join(version_dir, EXTRA_DIR)
+    directory = os.path.join(version_dir, FN.EXTRA_DIR)
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, WARMUP_FILE)
+    path = os.path.join(directory, FN.WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
         for signature in signatures:
             # The batch of the sample and a single row: the usual shapes (and, with

@@ -74,6 +74,8 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from jsr_tf import filenames
+
 # Padding: raw id lists are padded with ``RAW_PAD_ID`` (raw 0 is a valid id); the model's lookups
 # map it (every negative raw id) to the dense padding index ``PAD_ID``; dense index 1 is OOV.
 RAW_PAD_ID = -1
@@ -291,13 +293,13 @@ class DataShape:
 
         import tensorflow as tf  # Deferred: Beam workers import this module without TF.
 
-        manifest = os.path.join(data_dir, MANIFEST_FILE)
+        manifest = os.path.join(data_dir, filenames.MANIFEST_FILE)
         if tf.io.gfile.exists(manifest):
             with tf.io.gfile.GFile(manifest) as f:
                 recorded = json.load(f).get(DATA_SHAPE_KEY)
             if recorded is not None:
                 return cls.from_dict(recorded)
-        config = os.path.join(data_dir, PREPROCESS_CONFIG_FILE)
+        config = os.path.join(data_dir, filenames.PREPROCESS_CONFIG_FILE)
         if tf.io.gfile.exists(config):
             with tf.io.gfile.GFile(config) as f:
                 return cls.from_preprocess(json.load(f))
@@ -555,18 +557,7 @@ def to_example_dict(example) -> Dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Files written by the pipeline under ``<data_dir>``.
-TFRECORD_SUFFIX = ".tfrecord.gz"
-VOCAB_DIR = "vocab"
-ITEMS_VOCAB = "items.tsv"  # item_id feed_count search_count first_seen_ts author_id cat1..cat4 caption
-WORDS_VOCAB = "words.tsv"  # word_id count
-USERS_VOCAB = "users.tsv"  # user_id search_active_level rec_active_level onehot_feat1 onehot_feat2
-QUERIES_VOCAB = "queries.tsv"  # query_words (space-separated raw word ids) count; train-visible
-STATS_FILE = "stats.json"
-SCHEMA_FILE = "schema.json"
-MANIFEST_FILE = "manifest.json"
-PREPROCESS_CONFIG_FILE = "preprocess_config.json"
-DEAD_LETTER_DIR = "dead_letter"
+# Shard file names of the data dir (the file names themselves: jsr_tf/filenames.py).
 
 
 def task_name(task: int) -> str:
@@ -581,4 +572,4 @@ def shard_prefix(split: str, task: int) -> str:
 
 def file_pattern(split: str, task: int) -> str:
     """Glob (relative to ``data_dir``) matching every shard of one (split, task)."""
-    return f"{shard_prefix(split, task)}-*{TFRECORD_SUFFIX}"
+    return f"{shard_prefix(split, task)}-*{filenames.TFRECORD_SUFFIX}"

@@ -77,7 +77,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 import jsr_tf
-from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline, build_timeline
@@ -95,10 +95,6 @@ from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconci
 from pipelines.transforms import DEAD, REC, SRC, STATS, ReadKuaisarFile
 
 TABLE_PREFIX = nb.TABLE_PREFIX
-TABLE_SUFFIX = nb.TABLE_SUFFIX
-STATS_FILE = nb.STATS_FILE
-CONFIG_FILE = nb.CONFIG_FILE
-PREPROCESS_CONFIG_FILE = "preprocess_config.json"
 _COUNTERS = ("users_known", "users_indexed", "users_empty", "rows_written", "pairs_emitted",
              "users_below_k", "users_without_neighbours")
 
@@ -257,7 +253,7 @@ def write_table(rows: Sequence[NeighbourRow], output_dir: str, num_shards: int) 
     paths = []
     for shard in range(num_shards):
         path = FileSystems.join(output_dir, f"{TABLE_PREFIX}-{shard:05d}-of-{num_shards:05d}"
-                                            f"{TABLE_SUFFIX}")
+                                            f"{FN.JSONL_SUFFIX}")
         part = rows[shard * per:(shard + 1) * per]
         with FileSystems.create(path) as out:
             out.write("".join(r.to_json() + "\n" for r in part).encode("utf-8"))
@@ -266,7 +262,8 @@ def write_table(rows: Sequence[NeighbourRow], output_dir: str, num_shards: int) 
 
 
 def write_dead_letters(dead: Sequence, output_dir: str) -> None:
-    path = FileSystems.join(output_dir, F.DEAD_LETTER_DIR, "rejected-00000-of-00001.jsonl")
+    path = FileSystems.join(output_dir, FN.DEAD_LETTER_DIR,
+                            f"rejected-00000-of-00001{FN.JSONL_SUFFIX}")
     with FileSystems.create(path) as out:
         out.write("".join(json.dumps(r._asdict(), sort_keys=True) + "\n"
                           for r in dead).encode("utf-8"))
@@ -342,23 +339,22 @@ def check_inputs(input_dir: str, model_dir: str, data_dir: str, output_dir: str
     common.check_output_dir(output_dir, (("input_dir", input_dir), ("model_dir", model_dir),
                                          ("data_dir", data_dir)))
     paths = resolve_inputs(input_dir)
-    pre_path = FileSystems.join(data_dir, PREPROCESS_CONFIG_FILE)
+    pre_path = FileSystems.join(data_dir, FN.PREPROCESS_CONFIG_FILE)
     if not FileSystems.exists(pre_path):
-        raise kuaisar.InputError(f"{PREPROCESS_CONFIG_FILE} not found in {data_dir!r}: "
+        raise kuaisar.InputError(f"{FN.PREPROCESS_CONFIG_FILE} not found in {data_dir!r}: "
                                  "--data_dir should be the jsr-preprocess output the model was "
                                  "trained on.")
-    for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB, F.QUERIES_VOCAB):
-        if not FileSystems.exists(FileSystems.join(data_dir, F.VOCAB_DIR, name)):
-            raise kuaisar.InputError(f"Vocabulary file {F.VOCAB_DIR}/{name} not found in "
+    for name in (FN.ITEMS_VOCAB, FN.WORDS_VOCAB, FN.USERS_VOCAB, FN.QUERIES_VOCAB):
+        if not FileSystems.exists(FileSystems.join(data_dir, FN.VOCAB_DIR, name)):
+            raise kuaisar.InputError(f"Vocabulary file {FN.VOCAB_DIR}/{name} not found in "
                                      f"{data_dir!r}: is it a jsr-preprocess output?")
-    from jsr_tf.models import factory  # pylint: disable=g-import-not-at-top
-    if not FileSystems.exists(FileSystems.join(model_dir, factory.CONFIG_FILE)):
-        raise kuaisar.InputError(f"{factory.CONFIG_FILE} not found in {model_dir!r}: "
+    if not FileSystems.exists(FileSystems.join(model_dir, FN.CONFIG_FILE)):
+        raise kuaisar.InputError(f"{FN.CONFIG_FILE} not found in {model_dir!r}: "
                                  "--model_dir should be a jsr-train model dir.")
-    if not FileSystems.match([FileSystems.join(model_dir, factory.BEST_WEIGHTS) + "*"]
+    if not FileSystems.match([FileSystems.join(model_dir, FN.BEST_WEIGHTS) + "*"]
                              )[0].metadata_list:
         raise kuaisar.InputError(f"No best weights in {model_dir!r} "
-                                 f"({factory.BEST_WEIGHTS}*): training has not finished.")
+                                 f"({FN.BEST_WEIGHTS}*): training has not finished.")
     try:
         preprocess = PreprocessConfig.from_dict(read_json(pre_path))
     except (ValueError, TypeError) as err:
@@ -455,9 +451,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     def produce(staging: str) -> Dict:
         write_table(rows, staging, args.num_shards)
         write_dead_letters(dead, staging)
-        write_json(stats, FileSystems.join(staging, STATS_FILE))
+        write_json(stats, FileSystems.join(staging, FN.NEIGHBOUR_STATS_FILE))
         write_json(table_config(dense_config, config, preprocess, model_config.model.name),
-                   FileSystems.join(staging, CONFIG_FILE))
+                   FileSystems.join(staging, FN.NEIGHBOUR_CONFIG_FILE))
         raise_unless_reconciled(stats, "Dense neighbour counts")
         return stats
 

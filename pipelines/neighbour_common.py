@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.neighbours import NeighbourConfig
 from jsr_tf.neighbours import payload as pl
@@ -76,7 +77,7 @@ def read_table_stats(neighbours_dir: str) -> Tuple[Dict, List[int]]:
     Raises:
         InputError: No stats file.
     """
-    stats = read_json(require(FileSystems.join(neighbours_dir, nb.STATS_FILE),
+    stats = read_json(require(FileSystems.join(neighbours_dir, FN.NEIGHBOUR_STATS_FILE),
                               "Neighbour table stats"))
     return stats, [int(s["snapshot_ts"]) for s in stats.get("snapshots", [])]
 
@@ -87,9 +88,9 @@ def table_pattern(neighbours_dir: str) -> str:
     Raises:
         InputError: No shard matches.
     """
-    pattern = FileSystems.join(neighbours_dir, f"{nb.TABLE_PREFIX}-*{nb.TABLE_SUFFIX}")
+    pattern = FileSystems.join(neighbours_dir, f"{nb.TABLE_PREFIX}-*{FN.JSONL_SUFFIX}")
     if not FileSystems.match([pattern])[0].metadata_list:
-        raise kuaisar.InputError(f"No neighbour table ({nb.TABLE_PREFIX}-*{nb.TABLE_SUFFIX}) in "
+        raise kuaisar.InputError(f"No neighbour table ({nb.TABLE_PREFIX}-*{FN.JSONL_SUFFIX}) in "
                                  f"{neighbours_dir!r}.")
     return pattern
 

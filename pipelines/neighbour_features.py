@@ -66,6 +66,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 import jsr_tf
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
@@ -86,11 +87,7 @@ from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconci
 from pipelines.transforms import (REC, SRC, STATS, Counters, Progress, bump, merge_counters,
                                   parse_timelines)
 
-STATS_FILE = "neighbour_feature_stats.json"
-PREPROCESS_CONFIG_FILE = "preprocess_config.json"
-COPIED_FILES = (F.SCHEMA_FILE, F.STATS_FILE, PREPROCESS_CONFIG_FILE)
-_RAW = "_raw_neighbour_feature_counters.json"
-_FILE_COUNTS = "_file_counts.json"
+COPIED_FILES = (FN.SCHEMA_FILE, FN.STATS_FILE, FN.PREPROCESS_CONFIG_FILE)
 _PROGRESS = 20_000
 TABLE_VISIBILITIES = (VIS_TRAIN, VIS_TEST)
 
@@ -217,25 +214,25 @@ def check_inputs(input_dir: str, examples_dir: str, neighbours_dir: str,
     require(examples_dir, "Examples dir")
     raw_paths = resolve_inputs(input_dir)
     examples_config = read_json(require(
-        FileSystems.join(examples_dir, PREPROCESS_CONFIG_FILE), "Examples' preprocess config"))
-    manifest = read_json(require(FileSystems.join(examples_dir, F.MANIFEST_FILE),
+        FileSystems.join(examples_dir, FN.PREPROCESS_CONFIG_FILE), "Examples' preprocess config"))
+    manifest = read_json(require(FileSystems.join(examples_dir, FN.MANIFEST_FILE),
                                  "Examples' manifest"))
     for name in COPIED_FILES:
         require(FileSystems.join(examples_dir, name), f"Examples' {name}")
     files = list_example_files(examples_dir, manifest)
-    table_config = read_json(require(FileSystems.join(neighbours_dir, nb.CONFIG_FILE),
+    table_config = read_json(require(FileSystems.join(neighbours_dir, FN.NEIGHBOUR_CONFIG_FILE),
                                      "Neighbour table config"))
     neighbour_config = check_configs(examples_config, table_config)
     table_stats, snapshots = common.read_table_stats(neighbours_dir)
     table_pattern = common.table_pattern(neighbours_dir)
-    examples_stats = read_json(FileSystems.join(examples_dir, F.STATS_FILE))
+    examples_stats = read_json(FileSystems.join(examples_dir, FN.STATS_FILE))
     source_rows = {"examples": examples_stats.get("files", {}),
                    "neighbour table": table_stats.get("files", {})}
     return Inputs(raw_paths, files, manifest, PreprocessConfig.from_dict(examples_config),
                   neighbour_config, table_pattern, snapshots, source_rows)
 
 
-# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+# Files of a run from before ``FN.OWNED_FILE`` existed, which a rerun may delete.
 LEGACY_OUTPUTS = PREPROCESS_LEGACY_OUTPUTS[:1]  # the example shards
 
 
@@ -461,10 +458,11 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
                | "WithEmptyFiles" >> beam.Flatten()
                | "GroupFiles" >> beam.GroupByKey()
                | "WriteFiles" >> beam.ParDo(WriteExampleFile(output_dir)))
-    common.write_file_counts(written, FileSystems.join(output_dir, _FILE_COUNTS))
+    common.write_file_counts(written, FileSystems.join(output_dir, FN.FILE_COUNTS_FILE))
 
     stats_parts = [p.stats for p in parsed.values()] + [timelines.stats] + stats
-    common.write_raw_stats(stats_parts, FileSystems.join(output_dir, _RAW))
+    common.write_raw_stats(stats_parts,
+                           FileSystems.join(output_dir, FN.NEIGHBOUR_FEATURE_RAW_COUNTERS_FILE))
 
 
 def build_timelines_pipeline(pipeline: beam.Pipeline, inputs: Inputs, staging: str) -> None:
@@ -497,11 +495,11 @@ def build_concat_pipeline(pipeline: beam.Pipeline, inputs: Inputs, staging: str,
     written = (pipeline
                | "FileParts" >> beam.Create(sorted(parts.items()))
                | "ConcatParts" >> beam.ParDo(passes.ConcatParts(staging)))
-    common.write_file_counts(written, FileSystems.join(staging, _FILE_COUNTS))
+    common.write_file_counts(written, FileSystems.join(staging, FN.FILE_COUNTS_FILE))
 
 
 def _raw_name(stage: str) -> str:
-    return _RAW.replace(".json", f"-{stage}.json")
+    return FN.NEIGHBOUR_FEATURE_RAW_COUNTERS_FILE.replace(".json", f"-{stage}.json")
 
 
 # --------------------------------------------------------------------------- stats
@@ -565,18 +563,18 @@ def copy_metadata(examples_dir: str, output_dir: str, shape: F.DataShape) -> Non
     for name in COPIED_FILES:
         _copy(FileSystems.join(examples_dir, name), FileSystems.join(output_dir, name))
     # schema.json also describes the added fields.
-    schema = read_json(FileSystems.join(examples_dir, F.SCHEMA_FILE))
+    schema = read_json(FileSystems.join(examples_dir, FN.SCHEMA_FILE))
     schema["neighbour_features"] = F.neighbour_feature_description(shape)
     schema["neighbour_caps"] = {"slots": shape.neighbour_slots,
                                 "feed_items": shape.nbr_feed_items,
                                 "search_sessions": shape.nbr_search_sessions,
                                 "query_words": shape.nbr_query_words,
                                 "session_clicks": shape.nbr_session_clicks}
-    write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
-    pattern = FileSystems.join(examples_dir, F.VOCAB_DIR, "*")
+    write_json(schema, FileSystems.join(output_dir, FN.SCHEMA_FILE))
+    pattern = FileSystems.join(examples_dir, FN.VOCAB_DIR, "*")
     for m in FileSystems.match([pattern])[0].metadata_list:
         name = m.path.rstrip("/").split("/")[-1]
-        _copy(m.path, FileSystems.join(output_dir, F.VOCAB_DIR, name))
+        _copy(m.path, FileSystems.join(output_dir, FN.VOCAB_DIR, name))
 
 
 def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
@@ -586,10 +584,11 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
     Raises:
         ReconciliationError: If a count check fails (after the stats are written).
     """
+    raw_pattern = FN.NEIGHBOUR_FEATURE_RAW_COUNTERS_FILE.replace(".json", "*.json")
     raw_files = [m.path for m in FileSystems.match(
-        [FileSystems.join(output_dir, _RAW.replace(".json", "*.json"))])[0].metadata_list]
+        [FileSystems.join(output_dir, raw_pattern)])[0].metadata_list]
     counters = merge_counters(read_json(path) for path in sorted(raw_files))
-    file_counts = read_json(FileSystems.join(output_dir, _FILE_COUNTS))
+    file_counts = read_json(FileSystems.join(output_dir, FN.FILE_COUNTS_FILE))
     stats = summarise(counters, file_counts, inputs)
     stats.update(elapsed_s=round(elapsed_s, 2), input_dir=args.input_dir, passes=num_passes,
                  examples_dir=args.examples_dir, neighbours_dir=args.neighbours_dir,
@@ -621,9 +620,9 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
         "counts": {"examples": stats["examples"], "slots": stats["slots"],
                    "payload": stats["payload"]},
     }
-    write_json(stats, FileSystems.join(output_dir, STATS_FILE))
-    write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
-    FileSystems.delete(raw_files + [FileSystems.join(output_dir, _FILE_COUNTS)])
+    write_json(stats, FileSystems.join(output_dir, FN.NEIGHBOUR_FEATURE_STATS_FILE))
+    write_json(manifest, FileSystems.join(output_dir, FN.MANIFEST_FILE))
+    FileSystems.delete(raw_files + [FileSystems.join(output_dir, FN.FILE_COUNTS_FILE)])
     raise_unless_reconciled(stats, "Neighbour feature counts")
     return stats
 

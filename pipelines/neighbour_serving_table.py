@@ -79,6 +79,7 @@ from apache_beam.io.filesystems import FileSystems
 
 import jsr_tf
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
@@ -98,16 +99,9 @@ from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconci
 from pipelines.transforms import REC, SRC, STATS, Counters, Progress, bump, parse_timelines
 
 PREFIX = "serving_table"
-JSONL_SUFFIX = ".jsonl"
-TFRECORD_SUFFIX = ".tfrecord.gz"
-STATS_FILE = "serving_table_stats.json"
-INFO_FILE = "serving_table_info.json"
 SNAPSHOT_TS = "snapshot_ts"
 AS_OF_MS = "as_of_ms"
 NUM_SLOTS = "num_slots"
-_RAW = "_raw_serving_table_counters.json"
-_FILE_COUNTS = "_serving_table_file_counts.json"
-_AS_OF = "_serving_table_as_of.json"
 _SIDE_NAMES = {int(side): name for name, side in pl.SIDE_ORDER}
 
 
@@ -262,7 +256,7 @@ def check_inputs(input_dir: str, neighbours_dir: str, output_dir: str, visibilit
     require(neighbours_dir, "Neighbours dir")
     require(input_dir, "Input dir")
     raw_paths = resolve_inputs(input_dir)
-    table_config = read_json(require(FileSystems.join(neighbours_dir, nb.CONFIG_FILE),
+    table_config = read_json(require(FileSystems.join(neighbours_dir, FN.NEIGHBOUR_CONFIG_FILE),
                                      "Neighbour table config"))
     expected = None
     if preprocess_config_path:
@@ -288,9 +282,9 @@ def check_inputs(input_dir: str, neighbours_dir: str, output_dir: str, visibilit
                   snapshots, k)
 
 
-# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
+# Files of a run from before ``FN.OWNED_FILE`` existed, which a rerun may delete.
 LEGACY_OUTPUTS = tuple(f"{PREFIX}{outputs.SHARD}" + re.escape(suffix)
-                       for suffix in (JSONL_SUFFIX, TFRECORD_SUFFIX))
+                       for suffix in (FN.JSONL_SUFFIX, FN.TFRECORD_SUFFIX))
 
 
 # --------------------------------------------------------------------------- steps
@@ -411,12 +405,12 @@ class WriteShard(beam.DoFn):
     def process(self, element):
         shard, values = element
         rows = sorted(v for v in values if v is not None)
-        jsonl = shard_name(shard, self._num_shards, JSONL_SUFFIX)
+        jsonl = shard_name(shard, self._num_shards, FN.JSONL_SUFFIX)
         with FileSystems.create(FileSystems.join(self._output_dir, jsonl),
                                 compression_type="uncompressed") as out:
             for _, line, _ in rows:
                 out.write(line.encode("utf-8") + b"\n")
-        records = shard_name(shard, self._num_shards, TFRECORD_SUFFIX)
+        records = shard_name(shard, self._num_shards, FN.TFRECORD_SUFFIX)
         count = tfrecord_io.write_gzip_tfrecords(FileSystems.join(self._output_dir, records),
                                                  (example for _, _, example in rows))
         logging.info("serving_table: wrote %s and %s (%d users)", jsonl, records, count)
@@ -471,12 +465,15 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
                | "WithEmptyShards" >> beam.Flatten()
                | "GroupShards" >> beam.GroupByKey()
                | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards)))
-    common.write_file_counts(written, FileSystems.join(output_dir, _FILE_COUNTS))
-    as_of | "WriteAsOf" >> beam.Map(write_json, FileSystems.join(output_dir, _AS_OF))
+    common.write_file_counts(written,
+                             FileSystems.join(output_dir, FN.SERVING_TABLE_FILE_COUNTS_FILE))
+    as_of | "WriteAsOf" >> beam.Map(write_json,
+                                    FileSystems.join(output_dir, FN.SERVING_TABLE_AS_OF_FILE))
 
     stats_parts = [p.stats for p in parsed.values()]
     stats_parts += [timelines.stats, planned.stats, payloads.stats, assembled.stats]
-    common.write_raw_stats(stats_parts, FileSystems.join(output_dir, _RAW))
+    common.write_raw_stats(stats_parts,
+                           FileSystems.join(output_dir, FN.SERVING_TABLE_RAW_COUNTERS_FILE))
 
 
 # --------------------------------------------------------------------------- stats
@@ -485,7 +482,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Inputs, output_dir: str,
 def _count_back(output_dir: str, name: str) -> int:
     """Lines of a JSONL shard or records of a TFRecord shard, read back from disk."""
     path = FileSystems.join(output_dir, name)
-    if name.endswith(TFRECORD_SUFFIX):
+    if name.endswith(FN.TFRECORD_SUFFIX):
         return sum(1 for _ in tfrecord_io.read_gzip_tfrecords(path))
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return sum(1 for line in f.read().split(b"\n") if line.strip())
@@ -515,8 +512,8 @@ def summarise(counters: Dict[str, int], file_counts: Dict[str, int],
             check(f"{side} rows read = the table's rows_written ({inputs.visibility}, snapshot "
                   f"{inputs.snapshot})", read, expected)
 
-    jsonl = {n: v for n, v in sorted(file_counts.items()) if n.endswith(JSONL_SUFFIX)}
-    records = {n: v for n, v in sorted(file_counts.items()) if n.endswith(TFRECORD_SUFFIX)}
+    jsonl = {n: v for n, v in sorted(file_counts.items()) if n.endswith(FN.JSONL_SUFFIX)}
+    records = {n: v for n, v in sorted(file_counts.items()) if n.endswith(FN.TFRECORD_SUFFIX)}
     files = {n: {"written": v, "read_back": read_back.get(n, 0)}
              for n, v in sorted(file_counts.items())}
     for name, info in files.items():
@@ -548,9 +545,9 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
     Raises:
         ReconciliationError: If a count check fails (after the stats are written).
     """
-    counters = read_json(FileSystems.join(output_dir, _RAW))
-    file_counts = read_json(FileSystems.join(output_dir, _FILE_COUNTS))
-    as_of = read_json(FileSystems.join(output_dir, _AS_OF))
+    counters = read_json(FileSystems.join(output_dir, FN.SERVING_TABLE_RAW_COUNTERS_FILE))
+    file_counts = read_json(FileSystems.join(output_dir, FN.SERVING_TABLE_FILE_COUNTS_FILE))
+    as_of = read_json(FileSystems.join(output_dir, FN.SERVING_TABLE_AS_OF_FILE))
     read_back = {name: _count_back(output_dir, name) for name in file_counts}
     stats = summarise(counters, file_counts, read_back, inputs)
     stats.update(elapsed_s=round(elapsed_s, 2), input_dir=args.input_dir,
@@ -588,10 +585,12 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
                    "payload": stats["payload"]},
         "jsr_tf_version": jsr_tf.__version__,
     }
-    write_json(stats, FileSystems.join(output_dir, STATS_FILE))
-    write_json(info, FileSystems.join(output_dir, INFO_FILE))
+    write_json(stats, FileSystems.join(output_dir, FN.SERVING_TABLE_STATS_FILE))
+    write_json(info, FileSystems.join(output_dir, FN.SERVING_TABLE_INFO_FILE))
     FileSystems.delete([FileSystems.join(output_dir, name)
-                        for name in (_RAW, _FILE_COUNTS, _AS_OF)])
+                        for name in (FN.SERVING_TABLE_RAW_COUNTERS_FILE,
+                                     FN.SERVING_TABLE_FILE_COUNTS_FILE,
+                                     FN.SERVING_TABLE_AS_OF_FILE)])
     raise_unless_reconciled(stats, "Serving table counts")
     return stats
 

@@ -86,7 +86,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 
 import jsr_tf
-from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import UserTimeline
 from jsr_tf.features import EventKind
@@ -107,11 +107,6 @@ from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _d
                                   merge_counters, parse_timelines)
 
 TABLE_PREFIX = "neighbours"
-TABLE_SUFFIX = ".jsonl"
-STATS_FILE = "neighbour_stats.json"
-CONFIG_FILE = "neighbour_config.json"
-_RAW = "_raw_neighbour_counters.json"
-_SNAPSHOTS = "_snapshots.json"
 _EXACT_WARN_USERS = 20_000
 ITEM_REFS = "item_refs"
 
@@ -608,9 +603,9 @@ class RetrieveGrouped(RetrieveNeighbours):
 # --------------------------------------------------------------------------- pipeline
 
 
-# Files of a run from before ``outputs.OWNED_FILE`` existed, which a rerun may delete.
-LEGACY_OUTPUTS = (f"{TABLE_PREFIX}{outputs.SHARD}" + re.escape(TABLE_SUFFIX),
-                  rf"{F.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
+# Files of a run from before ``FN.OWNED_FILE`` existed, which a rerun may delete.
+LEGACY_OUTPUTS = (f"{TABLE_PREFIX}{outputs.SHARD}" + re.escape(FN.JSONL_SUFFIX),
+                  rf"{FN.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
 
 
 def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: str,
@@ -648,18 +643,19 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     (retrieved["rows"]
      | "RowJson" >> beam.Map(lambda r: (r.user % num_shards,
                                         (r.visibility, r.snapshot, r.side, r.user), r.to_json()))
-     | "WriteTable" >> WriteSortedText(output_dir, TABLE_PREFIX, TABLE_SUFFIX, num_shards))
+     | "WriteTable" >> WriteSortedText(output_dir, TABLE_PREFIX, FN.JSONL_SUFFIX, num_shards))
     dead = [p.dead_letter for p in parsed.values()] | "AllDead" >> beam.Flatten()
-    dead | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
+    dead | "DeadLetters" >> WriteDeadLetters(output_dir, FN.DEAD_LETTER_DIR)
     stats_parts = [p.stats for p in parsed.values()]
     stats_parts += [timelines.stats, tokens.stats, categories.stats, *signature_stats]
     stats_parts += retrieved["stats"]
     (stats_parts
      | "AllStats" >> beam.Flatten()
      | "MergeStats" >> beam.CombineGlobally(merge_counters)
-     | "WriteRawStats" >> beam.Map(write_json, FileSystems.join(output_dir, _RAW)))
+     | "WriteRawStats" >> beam.Map(write_json,
+                                   FileSystems.join(output_dir, FN.NEIGHBOUR_RAW_COUNTERS_FILE)))
     (snapshots | "WriteSnapshots" >> beam.Map(
-        write_json, FileSystems.join(output_dir, _SNAPSHOTS)))
+        write_json, FileSystems.join(output_dir, FN.SNAPSHOTS_FILE)))
 
 
 # --------------------------------------------------------------------------- stats
@@ -760,16 +756,16 @@ def finalize(output_dir: str, config: NeighbourConfig, preprocess_config: Prepro
     Raises:
         ReconciliationError: If a count check fails (after the stats are written).
     """
-    counters = read_json(FileSystems.join(output_dir, _RAW))
-    snapshots = read_json(FileSystems.join(output_dir, _SNAPSHOTS))
+    counters = read_json(FileSystems.join(output_dir, FN.NEIGHBOUR_RAW_COUNTERS_FILE))
+    snapshots = read_json(FileSystems.join(output_dir, FN.SNAPSHOTS_FILE))
     stats = summarise(counters, snapshots, config)
     stats.update(elapsed_s=round(elapsed_s, 2), input_dir=input_dir, mode=config.mode,
                  jsr_tf_version=jsr_tf.__version__)
-    write_json(stats, FileSystems.join(output_dir, STATS_FILE))
+    write_json(stats, FileSystems.join(output_dir, FN.NEIGHBOUR_STATS_FILE))
     write_json({"neighbours": config.to_dict(), "preprocess": preprocess_config.to_dict()},
-                FileSystems.join(output_dir, CONFIG_FILE))
-    FileSystems.delete([FileSystems.join(output_dir, _RAW),
-                        FileSystems.join(output_dir, _SNAPSHOTS)])
+                FileSystems.join(output_dir, FN.NEIGHBOUR_CONFIG_FILE))
+    FileSystems.delete([FileSystems.join(output_dir, FN.NEIGHBOUR_RAW_COUNTERS_FILE),
+                        FileSystems.join(output_dir, FN.SNAPSHOTS_FILE)])
     raise_unless_reconciled(stats, "Neighbour counts")
     return stats
 

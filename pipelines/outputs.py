@@ -25,11 +25,11 @@ from typing import Callable, Dict, Iterable, List, Sequence, Set
 
 from apache_beam.io.filesystems import FileSystems
 
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from pipelines import launch
 from pipelines.stats import ReconciliationError, read_json, write_json
 
-OWNED_FILE = "jsr_owned_files.json"
 SHARD = r"-[0-9]{5}-of-[0-9]{5}"  # the shard part of every sharded file name the jobs write
 
 
@@ -76,7 +76,7 @@ def previously_owned(output_dir: str, legacy: Sequence[str] = ()) -> Set[str]:
     e.g. ``train-feed-00000-of-00004.tfrecord.gz`` (its other files have fixed names and are
     simply replaced).
     """
-    owned = FileSystems.join(output_dir, OWNED_FILE)
+    owned = FileSystems.join(output_dir, FN.OWNED_FILE)
     if FileSystems.exists(owned):
         return set(read_json(owned)["files"])
     return {f for f in list_files(output_dir) if any(re.fullmatch(p, f) for p in legacy)}
@@ -103,22 +103,22 @@ def publish(staging: str, output_dir: str, job: str, legacy: Sequence[str] = ())
     Returns:
         The relative paths now owned by the job (``OWNED_FILE`` included).
     """
-    new = [f for f in list_files(staging) if f != OWNED_FILE]
+    new = [f for f in list_files(staging) if f != FN.OWNED_FILE]
     old = previously_owned(output_dir, legacy)
-    owned_path = FileSystems.join(output_dir, OWNED_FILE)
+    owned_path = FileSystems.join(output_dir, FN.OWNED_FILE)
     targets = [FileSystems.join(output_dir, f) for f in new]
     _ensure_dirs(targets + [owned_path])
     # Claim the union first: a crash during the swap leaves nothing the next run cannot clean.
-    write_json({"job": job, "files": sorted(old | set(new) | {OWNED_FILE})}, owned_path)
+    write_json({"job": job, "files": sorted(old | set(new) | {FN.OWNED_FILE})}, owned_path)
     # Same-named files are replaced (a POSIX rename; copy + delete on object stores).
     FileSystems.rename([FileSystems.join(staging, f) for f in new], targets)
-    stale = [FileSystems.join(output_dir, f) for f in sorted(old - set(new) - {OWNED_FILE})]
+    stale = [FileSystems.join(output_dir, f) for f in sorted(old - set(new) - {FN.OWNED_FILE})]
     stale = [path for path in stale if FileSystems.exists(path)]
     if stale:
         logging.info("%s: deleting %d files of its previous run in %s.", job, len(stale),
                      output_dir)
         FileSystems.delete(stale)
-    owned = sorted(set(new) | {OWNED_FILE})
+    owned = sorted(set(new) | {FN.OWNED_FILE})
     write_json({"job": job, "files": owned}, owned_path)
     discard(staging)
     return owned

@@ -28,10 +28,9 @@ from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tupl
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from jsr_tf import filenames as FN
 from pipelines import tfrecord_io
 
-TIMELINES_DIR = "_timelines"
-PARTS_DIR = "_parts"
 DEFAULT_EXAMPLES_PER_PASS = 100_000
 """Examples per pass on the in-memory runners (BENCHMARKS.md §8: peak RSS per pass)."""
 
@@ -82,7 +81,7 @@ def plan_passes(files: Sequence, rows: Mapping[str, int],
 
 def part_path(staging: str, name: str, index: int) -> str:
     """Where pass ``index`` writes its records of example file ``name``."""
-    return FileSystems.join(staging, PARTS_DIR, f"{name}.part-{index:05d}")
+    return FileSystems.join(staging, FN.PARTS_DIR, f"{name}.part-{index:05d}")
 
 
 def write_part(path: str, records: Iterable[bytes]) -> int:
@@ -129,19 +128,19 @@ def write_timelines(timelines, staging: str) -> None:
     (timelines
      | "PickleTimelines" >> beam.Map(pickle.dumps)
      | "WriteTimelines" >> beam.io.WriteToTFRecord(
-         FileSystems.join(staging, TIMELINES_DIR, "timelines")))
+         FileSystems.join(staging, FN.TIMELINES_DIR, "timelines")))
 
 
 def read_timelines(pipeline: beam.Pipeline, staging: str):
     """The timelines ``write_timelines`` wrote, as ``UserTimeline``."""
     return (pipeline
             | "ReadTimelines" >> beam.io.ReadFromTFRecord(
-                FileSystems.join(staging, TIMELINES_DIR, "timelines*"))
+                FileSystems.join(staging, FN.TIMELINES_DIR, "timelines*"))
             | "UnpickleTimelines" >> beam.Map(pickle.loads))
 
 
 def delete_timelines(staging: str) -> None:
     """Removes ``_timelines/`` from the staging dir."""
-    found = FileSystems.match([FileSystems.join(staging, TIMELINES_DIR, "*")])[0].metadata_list
+    found = FileSystems.match([FileSystems.join(staging, FN.TIMELINES_DIR, "*")])[0].metadata_list
     if found:
         FileSystems.delete([m.path for m in found])

@@ -41,6 +41,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from pipelines import launch, outputs
@@ -54,8 +55,9 @@ from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, Kuai
 
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
 # Files of a run from before ``jsr_owned_files.json`` existed, which a rerun may delete.
-LEGACY_OUTPUTS = (rf"(train|valid|test)-(feed|search){outputs.SHARD}" + re.escape(F.TFRECORD_SUFFIX),
-                  rf"{F.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
+LEGACY_OUTPUTS = (rf"(train|valid|test)-(feed|search){outputs.SHARD}"
+                  + re.escape(FN.TFRECORD_SUFFIX),
+                  rf"{FN.DEAD_LETTER_DIR}/rejected{outputs.SHARD}\.jsonl")
 
 
 def resolve_inputs(input_dir: str) -> Dict[str, str]:
@@ -104,7 +106,7 @@ class WriteShard(beam.DoFn):
         (split, task, shard), values = element
         records = sorted(v for v in values if v is not None)
         name = (f"{F.shard_prefix(split, task)}-{shard:05d}-of-"
-                f"{self._num_shards[split]:05d}{F.TFRECORD_SUFFIX}")
+                f"{self._num_shards[split]:05d}{FN.TFRECORD_SUFFIX}")
         path = FileSystems.join(self._output_dir, name)
         count = tfrecord_io.write_gzip_tfrecords(path, (data for _, data in records))
         logging.info("wrote %s (%d examples)", name, count)
@@ -128,7 +130,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     """Adds the whole preprocessing graph to ``pipeline``."""
     out = pipeline | "Import" >> KuaisarToExamples(paths, config)
     serialized = out["examples"] | "Serialize" >> beam.ParDo(SerializeExamples(num_shards))
-    vocab_dir = FileSystems.join(output_dir, F.VOCAB_DIR)
+    vocab_dir = FileSystems.join(output_dir, FN.VOCAB_DIR)
 
     all_shards = [((split, int(task), shard), None)
                   for split, n in num_shards.items() for task in F.Task for shard in range(n)]
@@ -139,28 +141,28 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     (written | "ShardCounts" >> beam.combiners.ToList()
      | "WriteShardCounts" >> beam.Map(
          lambda pairs: stats_lib.write_json(dict(sorted(pairs)),
-                                   FileSystems.join(output_dir, "_shard_counts.json"))))
+                                   FileSystems.join(output_dir, FN.SHARD_COUNTS_FILE))))
 
     (out["items"] | "ItemsList" >> beam.combiners.ToList()
      | "WriteItems" >> beam.Map(
-         _write_tsv, FileSystems.join(vocab_dir, F.ITEMS_VOCAB),
+         _write_tsv, FileSystems.join(vocab_dir, FN.ITEMS_VOCAB),
          ("item_id", "feed_count", "search_count", "first_seen_ts", "author_id",
           "cat1", "cat2", "cat3", "cat4", "caption"), _item_tsv))
     (out["words"] | "WordsList" >> beam.combiners.ToList()
-     | "WriteWords" >> beam.Map(_write_tsv, FileSystems.join(vocab_dir, F.WORDS_VOCAB),
+     | "WriteWords" >> beam.Map(_write_tsv, FileSystems.join(vocab_dir, FN.WORDS_VOCAB),
                                 ("word_id", "count"), lambda r: [str(v) for v in r]))
     (out["queries"] | "QueriesList" >> beam.combiners.ToList()
      | "WriteQueries" >> beam.Map(
-         _write_tsv, FileSystems.join(vocab_dir, F.QUERIES_VOCAB), ("query_words", "count"),
+         _write_tsv, FileSystems.join(vocab_dir, FN.QUERIES_VOCAB), ("query_words", "count"),
          lambda r: [" ".join(str(w) for w in r[0]), str(r[1])]))
     (out["users"] | "UsersList" >> beam.combiners.ToList()
      | "WriteUsers" >> beam.Map(
-         _write_tsv, FileSystems.join(vocab_dir, F.USERS_VOCAB),
+         _write_tsv, FileSystems.join(vocab_dir, FN.USERS_VOCAB),
          ("user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"),
          lambda r: [str(v) for v in r[:5]]))
-    out["dead_letter"] | "DeadLetters" >> WriteDeadLetters(output_dir, F.DEAD_LETTER_DIR)
+    out["dead_letter"] | "DeadLetters" >> WriteDeadLetters(output_dir, FN.DEAD_LETTER_DIR)
     (out["stats"] | "WriteRawStats" >> beam.Map(
-        stats_lib.write_json, FileSystems.join(output_dir, "_raw_counters.json")))
+        stats_lib.write_json, FileSystems.join(output_dir, FN.RAW_COUNTERS_FILE)))
 
 
 def run(argv: Optional[Sequence[str]] = None, save_main_session: bool = False) -> Dict:

@@ -21,6 +21,8 @@ from typing import Any, Iterable, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from jsr_tf import filenames as FN
+
 ShardedLine = Tuple[int, Any, str]  # (shard, sort key, line without its newline)
 
 
@@ -98,4 +100,4 @@ class WriteDeadLetters(beam.PTransform):
                 | "DeadJson" >> beam.Map(
                     lambda r: (0, (r.file, r.row), json.dumps(r._asdict(), sort_keys=True)))
                 | "WriteDead" >> WriteSortedText(self.directory, f"{self.dead_letter_dir}/rejected",
-                                                 ".jsonl", 1))
+                                                 FN.JSONL_SUFFIX, 1))

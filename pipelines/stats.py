@@ -17,12 +17,11 @@ from apache_beam.io.filesystems import FileSystems
 
 import jsr_tf
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data.config import DEFAULT_PERIOD_END_MS, DEFAULT_PERIOD_START_MS, PreprocessConfig
 from pipelines import tfrecord_io
 from pipelines.transforms import FIRST_TS, ITEMS, LAST_TS, REC, SOCIAL, SRC, USERS
 
-_RAW = "_raw_counters.json"
-_SHARDS = "_shard_counts.json"
 
 
 class ReconciliationError(RuntimeError):
@@ -197,8 +196,8 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
     Raises:
         ReconciliationError: If any count check fails (after ``stats.json`` is written).
     """
-    counters = read_json(FileSystems.join(output_dir, _RAW))
-    shard_counts = read_json(FileSystems.join(output_dir, _SHARDS))
+    counters = read_json(FileSystems.join(output_dir, FN.RAW_COUNTERS_FILE))
+    shard_counts = read_json(FileSystems.join(output_dir, FN.SHARD_COUNTS_FILE))
     stats = summarise(counters)
     check_written(stats, shard_counts)
     stats["elapsed_s"] = round(elapsed_s, 2)
@@ -254,11 +253,12 @@ def finalize(output_dir: str, config: PreprocessConfig, num_shards: Dict[str, in
                        "session_clicks": config.max_session_clicks},
               "file_pattern": {f"{s.value}/{F.task_name(t)}": F.file_pattern(s.value, t)
                                for s in F.Split for t in F.Task}}
-    write_json(stats, FileSystems.join(output_dir, F.STATS_FILE))
-    write_json(manifest, FileSystems.join(output_dir, F.MANIFEST_FILE))
-    write_json(schema, FileSystems.join(output_dir, F.SCHEMA_FILE))
-    write_json(config.to_dict(), FileSystems.join(output_dir, F.PREPROCESS_CONFIG_FILE))
-    FileSystems.delete([FileSystems.join(output_dir, _RAW), FileSystems.join(output_dir, _SHARDS)])
+    write_json(stats, FileSystems.join(output_dir, FN.STATS_FILE))
+    write_json(manifest, FileSystems.join(output_dir, FN.MANIFEST_FILE))
+    write_json(schema, FileSystems.join(output_dir, FN.SCHEMA_FILE))
+    write_json(config.to_dict(), FileSystems.join(output_dir, FN.PREPROCESS_CONFIG_FILE))
+    FileSystems.delete([FileSystems.join(output_dir, FN.RAW_COUNTERS_FILE),
+                        FileSystems.join(output_dir, FN.SHARD_COUNTS_FILE)])
     raise_unless_reconciled(stats, "Counts")
     return stats
 

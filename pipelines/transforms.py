@@ -16,6 +16,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.examples import (KeyedExample, eval_row_exclusions, to_tf_example,
@@ -25,11 +26,9 @@ from jsr_tf.data.records import ItemRecord, UserRecord
 from jsr_tf.data.timeline import UserTimeline, build_timeline
 from jsr_tf.features import EventKind, Split, Task
 
-REC = "rec_inter.csv"
-SRC = "src_inter.csv"
-ITEMS = "item_features.csv"
-USERS = "user_features.csv"
-SOCIAL = "social_network.csv"
+# Short names of the raw files (file names, counter prefixes and keys of the jobs).
+REC, SRC, ITEMS, USERS = FN.REC_INTER, FN.SRC_INTER, FN.ITEM_FEATURES, FN.USER_FEATURES
+SOCIAL = FN.SOCIAL_NETWORK
 REQUIRED_FILES = (REC, SRC, ITEMS, USERS)
 OPTIONAL_FILES = (SOCIAL,)
 

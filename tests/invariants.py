@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Set, Tuple
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from tests.testing import read_examples, sessions_of
 
 SHAPE = F.DataShape()  # the reference shape of the fixtures' data
@@ -33,7 +34,7 @@ def _raw_interactions(raw_dir: str) -> Dict[int, List[Tuple[int, int]]]:
 
 
 def _first_seen(data_dir: str) -> Dict[int, int]:
-    with open(os.path.join(data_dir, F.VOCAB_DIR, F.ITEMS_VOCAB), newline="") as f:
+    with open(os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB), newline="") as f:
         return {int(r["item_id"]): int(r["first_seen_ts"]) for r in csv.DictReader(f, delimiter="\t")}
 
 

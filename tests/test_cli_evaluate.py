@@ -19,6 +19,7 @@ import jsr_tf  # noqa: F401
 from absl import flags
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.cli import evaluate as cli
 from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
@@ -54,7 +55,7 @@ def _write_model_dir(model_dir, data_dir, family):
     model = TinyModel()
     for task in F.Task:  # builds both embedding tables
         model.score(next(iter(reader.make_dataset(data_dir, "test", task, 2))), task)
-    model.save_weights(os.path.join(model_dir, factory.BEST_WEIGHTS))
+    model.save_weights(os.path.join(model_dir, FN.BEST_WEIGHTS))
     return model, config
 
 
@@ -74,13 +75,13 @@ def _read(path):
 def test_cli_writes_record_and_prints_table(model_dir, data_dir, family, capsys):
     path, model, config = model_dir
     cli.main(["jsr-evaluate", "--data_dir", data_dir, "--model_dir", path])
-    record = _read(os.path.join(path, evaluator.METRICS_FILE))
+    record = _read(os.path.join(path, FN.METRICS_FILE))
 
     assert record["model"] == family
     assert record["preset"] == "custom"
     assert record["seed"] == config.train.seed
     assert record["config_sha256"] == hashlib.sha256(config.to_json().encode()).hexdigest()
-    manifest = _read(os.path.join(data_dir, F.MANIFEST_FILE))
+    manifest = _read(os.path.join(data_dir, FN.MANIFEST_FILE))
     assert record["data"]["files"] == {k: v["sha256"] for k, v in manifest["files"].items()}
     assert record["data"]["examples"]["test"] == {"feed": 2, "search": 2}
     assert record["data"]["importer"]["rec_inter.csv"]["dropped_duplicate"] == 1
@@ -137,11 +138,11 @@ def test_cli_writes_record_and_prints_table(model_dir, data_dir, family, capsys)
 
 def test_record_merges_with_training_keys_and_other_splits(model_dir, data_dir):
     path, _, _ = model_dir
-    with open(os.path.join(path, evaluator.METRICS_FILE), "w") as f:
+    with open(os.path.join(path, FN.METRICS_FILE), "w") as f:
         json.dump({"best_epoch": 3, "epochs_run": 8, "history": [0.1, 0.2]}, f)
     cli.main(["jsr-evaluate", "--data_dir", data_dir, "--model_dir", path, "--split", "valid"])
     record = evaluator.evaluate_run(path, data_dir, "test", batch_size=1)
-    on_disk = _read(os.path.join(path, evaluator.METRICS_FILE))
+    on_disk = _read(os.path.join(path, FN.METRICS_FILE))
     assert on_disk == record
     assert (record["best_epoch"], record["epochs_run"], record["history"]) == (3, 8, [0.1, 0.2])
     assert record["valid"]["split"] == "valid" and record["test"]["split"] == "test"
@@ -150,7 +151,7 @@ def test_record_merges_with_training_keys_and_other_splits(model_dir, data_dir):
 
 def test_record_refuses_to_merge_other_data(model_dir, data_dir):
     path, _, _ = model_dir
-    with open(os.path.join(path, evaluator.METRICS_FILE), "w") as f:
+    with open(os.path.join(path, FN.METRICS_FILE), "w") as f:
         json.dump({"data": {"digest": "0" * 64}}, f)
     with pytest.raises(ValueError, match="other data"):
         evaluator.evaluate_run(path, data_dir, "test")
@@ -233,10 +234,10 @@ def test_data_fingerprint_requires_a_manifest(tmp_path):
 # -- the simulator oracle -----------------------------------------------------------------------
 @pytest.mark.slow
 def test_floors_and_oracle_on_tiny_simulation(tmp_path, family):
-    from jsr_tf.data import oracle as oracle_lib
-    from jsr_tf.data import simulator
+    from jsr_tf import simulator
     from jsr_tf.data.vocab import load_vocab
     from jsr_tf.evaluation import scorers
+    from jsr_tf.simulator import oracle as oracle_lib
 
     raw, data = str(tmp_path / "raw"), str(tmp_path / "data")
     simulator.generate(simulator.get_preset("tiny"), seed=1, output_dir=raw)
@@ -264,7 +265,7 @@ def test_floors_and_oracle_on_tiny_simulation(tmp_path, family):
     # A whole run: the oracle is found through stats.json's input_dir or --raw_dir.
     run_dir = str(tmp_path / "run")
     _write_model_dir(run_dir, data, family)
-    stats = _read(os.path.join(data, F.STATS_FILE))
+    stats = _read(os.path.join(data, FN.STATS_FILE))
     record = evaluator.evaluate_run(run_dir, data, "test",
                                     raw_dir=None if stats.get("input_dir") else raw)
     test = record["test"]

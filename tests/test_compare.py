@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from jsr_tf.evaluation import compare
+from jsr_tf import filenames as FN
+from jsr_tf.experiments import compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,13 +46,13 @@ def test_table_and_csv_carry_the_summary(tmp_path):
     text = compare.write_table(rows, str(tmp_path))
     assert "| sampled | a | feed | 2 | 0.3000 ± 0.1414 |" in text
     assert "| sampled | b | feed | 1 | 0.2500 ± – |" in text  # one seed: no spread to show
-    with open(tmp_path / compare.RESULTS_CSV) as f:
+    with open(tmp_path / FN.RESULTS_CSV) as f:
         row = list(csv.DictReader(f))[0]
     assert row["protocol"] == "sampled" and row["model"] == "a"
     assert float(row["NDCG@10_mean"]) == pytest.approx(0.3)
     assert float(row["NDCG@10_std"]) == pytest.approx(math.sqrt(0.02))
-    assert compare.plot(rows, str(tmp_path)).endswith(compare.RESULTS_PNG)
-    assert (tmp_path / compare.RESULTS_PNG).read_bytes()[:4] == b"\x89PNG"
+    assert compare.plot(rows, str(tmp_path)).endswith(FN.RESULTS_PNG)
+    assert (tmp_path / FN.RESULTS_PNG).read_bytes()[:4] == b"\x89PNG"
 
 
 def _protocol_record(model_ndcg, floors, protocol="full"):
@@ -89,12 +90,12 @@ def test_protocols_floors_and_marks_in_the_summary(tmp_path):
     assert "0.2100 ± 0.0141 †" in text  # the NDCG@10 cell, marked
     assert compare.warnings(rows) == [
         "WARNING: popularity (training-free) beats unisar on feed under full (NDCG@10)"]
-    with open(tmp_path / compare.RESULTS_CSV) as f:
+    with open(tmp_path / FN.RESULTS_CSV) as f:
         by_key = {(r["protocol"], r["model"]): r for r in csv.DictReader(f)}
     assert by_key["full", "unisar"]["beaten_by"] == "popularity"
     assert by_key["full", "unisar"]["Recall@10_mean"] != ""
     assert by_key["sampled", "unisar"]["Recall@10_mean"] == ""
-    assert compare.plot(rows, str(tmp_path)).endswith(compare.RESULTS_PNG)
+    assert compare.plot(rows, str(tmp_path)).endswith(FN.RESULTS_PNG)
 
 
 def test_missing_protocols_of_a_finished_run():
@@ -144,7 +145,7 @@ def test_jsr_compare_on_tiny_four_models_and_a_second_seed(tmp_path):
         return done.stdout
 
     def results():
-        with open(out / compare.RESULTS_CSV) as f:
+        with open(out / FN.RESULTS_CSV) as f:
             return list(csv.DictReader(f))
 
     def metric(model, seed, task):
@@ -182,7 +183,7 @@ def test_jsr_compare_on_tiny_four_models_and_a_second_seed(tmp_path):
         full = record["test"]["protocols"]["full"]["metrics"]["feed"]
         assert 0 <= full["Recall@10"] <= full["Recall@100"] <= 1 and full["rows"] > 0
         assert set(record["test"]["protocols"]["impressions"]["metrics"]) == {"search"}
-    assert (out / compare.RESULTS_PNG).exists()
+    assert (out / FN.RESULTS_PNG).exists()
 
     args = (*common, "--models", "sasrec", "--seeds", "2")
     second = run(*args)  # seed 1 is reused, seed 2 trained
@@ -193,11 +194,11 @@ def test_jsr_compare_on_tiny_four_models_and_a_second_seed(tmp_path):
         values = [metric("sasrec", seed, task) for seed in (1, 2)]
         assert float(row["NDCG@10_mean"]) == pytest.approx(np.mean(values), abs=1e-12)
         assert float(row["NDCG@10_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
-    table = (out / compare.RESULTS_MD).read_text()
+    table = (out / FN.RESULTS_MD).read_text()
     assert f"{np.mean(values):.4f}" in table
     mtimes = {p: p.stat().st_mtime for p in (out / "runs").rglob("metrics.json")}
     assert len(mtimes) == 5
     third = run(*args)
     assert third.count("finished earlier, skipped") == 2 and "running in" not in third
     assert {p: p.stat().st_mtime for p in (out / "runs").rglob("metrics.json")} == mtimes
-    assert (out / compare.RESULTS_MD).read_text() == table
+    assert (out / FN.RESULTS_MD).read_text() == table

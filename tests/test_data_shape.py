@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from export import serving as S
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from tests import golden_fixture as G
@@ -32,11 +33,11 @@ def data_dir(tmp_path_factory):
 
 
 def test_the_pipeline_records_the_shape(data_dir):
-    with open(f"{data_dir}/{F.MANIFEST_FILE}") as f:
+    with open(f"{data_dir}/{FN.MANIFEST_FILE}") as f:
         recorded = json.load(f)[F.DATA_SHAPE_KEY]
     assert recorded == F.DataShape(feed_history=CAP, train_negatives=2,
                                    eval_negatives=3).to_dict()
-    with open(f"{data_dir}/{F.SCHEMA_FILE}") as f:
+    with open(f"{data_dir}/{FN.SCHEMA_FILE}") as f:
         assert json.load(f)["caps"]["feed_history"] == CAP
 
 

@@ -13,7 +13,7 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from jsr_tf.evaluation import evaluator
+from jsr_tf import filenames as FN
 from jsr_tf.training import strategy as strategy_lib
 from tests import training_doubles as T
 
@@ -44,7 +44,7 @@ def _env(**extra):
 
 
 def _record(model_dir):
-    with open(os.path.join(model_dir, evaluator.METRICS_FILE)) as f:
+    with open(os.path.join(model_dir, FN.METRICS_FILE)) as f:
         return json.load(f)
 
 

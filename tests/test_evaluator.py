@@ -15,6 +15,7 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator, metrics, scorers
@@ -282,7 +283,7 @@ def test_short_rows_are_an_error(data_dir, tmp_path):
 
 def test_rows_must_match_the_manifest(data_dir, tmp_path):
     data = _copy_data(data_dir, tmp_path)
-    path = os.path.join(data, F.MANIFEST_FILE)
+    path = os.path.join(data, FN.MANIFEST_FILE)
     manifest = json.loads(open(path).read())
     manifest["sampler"]["num_eval_negatives"] = 99
     with open(path, "w") as f:

@@ -22,6 +22,7 @@ from export import rest, warmup
 from export import serving as S
 from jsr_tf import config as C
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.models import factory
@@ -262,10 +263,8 @@ def test_rest_predict_in_a_tensorflow_only_process(run, tmp_path):
 
 
 def test_sample_rest_bodies_of_every_signature_are_answered(run, loaded):
-    from export import exporter
-
     for sig in loaded.signatures:
-        path = os.path.join(run["path"], warmup.EXTRA_DIR, exporter.SAMPLE_REQUEST.format(sig))
+        path = os.path.join(run["path"], FN.EXTRA_DIR, FN.SAMPLE_REQUEST.format(sig))
         with open(path) as f:
             body = json.load(f)
         assert body["signature_name"] == sig and len(body["instances"]) == 1
@@ -290,7 +289,7 @@ def test_the_readme_rest_examples_are_answered(loaded):
 
 
 def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
-    path = os.path.join(run["path"], warmup.EXTRA_DIR, warmup.WARMUP_FILE)
+    path = os.path.join(run["path"], FN.EXTRA_DIR, FN.WARMUP_FILE)
     records = warmup.read_warmup(path)
     assert sorted(sig for sig, _ in records) == sorted(list(loaded.signatures) * 2)
     assert sorted(len(next(iter(i.values()))) for _, i in records)[:4] == [1, 1, 1, 1]
@@ -307,7 +306,7 @@ def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
     scores = loaded.signatures["feed"](**{k: tf.constant(v) for k, v in decoded.items()})
     np.testing.assert_allclose(scores["scores"], _expected(run["ranker"], inputs, F.Task.FEED),
                                atol=TOL)
-    info = json.loads(open(os.path.join(run["path"], warmup.EXTRA_DIR, "export_info.json")).read())
+    info = json.loads(open(os.path.join(run["path"], FN.EXTRA_DIR, FN.EXPORT_INFO_FILE)).read())
     assert info["min_tf_serving_version"] == tf.__version__.rsplit(".", 1)[0]
 
 
@@ -454,7 +453,7 @@ def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_pa
     model.compute_loss({key: next(iter(reader.make_dataset(run["data_dir"], "train", task, 4)))
                         for key, task in ((Inputs.FEED, F.Task.FEED),
                                           (Inputs.SEARCH, F.Task.SEARCH))})  # the variables
-    model.save_weights(os.path.join(model_dir, factory.BEST_WEIGHTS))
+    model.save_weights(os.path.join(model_dir, FN.BEST_WEIGHTS))
     factory.save_config(config, model_dir)
     path = exporter.export_run(model_dir, os.path.join(run["root"], "serving_uditsr"),
                                data_dir=run["data_dir"])
@@ -498,7 +497,7 @@ def test_requests_over_the_export_limits_are_refused(run, loaded):
     inputs = _requests(run["data_dir"], limits.max_rows + 1, 1)[F.Task.FEED]
     with pytest.raises(tf.errors.InvalidArgumentError, match="at most 1024 rows"):
         _call(loaded, "feed", inputs)
-    with open(os.path.join(run["path"], warmup.EXTRA_DIR, "export_info.json")) as f:
+    with open(os.path.join(run["path"], FN.EXTRA_DIR, FN.EXPORT_INFO_FILE)) as f:
         assert json.load(f)["request_limits"]["max_candidates"] == limits.max_candidates
 
 

@@ -22,6 +22,7 @@ from export import rest, warmup
 from export import serving as S
 from jsr_tf import config as C
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.models import factory
@@ -57,7 +58,7 @@ def run(tmp_path_factory):
                 variable.dtype.as_numpy_dtype))
             perturbed += 1
     assert perturbed > 0
-    ranker.save_weights(os.path.join(model_dir, factory.BEST_WEIGHTS))
+    ranker.save_weights(os.path.join(model_dir, FN.BEST_WEIGHTS))
     base = os.path.join(root, "serving")
     cmd = [sys.executable, "-m", "export.cli", "--model_dir", model_dir, "--export_base", base]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -128,10 +129,10 @@ def test_signatures_and_export_info(run, loaded):
     specs = loaded.signatures[S.SEARCH_NBR_SIGNATURE].structured_input_signature[1]
     assert set(specs) == {*S.HISTORY_SPECS, *F.NEIGHBOUR_INPUTS, F.QUERY_WORDS, S.CANDIDATES}
     assert specs[F.NBR_SIM].dtype == tf.float32
-    with open(os.path.join(run["path"], warmup.EXTRA_DIR, "export_info.json")) as f:
+    with open(os.path.join(run["path"], FN.EXTRA_DIR, FN.EXPORT_INFO_FILE)) as f:
         assert json.load(f)["neighbour_inputs"] is True
     logged = [sig for sig, _ in warmup.read_warmup(
-        os.path.join(run["path"], warmup.EXTRA_DIR, warmup.WARMUP_FILE))]
+        os.path.join(run["path"], FN.EXTRA_DIR, FN.WARMUP_FILE))]
     assert sorted(set(logged)) == sorted(loaded.signatures)
 
 

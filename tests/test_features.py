@@ -5,6 +5,7 @@ import json
 import pytest
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data.config import PreprocessConfig
 
 SHAPE = F.DataShape()  # the reference shape of the fixtures' data
@@ -100,10 +101,10 @@ def test_data_shape_round_trips_and_is_read_from_the_manifest(tmp_path):
     with pytest.raises(FileNotFoundError, match="run jsr-preprocess"):
         F.DataShape.read(str(tmp_path))
     # A data dir written before the manifest recorded its shape: the config's caps.
-    (tmp_path / F.PREPROCESS_CONFIG_FILE).write_text(
+    (tmp_path / FN.PREPROCESS_CONFIG_FILE).write_text(
         PreprocessConfig(max_search_history=7).to_json())
     assert F.DataShape.read(str(tmp_path)) == F.DataShape(search_history=7)
-    (tmp_path / F.MANIFEST_FILE).write_text(json.dumps({F.DATA_SHAPE_KEY: shape.to_dict()}))
+    (tmp_path / FN.MANIFEST_FILE).write_text(json.dumps({F.DATA_SHAPE_KEY: shape.to_dict()}))
     assert F.DataShape.read(str(tmp_path)) == shape
 
 

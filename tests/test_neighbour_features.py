@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data.timeline import Event
 from jsr_tf.features import EventKind, NeighbourSide
 from jsr_tf.neighbours import NeighbourRow
@@ -298,7 +299,7 @@ def test_lag_cuts_earlier_and_keeps_empty_slots(built, lagged):
     assert slots_of(find(out, C, SEARCH_T, 1460)) == [
         expect(A, SEARCH_SIDE, 0.75, 10, rec=[100], sessions=[([1, 2], [200])])]
     assert stats["slots"]["empty_payload"] >= 1 and stats["reconciled"]
-    assert json.load(open(os.path.join(out, F.MANIFEST_FILE)))["neighbours"][
+    assert json.load(open(os.path.join(out, FN.MANIFEST_FILE)))["neighbours"][
         "payload_lag_ms"] == LAG_MS
 
 
@@ -306,8 +307,8 @@ def test_lag_cuts_earlier_and_keeps_empty_slots(built, lagged):
 def test_counts_manifest_and_unchanged_features(built):
     data, out, stats = built["data"], built["out"], built["stats"]
     assert stats["reconciled"]
-    manifest_in = json.load(open(os.path.join(data, F.MANIFEST_FILE)))
-    manifest = json.load(open(os.path.join(out, F.MANIFEST_FILE)))
+    manifest_in = json.load(open(os.path.join(data, FN.MANIFEST_FILE)))
+    manifest = json.load(open(os.path.join(out, FN.MANIFEST_FILE)))
     assert {n: f["rows"] for n, f in manifest["files"].items()} == {
         n: f["rows"] for n, f in manifest_in["files"].items()}
     for name, info in manifest["files"].items():
@@ -381,8 +382,8 @@ def assert_same_example_files(out, expected):
     for name in names:
         assert open(os.path.join(out, name), "rb").read() == open(
             os.path.join(expected, name), "rb").read()
-    assert json.load(open(os.path.join(out, F.MANIFEST_FILE)))["files"] == json.load(
-        open(os.path.join(expected, F.MANIFEST_FILE)))["files"]
+    assert json.load(open(os.path.join(out, FN.MANIFEST_FILE)))["files"] == json.load(
+        open(os.path.join(expected, FN.MANIFEST_FILE)))["files"]
 
 
 @pytest.mark.slow
@@ -440,7 +441,7 @@ def test_other_raw_data_does_not_reconcile(built, tmp_path):
         run_features(raw, built["data"], built["nb"], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # a failed run leaves the output dir as it was
     (staging,) = tmp_path.glob("out.tmp-*")  # its files stay beside it for inspection
-    stats = json.load(open(str(staging / nf.STATS_FILE)))
+    stats = json.load(open(str(staging / FN.NEIGHBOUR_FEATURE_STATS_FILE)))
     failed = [c["check"] for c in stats["checks"] if not c["ok"]]
     assert failed and all("the same raw data" in name for name in failed)
 
@@ -463,7 +464,7 @@ def test_bad_inputs_fail_clearly(built, tmp_path):
         run_features(raw, data, built["nb"], data)
 
     mismatched = _copy_tree(built["nb"], str(tmp_path / "nb_mismatch"))
-    path = os.path.join(mismatched, nb.CONFIG_FILE)
+    path = os.path.join(mismatched, FN.NEIGHBOUR_CONFIG_FILE)
     config = json.load(open(path))
     config["preprocess"]["strict_same_ts"] = False
     json.dump(config, open(path, "w"))
@@ -471,7 +472,7 @@ def test_bad_inputs_fail_clearly(built, tmp_path):
         run_features(raw, data, mismatched, out)
 
     no_train = _copy_tree(built["nb"], str(tmp_path / "nb_test_only"))
-    path = os.path.join(no_train, nb.CONFIG_FILE)
+    path = os.path.join(no_train, FN.NEIGHBOUR_CONFIG_FILE)
     config = json.load(open(path))
     config["neighbours"]["visibilities"] = ["test"]
     json.dump(config, open(path, "w"))
@@ -485,7 +486,7 @@ def test_bad_inputs_fail_clearly(built, tmp_path):
         run_features(raw, data, no_table, out)
 
     too_many = _copy_tree(built["nb"], str(tmp_path / "nb_too_many"))
-    path = os.path.join(too_many, nb.CONFIG_FILE)
+    path = os.path.join(too_many, FN.NEIGHBOUR_CONFIG_FILE)
     config = json.load(open(path))
     config["neighbours"]["k_feed"], config["neighbours"]["k_search"] = 6, 5
     json.dump(config, open(path, "w"))

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.features import NeighbourSide
 from jsr_tf.neighbours import payload as pl
 from pipelines import neighbour_serving_table as st
@@ -372,7 +373,7 @@ def test_bad_inputs_fail_clearly(built, tmp_path):
                                          r"`jsr-neighbours --visibility train`"):
         run_table(raw, nbdir, out, "--visibility", "train")
     no_all = shutil.copytree(nbdir, str(tmp_path / "nb_train_only"))
-    path = os.path.join(no_all, nb.CONFIG_FILE)
+    path = os.path.join(no_all, FN.NEIGHBOUR_CONFIG_FILE)
     config = json.load(open(path))
     config["neighbours"]["visibilities"] = ["train", "test"]
     json.dump(config, open(path, "w"))

@@ -30,6 +30,7 @@ import os
 import numpy as np
 import pytest
 
+from jsr_tf import filenames as FN
 from jsr_tf.neighbours import (NeighbourConfig, NeighbourRow, beijing_midnight, default_snapshots,
                                first_snapshot_seeing, parse_snapshot, resolve_layout,
                                snapshot_index)
@@ -347,11 +348,11 @@ def test_outputs_written(exact):
             dead += [json.loads(line) for line in f]
     assert [(d["file"], d["row"], d["reason"]) for d in dead] == [
         ("rec_inter.csv", 12, "wrong_field_count")]
-    with open(os.path.join(out, nb.CONFIG_FILE)) as f:
+    with open(os.path.join(out, FN.NEIGHBOUR_CONFIG_FILE)) as f:
         config = json.load(f)
     assert config["neighbours"]["mode"] == "exact" and config["neighbours"]["k_feed"] == 2
     assert config["preprocess"]["min_targets_per_task"] == 3
-    assert os.path.exists(os.path.join(out, nb.STATS_FILE))
+    assert os.path.exists(os.path.join(out, FN.NEIGHBOUR_STATS_FILE))
     assert not glob.glob(os.path.join(out, "_*"))  # temporary files removed
 
 
@@ -365,7 +366,7 @@ def test_multi_process_runner_writes_the_same_bytes(lsh, tmp_path):
     digest = output_digest(out)
     assert digest == output_digest(again)
     assert {"neighbours-00000-of-00001.jsonl", "dead_letter/rejected-00000-of-00001.jsonl",
-            nb.STATS_FILE} <= set(digest)
+            FN.NEIGHBOUR_STATS_FILE} <= set(digest)
 
 
 def test_explicit_snapshots_and_visibility_all(tmp_path):

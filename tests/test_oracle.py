@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from jsr_tf import features as F
-from jsr_tf.data import oracle as O
-from jsr_tf.data import simulator
-from jsr_tf.data.simulator import dynamics
+from jsr_tf import filenames as FN
+from jsr_tf import simulator
 from jsr_tf.evaluation import metrics as M
+from jsr_tf.simulator import dynamics
+from jsr_tf.simulator import oracle as O
 
 PIPELINE = os.path.join(os.path.dirname(__file__), os.pardir, "pipelines", "preprocess.py")
 
@@ -337,7 +338,7 @@ def _write_candidate_files(data_dir, split, task, users, ts, rows, cands):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
     path = os.path.join(data_dir, f"{F.shard_prefix(split, task)}-00000-of-00001"
-                                  f"{F.TFRECORD_SUFFIX}")
+                                  f"{FN.TFRECORD_SUFFIX}")
     with tf.io.TFRecordWriter(path, options="GZIP") as out:
         for u, t, r, c in zip(users, ts, rows, cands):
             feats = {name: int_list([]) for name in F.ALL_FEATURES}
@@ -351,14 +352,14 @@ def _write_candidate_files(data_dir, split, task, users, ts, rows, cands):
 def test_file_wrapper_matches_pure_function(world, tmp_path):
     raw, _, oracle, targets = world
     data_dir = str(tmp_path / "data")
-    os.makedirs(os.path.join(data_dir, F.VOCAB_DIR))
+    os.makedirs(os.path.join(data_dir, FN.VOCAB_DIR))
     rng = np.random.default_rng(2)
     feed = candidates(targets.feed, targets.items, rng, popularity=True)
     search = candidates(targets.search, targets.search_universe, rng, popularity=True)
     _write_candidate_files(data_dir, "valid", F.Task.FEED, *feed[:4])
     _write_candidate_files(data_dir, "valid", F.Task.SEARCH, *search[:4])
     ids = sorted(set(targets.feed["counts"]) | set(targets.search["counts"]))
-    with open(os.path.join(data_dir, F.VOCAB_DIR, F.ITEMS_VOCAB), "w") as f:
+    with open(os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB), "w") as f:
         f.write("item_id\tfeed_count\tsearch_count\tfirst_seen_ts\tauthor_id\tcat1\tcat2\tcat3"
                 "\tcat4\tcaption\n")
         for i in ids:

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from pipelines import cli, outputs, preprocess
 from pipelines import stats as stats_lib
 from tests import golden_fixture as G
@@ -70,7 +71,7 @@ def test_a_log_from_1997_loses_no_rows_and_records_its_span(old_log):
     assert observed["first_utc"].startswith("1997-") and observed["last_utc"].startswith("1998-")
     assert stats["period"]["accepted"]["default"]
     assert all(stats["examples"]["train"][task] > 0 for task in ("feed", "search"))
-    with open(os.path.join(old_log["out"], F.STATS_FILE)) as f:
+    with open(os.path.join(old_log["out"], FN.STATS_FILE)) as f:
         assert json.load(f)["period"]["observed"] == observed
     assert "period: data 1997-" in stats_lib.format_table(stats)
 
@@ -78,7 +79,7 @@ def test_a_log_from_1997_loses_no_rows_and_records_its_span(old_log):
 def test_a_negative_category_is_missing_not_a_bad_row(old_log):
     items = old_log["stats"]["files"]["item_features.csv"]
     assert items["rejected_total"] == 0 and items["notes"] == {"category_missing": 1}
-    with open(os.path.join(old_log["out"], F.VOCAB_DIR, F.ITEMS_VOCAB)) as f:
+    with open(os.path.join(old_log["out"], FN.VOCAB_DIR, FN.ITEMS_VOCAB)) as f:
         row = [line.split("\t") for line in f if line.startswith("503\t")][0]
     assert row[5:9] == ["1", "0", "0", "0"]  # cat1..cat4: the missing level reads 0
 
@@ -122,7 +123,7 @@ def test_a_rejected_rerun_fails_and_leaves_the_previous_output_untouched(old_log
     assert "--max_rejected_fraction=0.01" in errors[0] and "no feed examples" in errors[0]
     assert _snapshot(old_log["out"]) == before
     staging = [p for p in os.listdir(old_log["root"]) if p.startswith("out.tmp-")]
-    assert staging and os.listdir(os.path.join(old_log["root"], staging[0], F.DEAD_LETTER_DIR))
+    assert staging and os.listdir(os.path.join(old_log["root"], staging[0], FN.DEAD_LETTER_DIR))
 
 
 def test_a_rerun_replaces_only_its_own_files(old_log, tmp_path):
@@ -133,7 +134,7 @@ def test_a_rerun_replaces_only_its_own_files(old_log, tmp_path):
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
     old_shards = [n for n in os.listdir(out) if n.startswith("train-feed-")
-                  and n.endswith(F.TFRECORD_SUFFIX)]
+                  and n.endswith(FN.TFRECORD_SUFFIX)]
     stats = run_preprocess(old_log["raw"], out, "--config", old_log["config"],
                            "--num_shards", "2")
     assert stats["reconciled"]
@@ -144,7 +145,7 @@ def test_a_rerun_replaces_only_its_own_files(old_log, tmp_path):
     for name, data in mine.items():
         with open(os.path.join(out, name), "rb") as f:
             assert f.read() == data
-    with open(os.path.join(out, outputs.OWNED_FILE)) as f:
+    with open(os.path.join(out, FN.OWNED_FILE)) as f:
         owned = json.load(f)["files"]
     assert "vocab/items.tsv" in owned and "train-feed-notes.txt" not in owned
     assert not [p for p in os.listdir(tmp_path) if p.startswith("out.tmp-")]
@@ -161,10 +162,10 @@ def test_publish_cleans_a_legacy_directory_by_shard_names_only(tmp_path):
     (staging / "vocab" / "items.tsv").write_text("new")
     (staging / "manifest.json").write_text("{}")
     owned = outputs.publish(str(staging), str(out), "test", preprocess.LEGACY_OUTPUTS)
-    assert owned == sorted(["manifest.json", "vocab/items.tsv", outputs.OWNED_FILE])
+    assert owned == sorted(["manifest.json", "vocab/items.tsv", FN.OWNED_FILE])
     assert outputs.list_files(str(out)) == sorted(
         ["dead_letter/mine.jsonl", "manifest.json", "train-feed-0-of-3.tfrecord.gz",
-         "train-feed-notes.txt", "vocab/items.tsv", outputs.OWNED_FILE])
+         "train-feed-notes.txt", "vocab/items.tsv", FN.OWNED_FILE])
     assert not staging.exists()
 
 
@@ -182,7 +183,7 @@ def test_examples_lost_before_the_shards_fail_the_reconciliation():
     # What Beam 2.77's multi-process runner did on `medium` (BENCHMARKS.md §1): every example
     # counted, fewer written; the run must not reconcile.
     examples = {s.value: {"feed": 3, "search": 2} for s in F.Split}
-    shards = {f"{F.shard_prefix(s.value, t)}-00000-of-00001{F.TFRECORD_SUFFIX}":
+    shards = {f"{F.shard_prefix(s.value, t)}-00000-of-00001{FN.TFRECORD_SUFFIX}":
               examples[s.value][F.task_name(t)] for s in F.Split for t in F.Task}
     stats = {"examples": examples, "checks": [], "reconciled": True}
     stats_lib.check_written(stats, shards)

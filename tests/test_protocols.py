@@ -11,6 +11,7 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator, metrics, protocols, report, scorers
@@ -249,7 +250,7 @@ def test_protocols_of_a_data_dir(leaky_dir, tmp_path):
     assert protocols.resolve_protocols(["full", "full"], leaky_dir) == ("full",)
     with pytest.raises(ValueError, match="Unknown protocol"):
         protocols.resolve_protocols(["bogus"], leaky_dir)
-    (tmp_path / F.MANIFEST_FILE).write_text(json.dumps({"files": {}}))
+    (tmp_path / FN.MANIFEST_FILE).write_text(json.dumps({"files": {}}))
     assert protocols.available_protocols(str(tmp_path)) == (protocols.SAMPLED, protocols.FULL)
     with pytest.raises(ValueError, match="Rerun jsr-preprocess"):
         protocols.resolve_protocols(["sampled_fair"], str(tmp_path))

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 import pytest
 
-from jsr_tf.data import simulator
-from jsr_tf.data.simulator import clock, events, groundtruth, state
+from jsr_tf import simulator
+from jsr_tf.simulator import clock, events, groundtruth, state
 from tests.testing import tree_digest
 
 BEIJING = datetime.timezone(datetime.timedelta(hours=8))
@@ -256,7 +256,7 @@ def test_same_seed_byte_identical_and_other_seed_differs(tiny, tmp_path):
 
 
 def test_derived_seeds_are_stable():
-    from jsr_tf.data.simulator.seeding import derive_seed
+    from jsr_tf.simulator.seeding import derive_seed
     assert derive_seed(1, "a") == derive_seed(1, "a")
     assert len({derive_seed(1, "a"), derive_seed(2, "a"), derive_seed(1, "b"),
                 derive_seed(1, "a", "b")}) == 4
@@ -513,7 +513,7 @@ def test_cli_writes_files(tmp_path):
 
 
 def test_simulator_does_not_import_tensorflow():
-    code = ("import sys; from jsr_tf.data import simulator; "
+    code = ("import sys; from jsr_tf import simulator; "
             "simulator.simulate(simulator.get_preset('tiny'), 1); "
             "print('tensorflow' in sys.modules, 'apache_beam' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from jsr_tf.evaluation import evaluator
+from jsr_tf import filenames as FN
 from jsr_tf.training import callbacks as cb
-from jsr_tf.training import trainer
 from tests import training_doubles as T
 
 pytestmark = pytest.mark.slow
@@ -46,7 +45,7 @@ def _wait_for_mid_epoch_backup(process, backup_dir, timeout_s=180.0):
 def test_killed_run_resumes_mid_epoch(tmp_path):
     data_dir = T.write_data(str(tmp_path / "fixture"))
     model_dir = str(tmp_path / "model")
-    backup_dir = os.path.join(model_dir, trainer.BACKUP_DIR)
+    backup_dir = os.path.join(model_dir, FN.BACKUP_DIR)
     env = dict(os.environ, PYTHONPATH=ROOT)
     log = open(tmp_path / "first.log", "wb")
     first = subprocess.Popen(_command(data_dir, model_dir), cwd=ROOT, env=env, stdout=log,
@@ -62,14 +61,14 @@ def test_killed_run_resumes_mid_epoch(tmp_path):
         log.close()
     killed_at = cb.latest_backup_state(backup_dir)
     assert killed_at is not None and killed_at["epoch"] == 0, killed_at
-    assert not os.path.exists(os.path.join(model_dir, evaluator.METRICS_FILE))
+    assert not os.path.exists(os.path.join(model_dir, FN.METRICS_FILE))
 
     second = subprocess.run(_command(data_dir, model_dir), cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-4000:]
     assert "Resuming from" in second.stderr
 
-    with open(os.path.join(model_dir, evaluator.METRICS_FILE)) as f:
+    with open(os.path.join(model_dir, FN.METRICS_FILE)) as f:
         record = json.load(f)
     first_start, resumed = record["starts"]
     assert first_start == {"epoch": 1, "step": 0}

@@ -18,6 +18,7 @@ from absl import flags
 
 from jsr_tf import config as C
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.cli import errors, quiet
 from jsr_tf.cli import evaluate as evaluate_cli
 from jsr_tf.cli import train as cli
@@ -62,7 +63,7 @@ def test_config_json_is_the_resolved_config(run):
 
 def test_metrics_json_keys(run):
     model_dir, record = run
-    with open(os.path.join(model_dir, evaluator.METRICS_FILE)) as f:
+    with open(os.path.join(model_dir, FN.METRICS_FILE)) as f:
         written = json.load(f)
     assert written == record
     for key in ("model", "preset", "config_sha256", "seed", "device", "data", "best_epoch",
@@ -86,12 +87,12 @@ def test_metrics_json_keys(run):
 
 def test_run_dir_layout(run):
     model_dir, _ = run
-    assert tf.io.gfile.glob(os.path.join(model_dir, factory.BEST_WEIGHTS) + ".index")
-    assert tf.io.gfile.glob(os.path.join(model_dir, trainer.LATEST_WEIGHTS) + ".index")
-    assert tf.io.gfile.glob(os.path.join(model_dir, trainer.LOGS_DIR, "train", "events.*"))
-    assert not tf.io.gfile.exists(os.path.join(model_dir, trainer.BACKUP_DIR))
+    assert tf.io.gfile.glob(os.path.join(model_dir, FN.BEST_WEIGHTS) + ".index")
+    assert tf.io.gfile.glob(os.path.join(model_dir, FN.LATEST_WEIGHTS) + ".index")
+    assert tf.io.gfile.glob(os.path.join(model_dir, FN.LOGS_DIR, "train", "events.*"))
+    assert not tf.io.gfile.exists(os.path.join(model_dir, FN.BACKUP_DIR))
     # --profile 2,2: one traced step, in TensorBoard's profile layout
-    assert tf.io.gfile.glob(os.path.join(model_dir, trainer.PROFILE_DIR, "plugins", "profile",
+    assert tf.io.gfile.glob(os.path.join(model_dir, FN.PROFILE_DIR, "plugins", "profile",
                                          "*", "*.xplane.pb"))
 
 
@@ -121,7 +122,7 @@ def test_same_seed_same_weights(data_dir, tmp_path):
     prefixes = []
     for name in ("a", "b"):
         trainer.train(config, data_dir, str(tmp_path / name), verbose=0)
-        prefixes.append(str(tmp_path / name / trainer.LATEST_WEIGHTS))
+        prefixes.append(str(tmp_path / name / FN.LATEST_WEIGHTS))
     a, b = (_weights(p) for p in prefixes)
     assert a and a.keys() == b.keys()
     for name in a:
@@ -251,7 +252,7 @@ def test_rerun_after_a_kill_at_the_end_finishes_without_training(data_dir, tmp_p
         patch.setattr(cb.ResumableBackup, "on_train_end", die)
         with pytest.raises(RuntimeError, match="killed"):
             trainer.train(config, data_dir, model_dir, verbose=0)
-    state = cb.latest_backup_state(os.path.join(model_dir, trainer.BACKUP_DIR))
+    state = cb.latest_backup_state(os.path.join(model_dir, FN.BACKUP_DIR))
     assert state["callbacks"]["early_stopping"]["stopped_epoch"] == 1
 
     record = trainer.train(config, data_dir, model_dir, verbose=0)
@@ -346,14 +347,14 @@ def test_evaluate_refuses_weights_that_do_not_fit_the_config(run, data_dir, tmp_
     factory.save_config(C.preset("sasrec"), model_dir)  # what the failed rerun used to write
     code, err = _evaluate_cli(capsys, data_dir, model_dir)
     assert code == 1 and len(err) == 1 and "not the config" in err[0], err
-    os.remove(os.path.join(model_dir, factory.FINGERPRINT_FILE))  # a run from before fingerprints
+    os.remove(os.path.join(model_dir, FN.FINGERPRINT_FILE))  # a run from before fingerprints
     with pytest.raises(factory.RunMismatchError, match="variables have no value"):
         factory.load_trained(model_dir, data_dir)
 
 
 def test_evaluate_refuses_data_with_another_vocabulary(run, data_dir, tmp_path, capsys):
     other = _copy(data_dir, tmp_path, "other_data")
-    items = os.path.join(other, F.VOCAB_DIR, F.ITEMS_VOCAB)
+    items = os.path.join(other, FN.VOCAB_DIR, FN.ITEMS_VOCAB)
     with open(items) as f:
         lines = f.read().splitlines()
     with open(items, "w") as f:

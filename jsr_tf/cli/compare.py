@@ -7,7 +7,7 @@ Usage::
         [--protocol sampled,sampled_fair,full,impressions] [--full_max_rows N]
 
 Writes ``results.md``, ``results.csv`` and ``results.png`` in ``--output_dir`` (see
-``jsr_tf.evaluation.compare``). Rerunning the same command skips finished runs.
+``jsr_tf.experiments.compare``). Rerunning the same command skips finished runs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Sequence
 
 from absl import app, flags
 
+from jsr_tf import filenames as FN
 from jsr_tf.cli import errors
 
 FLAGS = flags.FLAGS
@@ -47,7 +48,8 @@ def main(argv: Sequence[str]) -> None:
     import os
 
     # deferred: TensorFlow loads after flag parsing
-    from jsr_tf.evaluation import compare, evaluator, protocols
+    from jsr_tf.evaluation import evaluator, protocols
+    from jsr_tf.experiments import compare
 
     try:
         protocol_list = protocols.resolve_protocols(FLAGS.protocol, FLAGS.data_dir)
@@ -65,7 +67,7 @@ def main(argv: Sequence[str]) -> None:
     for line in compare.warnings(rows):
         print(line)
     path = compare.plot(rows, FLAGS.output_dir)
-    print(f"table: {os.path.join(FLAGS.output_dir, compare.RESULTS_MD)} (and .csv); plot: {path}")
+    print(f"table: {os.path.join(FLAGS.output_dir, FN.RESULTS_MD)} (and .csv); plot: {path}")
 
 
 def run() -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from absl import logging
 
+from jsr_tf import filenames as FN
 from jsr_tf.cli import quiet
 
 EXIT_CODE = 1
@@ -40,7 +41,7 @@ def corrupt_shards(data_dirs: Iterable[Optional[str]]) -> list:
     for data_dir in data_dirs:
         if not data_dir:
             continue
-        for path in sorted(tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord.gz"))):
+        for path in sorted(tf.io.gfile.glob(os.path.join(data_dir, "*" + FN.TFRECORD_SUFFIX))):
             try:
                 tf.data.TFRecordDataset(path, compression_type="GZIP").reduce(
                     0, lambda count, _: count + 1).numpy()

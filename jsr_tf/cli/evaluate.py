@@ -28,6 +28,7 @@ from typing import Sequence
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 from absl import app, flags
 
+from jsr_tf import filenames as FN
 from jsr_tf.cli import errors
 
 FLAGS = flags.FlagValues()
@@ -86,7 +87,7 @@ def main(argv: Sequence[str]) -> None:
                                     protocol_list=protocol_list, full=full,
                                     log=lambda line: print(line, flush=True))
     print(report.split_table(record, FLAGS.split))
-    print(f"\nwrote {FLAGS.model_dir}/{evaluator.METRICS_FILE}")
+    print(f"\nwrote {FLAGS.model_dir}/{FN.METRICS_FILE}")
 
 
 def run() -> None:

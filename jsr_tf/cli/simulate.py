@@ -6,7 +6,7 @@ Usage::
     jsr-simulate --preset medium --nocommunity_sync --output_dir control/raw   # control world
 
 Writes the five KuaiSAR CSVs to ``--output_dir`` and the ground truth to ``<output_dir>/oracle/``
-(see ``jsr_tf.data.simulator.groundtruth``). The same preset, seed and ``--dirty`` give
+(see ``jsr_tf.simulator.groundtruth``). The same preset, seed and ``--dirty`` give
 byte-identical files.
 """
 
@@ -16,9 +16,8 @@ from typing import Sequence
 
 from absl import app, flags, logging
 
+from jsr_tf import simulator
 from jsr_tf.cli import errors
-
-from jsr_tf.data import simulator
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", "small", list(simulator.PRESETS),

@@ -66,6 +66,8 @@ from jsr_tf.data.kuaisar_values import (INT64_MAX, KUAISAR_PERIOD, Period,
                                         parse_timestamp_ms)
 from jsr_tf.data.records import (FeedEvent, FollowEdge, ItemRecord, Rejection, SearchRow,
                                  UserRecord)
+from jsr_tf.filenames import (ITEM_FEATURES, REC_INTER, SOCIAL_NETWORK, SRC_INTER,
+                              USER_FEATURES)
 
 __all__ = [
     "FILE_COLUMNS", "REASONS", "NOTES", "InputError", "Period", "KUAISAR_PERIOD",
@@ -73,12 +75,6 @@ __all__ = [
     "parse_non_negative_float", "parse_timestamp_ms", "beijing_time_string", "iter_lines",
     "read_header", "HeaderInfo", "check_header", "ParseResult", "RowParser", "Record",
 ]
-
-REC_INTER = "rec_inter.csv"
-SRC_INTER = "src_inter.csv"
-ITEM_FEATURES = "item_features.csv"
-USER_FEATURES = "user_features.csv"
-SOCIAL_NETWORK = "social_network.csv"
 
 _LEVELS = ("first", "second", "third", "fourth")
 _CATEGORY_IDS = tuple(f"{level}_level_category_id" for level in _LEVELS)

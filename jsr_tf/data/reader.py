@@ -50,6 +50,8 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
+
 
 CANDIDATES = F.CANDIDATES
 LABEL = F.LABEL
@@ -99,7 +101,7 @@ class NegativeResampler:
     def __init__(self, data_dir: str, task: int, num_negatives: int, seed: int = 0) -> None:
         items, weights, first_seen = [], [], []
         column = "feed_count" if task == F.Task.FEED else "search_count"
-        with tf.io.gfile.GFile(os.path.join(data_dir, F.VOCAB_DIR, F.ITEMS_VOCAB)) as f:
+        with tf.io.gfile.GFile(os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB)) as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 if int(row[column]) > 0:
                     items.append(int(row["item_id"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from jsr_tf import filenames as FN
 from jsr_tf.data.config import (FALLBACK_FIRST_SHOWN, HISTORY_ANY, HISTORY_BOTH, PreprocessConfig)
 from jsr_tf.data.records import FeedEvent, SearchRow, SearchSession
 from jsr_tf.features import RAW_PAD_ID, EventKind, Split, Task
@@ -184,11 +185,11 @@ def build_timeline(user_id: int, feed_rows: Iterable[FeedEvent], search_rows: It
         The user's timeline.
     """
     counters = {} if counters is None else counters
-    feed = dedupe_rows(list(feed_rows), "rec_inter.csv", counters)
-    search = dedupe_rows(list(search_rows), "src_inter.csv", counters)
+    feed = dedupe_rows(list(feed_rows), FN.REC_INTER, counters)
+    search = dedupe_rows(list(search_rows), FN.SRC_INTER, counters)
     sessions = assemble_sessions(search, counters)
-    _bump(counters, "rec_inter.csv/canonical", len(feed))
-    _bump(counters, "src_inter.csv/canonical", len(search))
+    _bump(counters, f"{FN.REC_INTER}/canonical", len(feed))
+    _bump(counters, f"{FN.SRC_INTER}/canonical", len(search))
     _bump(counters, "feed/events", len(feed))
     _bump(counters, "search/sessions", len(sessions))
 

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
+
 
 NUM_RESERVED = 2  # 0 = pad, 1 = OOV
 
@@ -81,13 +83,13 @@ def load_vocab(data_dir: str) -> Vocab:
     """
     shape = F.DataShape.read(data_dir)
     max_caption_words = shape.caption_words
-    vocab_dir = os.path.join(data_dir, F.VOCAB_DIR)
-    for name in (F.ITEMS_VOCAB, F.WORDS_VOCAB, F.USERS_VOCAB, F.QUERIES_VOCAB):
+    vocab_dir = os.path.join(data_dir, FN.VOCAB_DIR)
+    for name in (FN.ITEMS_VOCAB, FN.WORDS_VOCAB, FN.USERS_VOCAB, FN.QUERIES_VOCAB):
         path = os.path.join(vocab_dir, name)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"Vocabulary file {path!r} not found: run jsr-preprocess.")
 
-    with _open(os.path.join(vocab_dir, F.ITEMS_VOCAB)) as f:
+    with _open(os.path.join(vocab_dir, FN.ITEMS_VOCAB)) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     n = len(rows)
     captions = np.full([n, max_caption_words], F.RAW_PAD_ID, np.int64)
@@ -100,11 +102,11 @@ def load_vocab(data_dir: str) -> Vocab:
 
     categories = np.stack([col(f"cat{k}") for k in range(1, 5)], axis=1) if n else np.zeros(
         [0, 4], np.int64)
-    with _open(os.path.join(vocab_dir, F.WORDS_VOCAB)) as f:
+    with _open(os.path.join(vocab_dir, FN.WORDS_VOCAB)) as f:
         words = list(csv.DictReader(f, delimiter="\t"))
-    with _open(os.path.join(vocab_dir, F.USERS_VOCAB)) as f:
+    with _open(os.path.join(vocab_dir, FN.USERS_VOCAB)) as f:
         users = list(csv.DictReader(f, delimiter="\t"))
-    with _open(os.path.join(vocab_dir, F.QUERIES_VOCAB)) as f:
+    with _open(os.path.join(vocab_dir, FN.QUERIES_VOCAB)) as f:
         query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
     queries = np.full([len(query_rows), shape.query_words], F.RAW_PAD_ID, np.int64)
     for i, query in enumerate(query_rows):

@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import metrics as M
@@ -99,7 +100,7 @@ def column_permutation(num_columns: int, seed: int) -> np.ndarray:
 
 def expected_num_candidates(data_dir: str, split: str) -> Optional[int]:
     """C of a split according to ``<data_dir>/manifest.json`` (None without a manifest)."""
-    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    path = os.path.join(data_dir, FN.MANIFEST_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
@@ -404,7 +405,6 @@ def evaluate_protocol(scorer: Scorer, data_dir: str, split: str, protocol: str,
 
 
 # -- a whole run ---------------------------------------------------------------------------------
-METRICS_FILE = "metrics.json"
 RANDOM_FLOOR_SEED = 0
 
 
@@ -412,7 +412,7 @@ def resolve_raw_dir(data_dir: str, raw_dir: Optional[str] = None) -> Optional[st
     """``raw_dir`` if given, else ``input_dir`` from ``<data_dir>/stats.json`` (None if absent)."""
     if raw_dir:
         return raw_dir
-    path = os.path.join(data_dir, F.STATS_FILE)
+    path = os.path.join(data_dir, FN.STATS_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:
@@ -424,7 +424,7 @@ def oracle_reports(raw_dir: Optional[str], data_dir: str,
     """``{task: OracleReport dict}`` when ``raw_dir`` holds simulator ground truth, else None."""
     if not raw_dir:
         return None
-    from jsr_tf.data import oracle as oracle_lib  # simulator code: loaded only when needed
+    from jsr_tf.simulator import oracle as oracle_lib  # simulator code: loaded only when needed
 
     try:
         oracle = oracle_lib.Oracle.load(raw_dir)
@@ -524,7 +524,7 @@ def evaluate_run(model_dir: str, data_dir: str, split: str = "test",
                                                   if p == protocols.SAMPLED or p in requested})
     new = report.results_record(model=config.model.name, preset=config.preset, config=config,
                                 data_dir=data_dir, seed=config.train.seed, splits={split: entry})
-    path = os.path.join(model_dir, METRICS_FILE)
+    path = os.path.join(model_dir, FN.METRICS_FILE)
     existing = None
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:

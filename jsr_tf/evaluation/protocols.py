@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data import reader
 from jsr_tf.evaluation import metrics as M
 
@@ -70,7 +71,7 @@ def metric_names(protocol: str) -> Tuple[str, ...]:
 def available_protocols(data_dir: str) -> Tuple[str, ...]:
     """The protocols a data dir supports: ``sampled_fair`` and ``impressions`` need data written
     by a pipeline that stores their fields (its manifest has ``sampler_fair``)."""
-    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    path = os.path.join(data_dir, FN.MANIFEST_FILE)
     manifest: Dict[str, Any] = {}
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
@@ -208,7 +209,7 @@ def subset_mask(user_ids: np.ndarray, fraction: float) -> np.ndarray:
 
 def count_rows(data_dir: str, split: str, task: int) -> Optional[int]:
     """Rows of one (split, task) from the manifest (None without one)."""
-    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    path = os.path.join(data_dir, FN.MANIFEST_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as f:

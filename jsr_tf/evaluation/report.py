@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.evaluation import metrics as M
 
 NA = "n/a"
@@ -140,10 +141,10 @@ def data_fingerprint(data_dir: str) -> Dict[str, Any]:
     Raises:
         FileNotFoundError: ``<data_dir>/manifest.json`` is missing.
     """
-    manifest = _read_json(os.path.join(data_dir, F.MANIFEST_FILE))
+    manifest = _read_json(os.path.join(data_dir, FN.MANIFEST_FILE))
     if manifest is None:
-        raise FileNotFoundError(f"No {F.MANIFEST_FILE} in {data_dir!r}: run jsr-preprocess.")
-    stats = _read_json(os.path.join(data_dir, F.STATS_FILE)) or {}
+        raise FileNotFoundError(f"No {FN.MANIFEST_FILE} in {data_dir!r}: run jsr-preprocess.")
+    stats = _read_json(os.path.join(data_dir, FN.STATS_FILE)) or {}
     files = {name: info["sha256"] for name, info in sorted(manifest.get("files", {}).items())}
     rows = {name: info.get("rows") for name, info in sorted(manifest.get("files", {}).items())}
     sampler = manifest.get("sampler", {})
@@ -217,7 +218,7 @@ def split_record(split: str, metrics: TaskMetrics, *, popularity: Optional[TaskM
         popularity: ``{task: metrics}`` of the popularity floor.
         random: ``{task: metrics}`` of the random floor.
         query_blind: ``{"search": metrics}`` of the model's feed head on search rows, or None.
-        oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.data.oracle``), or None.
+        oracle: ``{task: OracleReport.to_dict()}`` (``jsr_tf.simulator.oracle``), or None.
         permutation_seed: The evaluator's column-permutation seed.
         wall_time_s: Seconds the model's evaluation took.
         protocol_results: ``{protocol: {"metrics", "floors", "wall_time_s"}}``

@@ -27,14 +27,11 @@ import tensorflow as tf
 
 from jsr_tf.config import ExperimentConfig
 from jsr_tf.data.vocab import Vocab, load_vocab
+from jsr_tf.filenames import BEST_WEIGHTS, CONFIG_FILE, FINGERPRINT_FILE
 from jsr_tf.models.base import JsrModel
 
 Builder = Callable[[ExperimentConfig, Vocab], JsrModel]
 _BUILDERS: Dict[str, Builder] = {}
-
-CONFIG_FILE = "config.json"
-FINGERPRINT_FILE = "fingerprint.json"
-BEST_WEIGHTS = os.path.join("best", "weights")  # TF checkpoint prefix under the model dir
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:

@@ -28,6 +28,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from jsr_tf import filenames as FN
 from jsr_tf.training import strategy as strategy_lib
 
 SELECTION_METRIC = "ndcg@5"
@@ -230,7 +231,7 @@ class BestWeights(keras.callbacks.Callback):
     the weights of an epoch that a resumed run will redo.
 
     Args:
-        path: Checkpoint prefix, e.g. ``os.path.join(model_dir, factory.BEST_WEIGHTS)``.
+        path: Checkpoint prefix, e.g. ``os.path.join(model_dir, filenames.BEST_WEIGHTS)``.
         monitor: Logged value to maximise.
         defer_save: Wait for ``flush()`` instead of saving at the epoch end.
         restore_on_train_end: Load the best weights when training ends.
@@ -352,7 +353,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.starts: List[Dict[str, int]] = []
 
     def _state_path(self, number: int) -> str:
-        return os.path.join(self.backup_dir, f"state-{number}.json")
+        return os.path.join(self.backup_dir, FN.BACKUP_STATE_FILE.format(number))
 
     def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         super().on_train_begin(logs)
@@ -409,7 +410,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             write_json_atomic(self._state_path(number), snapshot)
         super()._backup(epoch, batch)
         if strategy_lib.is_chief(self.model.distribute_strategy):
-            for old in tf.io.gfile.glob(os.path.join(self.backup_dir, "state-*.json")):
+            for old in tf.io.gfile.glob(os.path.join(self.backup_dir,
+                                                     FN.BACKUP_STATE_FILE.format("*"))):
                 if old != self._state_path(number):
                     tf.io.gfile.remove(old)
         for hook in self.after_backup:
@@ -418,7 +420,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs: Optional[Dict[str, Any]] = None) -> None:
         super().on_train_end(logs)
         if strategy_lib.is_chief(self.model.distribute_strategy):
-            for old in tf.io.gfile.glob(os.path.join(self.backup_dir, "state-*.json")):
+            for old in tf.io.gfile.glob(os.path.join(self.backup_dir,
+                                                     FN.BACKUP_STATE_FILE.format("*"))):
                 tf.io.gfile.remove(old)
             if tf.io.gfile.isdir(self.backup_dir) and not tf.io.gfile.listdir(self.backup_dir):
                 tf.io.gfile.rmtree(self.backup_dir)

@@ -33,6 +33,7 @@ import tensorflow as tf
 from absl import logging
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.config import ExperimentConfig
 from jsr_tf.data import reader
 from jsr_tf.keys import Inputs
@@ -64,7 +65,7 @@ def train_counts(data_dir: str) -> Dict[str, int]:
     Raises:
         FileNotFoundError: If ``stats.json`` is missing (run ``jsr-preprocess`` first).
     """
-    path = os.path.join(data_dir, F.STATS_FILE)
+    path = os.path.join(data_dir, FN.STATS_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path!r} not found: run jsr-preprocess first.")
     with tf.io.gfile.GFile(path) as f:
@@ -77,7 +78,7 @@ NEIGHBOURS_SECTION = "neighbours"  # the manifest section ``jsr-neighbour-featur
 
 def has_neighbour_payload(data_dir: str) -> bool:
     """Whether ``<data_dir>/manifest.json`` has a ``"neighbours"`` section (False without one)."""
-    path = os.path.join(data_dir, F.MANIFEST_FILE)
+    path = os.path.join(data_dir, FN.MANIFEST_FILE)
     if not tf.io.gfile.exists(path):
         return False
     with tf.io.gfile.GFile(path) as f:
@@ -96,7 +97,7 @@ def check_neighbour_data(data_dir: str) -> bool:
             "The model uses neighbours (`model.neighbours` != 'none') but %s has no "
             "'%s' section in %s: every neighbour slot will be empty and the model equals its "
             "base model. Run jsr-neighbour-features on the data first.", data_dir,
-            NEIGHBOURS_SECTION, F.MANIFEST_FILE)
+            NEIGHBOURS_SECTION, FN.MANIFEST_FILE)
     return present
 
 

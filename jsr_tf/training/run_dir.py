@@ -26,12 +26,12 @@ from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 
+from jsr_tf import filenames as FN
 from jsr_tf.config import ExperimentConfig
 from jsr_tf.models import factory
 
-METRICS_FILE = "metrics.json"  # the same name as evaluation.evaluator.METRICS_FILE
-OWNED = (factory.CONFIG_FILE, factory.FINGERPRINT_FILE, METRICS_FILE, "best", "latest",
-         "backup", "logs", "profile")  # "profile": trainer.PROFILE_DIR (jsr-train --profile)
+OWNED = (FN.CONFIG_FILE, FN.FINGERPRINT_FILE, FN.METRICS_FILE, FN.BEST_DIR, FN.LATEST_DIR,
+         FN.BACKUP_DIR, FN.LOGS_DIR, FN.PROFILE_DIR)
 
 
 class Target(enum.Enum):
@@ -57,7 +57,7 @@ def changed_fields(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
 
 def is_finished(model_dir: str) -> bool:
     """Whether ``<model_dir>/metrics.json`` holds the metrics of an evaluated split."""
-    path = os.path.join(model_dir, METRICS_FILE)
+    path = os.path.join(model_dir, FN.METRICS_FILE)
     if not tf.io.gfile.exists(path):
         return False
     try:
@@ -70,7 +70,7 @@ def is_finished(model_dir: str) -> bool:
 
 
 def _recorded_config(model_dir: str) -> Optional[Dict[str, Any]]:
-    path = os.path.join(model_dir, factory.CONFIG_FILE)
+    path = os.path.join(model_dir, FN.CONFIG_FILE)
     if not tf.io.gfile.exists(path):
         return None
     try:
@@ -101,7 +101,7 @@ def check_target(model_dir: str, config: ExperimentConfig, overwrite: bool = Fal
                           "to replace it.")
     if recorded is None:
         raise RunDirError(f"{model_dir} holds run files ({sorted(present & set(OWNED))}) but no "
-                          f"{factory.CONFIG_FILE}: refusing to modify it. Pick another "
+                          f"{FN.CONFIG_FILE}: refusing to modify it. Pick another "
                           "--model_dir, or pass --overwrite to replace them.")
     changed = changed_fields(recorded, config.to_dict())
     if changed:

@@ -4,7 +4,7 @@ One call trains a model and leaves a complete run directory (DESIGN.md §5b)::
 
     <model_dir>/config.json          resolved ExperimentConfig (written once the inputs check out)
     <model_dir>/fingerprint.json     model name, config hash, vocabulary digest, variable shapes
-    <model_dir>/best/weights*        weights of the best valid epoch (factory.BEST_WEIGHTS)
+    <model_dir>/best/weights*        weights of the best valid epoch (FN.BEST_WEIGHTS)
     <model_dir>/latest/weights*      weights after the latest epoch
     <model_dir>/backup/              BackupAndRestore state while training runs (removed at the end)
     <model_dir>/logs/                TensorBoard (train loss, val metrics, lr)
@@ -40,6 +40,7 @@ import tf_keras as keras
 from absl import logging
 
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.config import ExperimentConfig
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.layers.transformer import set_block_jit
@@ -49,9 +50,6 @@ from jsr_tf.training import datasets, run_dir
 from jsr_tf.training import strategy as strategy_lib
 from jsr_tf.training.optimizers import FusedAdam
 
-BACKUP_DIR = "backup"
-LOGS_DIR = "logs"
-LATEST_WEIGHTS = os.path.join("latest", "weights")
 DEFAULT_BACKUP_STEPS = 500
 TRAIN_TASKS_ATTR = "train_tasks"  # optional model attribute: the tasks it trains on
 
@@ -76,7 +74,6 @@ def make_optimizer(config: ExperimentConfig, model: base.JsrModel) -> keras.opti
     return optimizer
 
 
-PROFILE_DIR = "profile"
 
 
 def profile_callback(model_dir: str, steps: Sequence[int]) -> keras.callbacks.TensorBoard:
@@ -89,7 +86,7 @@ def profile_callback(model_dir: str, steps: Sequence[int]) -> keras.callbacks.Te
     if len(steps) != 2 or not 1 <= steps[0] <= steps[1]:
         raise ValueError(f"profile steps should be FIRST,LAST with 1 <= FIRST <= LAST. "
                          f"Received: {steps}")
-    return keras.callbacks.TensorBoard(os.path.join(model_dir, PROFILE_DIR), histogram_freq=0,
+    return keras.callbacks.TensorBoard(os.path.join(model_dir, FN.PROFILE_DIR), histogram_freq=0,
                                        write_graph=False, profile_batch=steps)
 
 
@@ -114,10 +111,10 @@ def make_callbacks(config: ExperimentConfig, model_dir: str, evaluate_fn: cb.Eva
                                         threshold=train.plateau_threshold,
                                         min_lr=train.min_learning_rate)
     early = cb.PatienceEarlyStopping(patience=train.early_stopping_patience)
-    best = cb.BestWeights(os.path.join(model_dir, factory.BEST_WEIGHTS), defer_save=True)
+    best = cb.BestWeights(os.path.join(model_dir, FN.BEST_WEIGHTS), defer_save=True)
     history = cb.EpochHistory()
     backup = cb.ResumableBackup(
-        os.path.join(model_dir, BACKUP_DIR),
+        os.path.join(model_dir, FN.BACKUP_DIR),
         stateful={"plateau": plateau, "early_stopping": early, "best": best,
                   "history": history},
         save_steps=backup_steps, after_backup=[best.flush])
@@ -128,11 +125,11 @@ def make_callbacks(config: ExperimentConfig, model_dir: str, evaluate_fn: cb.Eva
         "best": best,
         "history": history,
         "backup": backup,
-        "latest": keras.callbacks.ModelCheckpoint(os.path.join(model_dir, LATEST_WEIGHTS),
+        "latest": keras.callbacks.ModelCheckpoint(os.path.join(model_dir, FN.LATEST_WEIGHTS),
                                                   save_weights_only=True, save_freq="epoch"),
     }
     if _tensorboard_installed():
-        out["tensorboard"] = keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS_DIR))
+        out["tensorboard"] = keras.callbacks.TensorBoard(os.path.join(model_dir, FN.LOGS_DIR))
     else:
         logging.warning("The `tensorboard` package is not installed: no TensorBoard logs "
                         "(pip install tensorboard). metrics.json still has the history.")
@@ -229,7 +226,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
     if profiler is not None:
         fit_callbacks.append(profiler)
     epochs = config.train.epochs
-    resumed = cb.latest_backup_state(os.path.join(model_dir, BACKUP_DIR))
+    resumed = cb.latest_backup_state(os.path.join(model_dir, FN.BACKUP_DIR))
     if resumed is not None:
         stopped = resumed["callbacks"]["early_stopping"].get("stopped_epoch")
         if stopped is not None:  # killed after early stopping decided: finish without training
@@ -265,7 +262,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
                                    **training)
     if not chief:  # the chief evaluates and writes the record
         return record
-    cb.write_json_atomic(os.path.join(model_dir, evaluator.METRICS_FILE), record)
+    cb.write_json_atomic(os.path.join(model_dir, FN.METRICS_FILE), record)
     for split in (F.Split.VALID.value, F.Split.TEST.value):
         is_test = split == F.Split.TEST.value
         record = evaluator.evaluate_run(
@@ -275,7 +272,7 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         record.update(training)
         record["wall_time_s"] = time.time() - start
         record = report.jsonable(record)
-        cb.write_json_atomic(os.path.join(model_dir, evaluator.METRICS_FILE), record)
+        cb.write_json_atomic(os.path.join(model_dir, FN.METRICS_FILE), record)
     logging.info("Best epoch %d of %d; test NDCG@5 %s", training["best_epoch"],
                  len(history_epochs),
                  {t: m.get("NDCG@5") for t, m in record.get("test", {}).get("metrics", {}).items()})

@@ -24,8 +24,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator.writer import (ITEM_FEATURES, REC_INTER, SOCIAL_NETWORK, SRC_INTER,
-                                          USER_FEATURES, COLUMNS, Insertions, Table, join_fields)
+from jsr_tf.filenames import ITEM_FEATURES, REC_INTER, SOCIAL_NETWORK, SRC_INTER, USER_FEATURES
+from jsr_tf.simulator.writer import COLUMNS, Insertions, Table, join_fields
 
 NON_UTF8 = "non_utf8"
 WRONG_FIELD_COUNT = "wrong_field_count"

@@ -15,9 +15,9 @@ from typing import Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, ragged
-from jsr_tf.data.simulator.catalog import Categories, distinct_ids
-from jsr_tf.data.simulator.presets import MAX_INTERESTS, SimConfig
+from jsr_tf.simulator import clock, ragged
+from jsr_tf.simulator.catalog import Categories, distinct_ids
+from jsr_tf.simulator.presets import MAX_INTERESTS, SimConfig
 
 
 @dataclasses.dataclass(frozen=True)

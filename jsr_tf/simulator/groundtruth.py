@@ -1,6 +1,6 @@
 """Ground-truth files of a simulated dataset, under ``<output_dir>/oracle/``.
 
-The importer reads only the five CSVs; these files let ``jsr_tf.data.oracle.Oracle`` recompute
+The importer reads only the five CSVs; these files let ``jsr_tf.simulator.oracle.Oracle`` recompute
 every choice distribution and let tests check the planted structure. Arrays are ``.npy`` files of
 structured dtypes (byte-identical for equal inputs; load with ``allow_pickle=False``). Indices
 (``user``, ``cat2``, ``topic``) are dense 0-based indices of this folder's tables; ids are the raw
@@ -35,7 +35,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from jsr_tf.data.simulator.presets import MAX_INTERESTS
+from jsr_tf.simulator.presets import MAX_INTERESTS
 
 SUBDIR = "oracle"
 PARAMS = "params.json"

@@ -16,8 +16,8 @@ from typing import Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, ragged
-from jsr_tf.data.simulator.presets import SimConfig
+from jsr_tf.simulator import clock, ragged
+from jsr_tf.simulator.presets import SimConfig
 
 SEARCH_ITEM_TYPES = ("VIDEO", "IMAGE_ATLAS", "LIVE", "USER", "COMMODITY", "MUSIC", "ADVERT")
 """``src_inter.item_type`` by ``Items.kind``; kinds 0 and 1 are feed items."""

@@ -15,14 +15,14 @@ its weight over the group's total weight. ``ChoiceModel`` draws from the mixture
 
 With ``DynamicsParams.feed_exclude_seen`` the feed choice is this mixture restricted to items the
 user did not click in an earlier request, renormalised: the simulator draws it by rejection
-(``feed._redraw_seen``) and the oracle divides by ``1 - p(seen)`` (``jsr_tf.data.oracle``).
+(``feed._redraw_seen``) and the oracle divides by ``1 - p(seen)`` (``jsr_tf.simulator.oracle``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from jsr_tf.data.simulator.presets import DynamicsParams
+from jsr_tf.simulator.presets import DynamicsParams
 
 FEED_COMPONENTS = ("long_term", "drift", "episode", "demand", "explore")
 SEARCH_COMPONENTS = ("topic", "category", "personal", "explore")

@@ -1,6 +1,6 @@
 """The simulator oracle: true choice probabilities and Bayes-optimal metrics (evaluation.md §7).
 
-``Oracle.load(raw_dir)`` reads the ground truth that ``jsr_tf.data.simulator`` writes to
+``Oracle.load(raw_dir)`` reads the ground truth that ``jsr_tf.simulator`` writes to
 ``<raw_dir>/oracle/`` and recomputes, with the simulator's own code (``simulator.dynamics``), the
 distribution each target was drawn from:
 
@@ -26,11 +26,12 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from jsr_tf import features as F
-from jsr_tf.data.simulator import groundtruth as gt
-from jsr_tf.data.simulator import ragged
-from jsr_tf.data.simulator.dynamics import ChoiceModel, feed_weights, personal_weights
-from jsr_tf.data.simulator.presets import DynamicsParams
-from jsr_tf.data.simulator.state import IntervalTable, SessionTimeline, time_key
+from jsr_tf import filenames as FN
+from jsr_tf.simulator import groundtruth as gt
+from jsr_tf.simulator import ragged
+from jsr_tf.simulator.dynamics import ChoiceModel, feed_weights, personal_weights
+from jsr_tf.simulator.presets import DynamicsParams
+from jsr_tf.simulator.state import IntervalTable, SessionTimeline, time_key
 from jsr_tf.evaluation import metrics as M
 
 _ROWS = 1 << 16  # targets per chunk
@@ -451,7 +452,7 @@ class ItemWeights:
 
 def read_item_weights(data_dir: str) -> ItemWeights:
     """Train-target counts per task and first-seen times from ``<data_dir>/vocab/items.tsv``."""
-    path = os.path.join(data_dir, F.VOCAB_DIR, F.ITEMS_VOCAB)
+    path = os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB)
     names = ("item_id", "feed_count", "search_count", "first_seen_ts")
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
@@ -486,7 +487,7 @@ def oracle_metrics_from_files(raw_dir: str, data_dir: str, split: str,
     oracle = oracle or Oracle.load(raw_dir)
     weights = read_item_weights(data_dir)
     predate = True
-    config_path = os.path.join(data_dir, "preprocess_config.json")
+    config_path = os.path.join(data_dir, FN.PREPROCESS_CONFIG_FILE)
     if os.path.exists(config_path):
         predate = bool(gt.load_json(config_path).get("negatives_must_predate_target", True))
     reports: Dict[str, OracleReport] = {}

@@ -29,23 +29,23 @@ import tensorflow as tf
 
 from jsr_tf import config as config_lib
 from jsr_tf import features as F
+from jsr_tf import filenames as FN
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.evaluation import evaluator, protocols, report, scorers
 
 SCORERS = ("popularity", "random")
 METRICS = ("NDCG@5", "NDCG@10", "HR@10", "MRR")
 PLOT_METRIC = "NDCG@10"
-RESULTS_MD, RESULTS_CSV, RESULTS_PNG = "results.md", "results.csv", "results.png"
 TEST = F.Split.TEST.value
 
 
 def run_dir(output_dir: str, model: str, seed: int) -> str:
-    return os.path.join(output_dir, "runs", model, f"seed_{seed}")
+    return os.path.join(output_dir, FN.RUNS_DIR, model, f"seed_{seed}")
 
 
 def read_record(path: str) -> Optional[Dict[str, Any]]:
     """A run's ``metrics.json`` if it holds test metrics (the run is finished), else None."""
-    metrics = os.path.join(path, evaluator.METRICS_FILE)
+    metrics = os.path.join(path, FN.METRICS_FILE)
     if not tf.io.gfile.exists(metrics):
         return None
     with tf.io.gfile.GFile(metrics) as f:
@@ -70,7 +70,7 @@ def check_config(path: str, config: config_lib.ExperimentConfig) -> None:
     """
     from jsr_tf.models import factory
 
-    if not tf.io.gfile.exists(os.path.join(path, factory.CONFIG_FILE)):
+    if not tf.io.gfile.exists(os.path.join(path, FN.CONFIG_FILE)):
         return
     from jsr_tf.training import run_dir as run_dir_lib
 
@@ -106,7 +106,7 @@ def score_baseline(model: str, seed: int, data_dir: str, path: str,
                                    seed=seed, splits={TEST: entry}, params=0,
                                    train_wall_time_s=0.0)
     tf.io.gfile.makedirs(path)
-    metrics_path = os.path.join(path, evaluator.METRICS_FILE)
+    metrics_path = os.path.join(path, FN.METRICS_FILE)
     if tf.io.gfile.exists(metrics_path):  # evaluated again: keep the other protocols
         with tf.io.gfile.GFile(metrics_path) as f:
             record = report.merge_records(json.load(f), record)
@@ -350,7 +350,7 @@ def write_table(rows: List[Dict[str, Any]], output_dir: str,
     if notes:
         text += f"\n{MARK} a training-free floor scores above this model (NDCG@10):\n\n" + "\n".join(
             f"- {n}" for n in notes) + "\n"
-    with open(os.path.join(output_dir, RESULTS_MD), "w", encoding="utf-8") as f:
+    with open(os.path.join(output_dir, FN.RESULTS_MD), "w", encoding="utf-8") as f:
         f.write("Mean ± sample std over seeds (test split; – with one seed). Oracle ratio: "
                 "model / set oracle (simulated data, sampled protocol only). Protocols: see "
                 "README, \"Evaluation protocols\".\n\n" + text)
@@ -359,7 +359,7 @@ def write_table(rows: List[Dict[str, Any]], output_dir: str,
         for m in (metrics or protocol_metrics(protocol)):
             if m not in all_metrics:
                 all_metrics.append(m)
-    with open(os.path.join(output_dir, RESULTS_CSV), "w", newline="", encoding="utf-8") as f:
+    with open(os.path.join(output_dir, FN.RESULTS_CSV), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         columns = [*all_metrics, *[f"{m}/oracle" for m in all_metrics], "train_time_s"]
         writer.writerow(["protocol", "model", "task", "seeds", "params",
@@ -401,7 +401,7 @@ def plot(rows: List[Dict[str, Any]], output_dir: str, metric: str = PLOT_METRIC)
         ax.legend(title="task", fontsize=8)
         ax.set_title(f"{protocol}: {metric}, mean ± std over seeds")
     fig.tight_layout()
-    path = os.path.join(output_dir, RESULTS_PNG)
+    path = os.path.join(output_dir, FN.RESULTS_PNG)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -10,12 +10,13 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, dirty as dirty_lib, groundtruth as gt, writer
-from jsr_tf.data.simulator.events import ORIGINS, REFORMULATION, TRIGGER_RELATED, \
+from jsr_tf import filenames as FN
+from jsr_tf.simulator import clock, dirty as dirty_lib, groundtruth as gt, writer
+from jsr_tf.simulator.events import ORIGINS, REFORMULATION, TRIGGER_RELATED, \
     TRIGGER_UNRELATED, EventLog, simulate_events
-from jsr_tf.data.simulator.presets import SimConfig
-from jsr_tf.data.simulator.seeding import derive_rng
-from jsr_tf.data.simulator.world import World, build_world
+from jsr_tf.simulator.presets import SimConfig
+from jsr_tf.simulator.seeding import derive_rng
+from jsr_tf.simulator.world import World, build_world
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +97,11 @@ def generate(config: SimConfig, seed: int, output_dir: str, dirty: bool = False,
     os.makedirs(gt.folder(output_dir), exist_ok=True)
     item_order = derive_rng(seed, "writer", "item_order").permutation(world.items.num_feed)
     tables = {
-        writer.REC_INTER: writer.rec_table(world, log),
-        writer.SRC_INTER: writer.src_table(world, log),
-        writer.ITEM_FEATURES: writer.item_table(world, item_order),
-        writer.USER_FEATURES: writer.user_table(world),
-        writer.SOCIAL_NETWORK: writer.social_table(world),
+        FN.REC_INTER: writer.rec_table(world, log),
+        FN.SRC_INTER: writer.src_table(world, log),
+        FN.ITEM_FEATURES: writer.item_table(world, item_order),
+        FN.USER_FEATURES: writer.user_table(world),
+        FN.SOCIAL_NETWORK: writer.social_table(world),
     }
     first_rows = log.search.row_offsets[:-1]
     insertions = {name: writer.Insertions.none() for name in tables}
@@ -139,11 +140,11 @@ def _write_ground_truth(sim: Simulation, output_dir: str,
         gt.USER_DTYPE, user_id=users.user_id, community=users.community, lt_cat=users.lt_cat,
         lt_weight=users.lt_weight))
 
-    src_rows = insertions[writer.SRC_INTER]
+    src_rows = insertions[FN.SRC_INTER]
     first_row = src_rows.final_rows(s.row_offsets[:-1])
     parent = s.parent.copy()
     trig = (s.origin == TRIGGER_RELATED) | (s.origin == TRIGGER_UNRELATED)
-    parent[trig] = insertions[writer.REC_INTER].final_rows(parent[trig])
+    parent[trig] = insertions[FN.REC_INTER].final_rows(parent[trig])
     ref = s.origin == REFORMULATION
     parent[ref] = first_row[parent[ref]]
     gt.save_array(os.path.join(folder, gt.SESSIONS), gt.records(
@@ -164,7 +165,7 @@ def _write_ground_truth(sim: Simulation, output_dir: str,
     clicks = clicks[np.lexsort((clicks, feed.ts[clicks], feed.user[clicks]))]
     gt.save_array(os.path.join(folder, gt.FEED_CLICKS), gt.records(
         gt.FEED_CLICK_DTYPE, user=feed.user[clicks], ts=feed.ts[clicks], item=feed.item[clicks],
-        row=insertions[writer.REC_INTER].final_rows(clicks)))
+        row=insertions[FN.REC_INTER].final_rows(clicks)))
 
     cats = world.categories
     gt.write_csv(os.path.join(folder, gt.CATEGORIES), "cat2,cat2_id,cat1_id",
@@ -216,13 +217,13 @@ def _fault_report(sim: Simulation, faults: Dict[str, Dict[str, int]], rows: Dict
     word_len = np.diff(log.search.word_offsets)
     rows_per_session = np.diff(log.search.row_offsets)
     notes = {
-        writer.ITEM_FEATURES: {
+        FN.ITEM_FEATURES: {
             "caption_missing": int(items.caption_state.sum()),
             "caption_truncated": int((cap_len > 50).sum()),
-            "caption_malformed": faults.get(writer.ITEM_FEATURES, {}).get(
+            "caption_malformed": faults.get(FN.ITEM_FEATURES, {}).get(
                 dirty_lib.CAPTION_MALFORMED, 0),
         },
-        writer.SRC_INTER: {
+        FN.SRC_INTER: {
             "keyword_truncated": int(rows_per_session[word_len > 50].sum()),
         },
     }

@@ -9,14 +9,14 @@ import dataclasses
 
 import numpy as np
 
-from jsr_tf.data.simulator.catalog import (CAPTION_SOURCES, QUERY_SOURCES, SEARCH_ITEM_TYPES,
-                                           UPLOAD_TYPES, Categories, Items, Vocabulary,
-                                           build_categories, build_items, build_vocabulary,
-                                           draw_words)
-from jsr_tf.data.simulator.population import (Schedule, Users, build_follows, build_schedule,
-                                              build_users)
-from jsr_tf.data.simulator.presets import SimConfig
-from jsr_tf.data.simulator.seeding import derive_rng
+from jsr_tf.simulator.catalog import (CAPTION_SOURCES, QUERY_SOURCES, SEARCH_ITEM_TYPES,
+                                      UPLOAD_TYPES, Categories, Items, Vocabulary,
+                                      build_categories, build_items, build_vocabulary,
+                                      draw_words)
+from jsr_tf.simulator.population import (Schedule, Users, build_follows, build_schedule,
+                                         build_users)
+from jsr_tf.simulator.presets import SimConfig
+from jsr_tf.simulator.seeding import derive_rng
 
 __all__ = ["CAPTION_SOURCES", "QUERY_SOURCES", "SEARCH_ITEM_TYPES", "UPLOAD_TYPES", "Categories",
            "Items", "Schedule", "Users", "Vocabulary", "World", "build_world", "draw_words"]

@@ -6,15 +6,15 @@ from typing import Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, ragged
-from jsr_tf.data.simulator.dynamics import ChoiceModel, personal_weights, pick_interest
-from jsr_tf.data.simulator.logs import (BACKGROUND, DEMAND, EPISODE, REFORMULATION,
-                                        TRIGGER_RELATED, TRIGGER_UNRELATED, Exogenous, FeedLog,
-                                        LoopResult, Plan, SearchLog)
-from jsr_tf.data.simulator.presets import SimConfig
-from jsr_tf.data.simulator.seeding import derive_rng
-from jsr_tf.data.simulator.state import IntervalTable, time_key
-from jsr_tf.data.simulator.world import QUERY_SOURCES, Users, World, draw_words
+from jsr_tf.simulator import clock, ragged
+from jsr_tf.simulator.dynamics import ChoiceModel, personal_weights, pick_interest
+from jsr_tf.simulator.logs import (BACKGROUND, DEMAND, EPISODE, REFORMULATION,
+                                   TRIGGER_RELATED, TRIGGER_UNRELATED, Exogenous, FeedLog,
+                                   LoopResult, Plan, SearchLog)
+from jsr_tf.simulator.presets import SimConfig
+from jsr_tf.simulator.seeding import derive_rng
+from jsr_tf.simulator.state import IntervalTable, time_key
+from jsr_tf.simulator.world import QUERY_SOURCES, Users, World, draw_words
 
 _SOURCE_BY_ORIGIN = np.array([[0.70, 0.15, 0.00, 0.15],   # background
                               [0.60, 0.00, 0.00, 0.40],   # episode

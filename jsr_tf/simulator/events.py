@@ -25,15 +25,15 @@ not feed back into the state, so sessions are filled in afterwards, all at once.
 
 from __future__ import annotations
 
-from jsr_tf.data.simulator.dynamics import ChoiceModel
-from jsr_tf.data.simulator.feed import feed_loop, feed_requests, feed_rows, request_plan
-from jsr_tf.data.simulator.logs import (BACKGROUND, DEMAND, EPISODE, ORIGINS, REFORMULATION,
-                                        SEARCH_SOURCES, TRIGGER_RELATED, TRIGGER_UNRELATED,
-                                        EventLog, FeedLog, SearchLog)
-from jsr_tf.data.simulator.search import exogenous_sessions, sessions
-from jsr_tf.data.simulator.seeding import derive_rng
-from jsr_tf.data.simulator.state import IntervalTable
-from jsr_tf.data.simulator.world import World
+from jsr_tf.simulator.dynamics import ChoiceModel
+from jsr_tf.simulator.feed import feed_loop, feed_requests, feed_rows, request_plan
+from jsr_tf.simulator.logs import (BACKGROUND, DEMAND, EPISODE, ORIGINS, REFORMULATION,
+                                   SEARCH_SOURCES, TRIGGER_RELATED, TRIGGER_UNRELATED,
+                                   EventLog, FeedLog, SearchLog)
+from jsr_tf.simulator.search import exogenous_sessions, sessions
+from jsr_tf.simulator.seeding import derive_rng
+from jsr_tf.simulator.state import IntervalTable
+from jsr_tf.simulator.world import World
 
 __all__ = ["BACKGROUND", "DEMAND", "EPISODE", "ORIGINS", "REFORMULATION", "SEARCH_SOURCES",
            "TRIGGER_RELATED", "TRIGGER_UNRELATED", "EventLog", "FeedLog", "SearchLog",

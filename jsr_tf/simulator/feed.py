@@ -8,12 +8,12 @@ from typing import Set, Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock, ragged
-from jsr_tf.data.simulator.dynamics import ChoiceModel, feed_weights, pick_interest
-from jsr_tf.data.simulator.logs import Exogenous, FeedLog, LoopResult, Plan
-from jsr_tf.data.simulator.search import chain
-from jsr_tf.data.simulator.state import IntervalTable, SessionTimeline, time_key
-from jsr_tf.data.simulator.world import World
+from jsr_tf.simulator import clock, ragged
+from jsr_tf.simulator.dynamics import ChoiceModel, feed_weights, pick_interest
+from jsr_tf.simulator.logs import Exogenous, FeedLog, LoopResult, Plan
+from jsr_tf.simulator.search import chain
+from jsr_tf.simulator.state import IntervalTable, SessionTimeline, time_key
+from jsr_tf.simulator.world import World
 
 _MAX_REDRAWS = 1000
 

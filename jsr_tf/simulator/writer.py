@@ -15,15 +15,11 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from jsr_tf.data.simulator import clock
-from jsr_tf.data.simulator.events import SEARCH_SOURCES, EventLog
-from jsr_tf.data.simulator.world import SEARCH_ITEM_TYPES, UPLOAD_TYPES, World
+from jsr_tf.filenames import ITEM_FEATURES, REC_INTER, SOCIAL_NETWORK, SRC_INTER, USER_FEATURES
+from jsr_tf.simulator import clock
+from jsr_tf.simulator.events import SEARCH_SOURCES, EventLog
+from jsr_tf.simulator.world import SEARCH_ITEM_TYPES, UPLOAD_TYPES, World
 
-REC_INTER = "rec_inter.csv"
-SRC_INTER = "src_inter.csv"
-ITEM_FEATURES = "item_features.csv"
-USER_FEATURES = "user_features.csv"
-SOCIAL_NETWORK = "social_network.csv"
 FILES = (REC_INTER, SRC_INTER, ITEM_FEATURES, USER_FEATURES, SOCIAL_NETWORK)
 
 _LEVELS = ("first", "second", "third", "fourth")

@@ -115,7 +115,8 @@ def test_build_timelines_from_grouped_records():
     dup = feed[0]._replace(row=6)  # an exact duplicate of the first feed row
     with X.pipeline() as p:
         out = (p | beam.Create([(1, {"feed": feed + [dup], "search": search}),
-                                (2, {"feed": [], "search": [X.search_row(2, 9, 7, (5,), 40, 1, 0)]})])
+                                (2, {"feed": [],
+                                     "search": [X.search_row(2, 9, 7, (5,), 40, 1, 0)]})])
                | beam.ParDo(tr.BuildTimelines(PreprocessConfig())).with_outputs(
                    tr.STATS, main="tl"))
         summary = out.tl | beam.Map(lambda t: (
@@ -190,7 +191,8 @@ def test_eval_row_times_and_exclusions():
     with X.pipeline() as p:
         timelines = _two_users(p)
         times = (timelines | "Times" >> beam.FlatMap(tr.eval_row_times)
-                 | "Group" >> beam.GroupByKey() | "Sort" >> beam.MapTuple(lambda k, v: (k, sorted(v))))
+                 | "Group" >> beam.GroupByKey()
+                 | "Sort" >> beam.MapTuple(lambda k, v: (k, sorted(v))))
         assert_that(times, equal_to([
             ((FEED, "valid"), [ts(4), ts(14)]), ((FEED, "test"), [ts(5), ts(15)]),
             ((SEARCH, "valid"), [ts(3.5), ts(13.5)]), ((SEARCH, "test"), [ts(4.5), ts(14.5)])]),

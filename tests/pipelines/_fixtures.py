@@ -25,9 +25,12 @@ from typing import Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException
 
+from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.records import FeedEvent, SearchRow
 from jsr_tf.data.timeline import UserTimeline, build_timeline
+from jsr_tf.neighbours import NeighbourRow
+from jsr_tf.neighbours import payload as pl
 from pipelines.transforms import merge_counters
 from tests import testing as T
 
@@ -127,3 +130,67 @@ def satisfies(check: Callable[[List], None]) -> Callable[[Iterable], None]:
         except AssertionError as error:
             raise BeamAssertException(str(error)) from error
     return _match
+
+
+# --------------------------------------------------------------------------- neighbour payloads
+
+
+def _pad(values: Sequence[int], size: int) -> Tuple[int, ...]:
+    """``values`` right-padded with -1 to ``size``."""
+    return tuple(values) + (-1,) * (size - len(values))
+
+
+def payload(feed_items: Sequence[int], sessions: Sequence[Tuple[Sequence[int], Sequence[int]]],
+            last_ts: int) -> pl.Payload:
+    """A payload written out by hand.
+
+    Args:
+        feed_items: Feed-positive items, oldest first.
+        sessions: ``(words, clicks)`` per search session, oldest first.
+        last_ts: Time of the newest event (0 if none).
+
+    Returns:
+        The ``Payload`` with every block padded with -1 to the contract's sizes.
+    """
+    words: List[int] = []
+    clicks: List[int] = []
+    for session_words, session_clicks in sessions:
+        words.extend(_pad(session_words, F.NBR_QUERY_WORDS))
+        clicks.extend(_pad(session_clicks, F.NBR_SESSION_CLICKS))
+    return pl.Payload(_pad(feed_items, F.NBR_FEED_ITEMS),
+                      _pad(words, F.NBR_SEARCH_SESSIONS * F.NBR_QUERY_WORDS),
+                      _pad(clicks, F.NBR_SEARCH_SESSIONS * F.NBR_SESSION_CLICKS),
+                      last_ts, len(feed_items), len(sessions))
+
+
+# User 1's train-visible events before minute 3: feed 10@1, 11@2; sessions s1@1.5, s2@2.5.
+PAYLOAD_BEFORE_3 = payload((10, 11), (((7, 8), (30,)), ((8,), (31,))), ts(2.5))
+
+
+def table_row(user: int, side: str, neighbours: Sequence[int] = (),
+              jaccards: Sequence[float] = (), visibility: str = "train",
+              snapshot: int = 0, snapshot_ts: int = 100) -> NeighbourRow:
+    """A neighbour-table row (``num_tokens`` 1)."""
+    return NeighbourRow(visibility, snapshot, snapshot_ts, side, user, 1, tuple(neighbours),
+                        tuple(jaccards))
+
+
+def example_bytes(user: int, target_ts: int) -> bytes:
+    """A serialized example of the contract with ``user_id`` and ``target_ts`` set (every
+    other feature empty)."""
+    from jsr_tf.data.examples import to_tf_example
+
+    values = {name: [] for name in F.ALL_FEATURES}
+    values.update({F.USER_ID: [user], F.TARGET_TS: [target_ts]})
+    return to_tf_example(values).SerializeToString(deterministic=True)
+
+
+def features_of(data: bytes) -> Dict[str, list]:
+    """Every feature of a serialized ``tf.train.Example`` as a list (ints or floats)."""
+    from tensorflow.core.example import example_pb2
+
+    out = {}
+    for name, feature in example_pb2.Example.FromString(data).features.feature.items():
+        kind = feature.WhichOneof("kind")
+        out[name] = list(getattr(feature, kind).value) if kind else []
+    return out

@@ -235,7 +235,7 @@ def main() -> None:
         else:
             model = factory.build_model(config, vocab)
         set_block_jit(model, config.train.block_jit_compile)
-        model.l2_rows_in_batch = config.train.l2_rows_in_batch  # as factory.build_model does
+        model.configure_training(config.train)  # as factory.build_model does
 
         def extra(key):
             return neighbours[key] if with_nbr else {}

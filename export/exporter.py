@@ -101,7 +101,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         tf.io.gfile.rmtree(tmp)
     logging.info("Writing the SavedModel (%s) to %s", ", ".join(signatures), target)
     tf.saved_model.save(module, tmp, signatures=signatures)
-    requests = warmup.sample_requests(data_dir, neighbours=S.uses_neighbours(ranker))
+    requests = warmup.sample_requests(data_dir, neighbours=ranker.uses_neighbours)
     warmup.write_warmup(tmp, model_name, requests, sorted(signatures))
     for name in sorted(signatures):  # one-row REST bodies, for smoke tests against a server
         one_row = {key: value[:1] for key, value in requests[name].items()}
@@ -115,7 +115,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         "signatures": sorted(signatures), "tensorflow_version": tf.__version__,
         "min_tf_serving_version": tf.__version__.rsplit(".", 1)[0],
         "top_k": getattr(module, "top_k", None), "cached_item_vectors": cache_items,
-        "jit_compile": jit_compile, "neighbour_inputs": S.uses_neighbours(ranker),
+        "jit_compile": jit_compile, "neighbour_inputs": ranker.uses_neighbours,
         "request_limits": dataclasses.asdict(limits)}
     with tf.io.gfile.GFile(os.path.join(tmp, FN.EXTRA_DIR, FN.EXPORT_INFO_FILE), "w") as f:
         f.write(json.dumps(info, indent=2))

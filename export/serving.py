@@ -146,23 +146,10 @@ def within_limits(limits: RequestLimits, inputs: Dict[str, tf.Tensor],
         return {name: tf.identity(value) for name, value in inputs.items()}
 
 
-def uses_neighbours(model) -> bool:
-    """Whether a ranker was built with a neighbour encoder (``ModelConfig.neighbours``)."""
-    return getattr(getattr(model, "config", None), "neighbours", "none") != "none"
-
-
 def is_id(ids: tf.Tensor, zero_is_id: bool = True) -> tf.Tensor:
     """Which raw ids of a request are ids (not padding): ``ids >= 0``, or ``ids > 0`` for a model
     whose vocabularies lack raw id 0 (0-padded requests keep their meaning there)."""
     return ids >= 0 if zero_is_id else ids > 0
-
-
-def model_zero_is_id(model) -> bool:
-    """Whether raw id 0 is an item or word id of ``model`` (its ``item_lookup`` / ``word_lookup``
-    ``IdLookup`` layers; True for a model without them)."""
-    lookups = [getattr(model, name, None) for name in ("item_lookup", "word_lookup")]
-    lookups = [lookup for lookup in lookups if hasattr(lookup, "holds_raw_zero")]
-    return any(lookup.holds_raw_zero for lookup in lookups) or not lookups
 
 
 def fit_neighbours(inputs: Dict[str, tf.Tensor], shape: F.DataShape, zero_is_id: bool = True,
@@ -209,7 +196,7 @@ def fit_request(inputs: Dict[str, tf.Tensor], shape: F.DataShape, zero_is_id: bo
 
     ``shape``: the model's ``DataShape`` (``JsrModel.data_shape``), whose
     ``batch_fields(labels=False)`` is the output layout.
-    ``zero_is_id``: see ``is_id`` (``ServingModule`` passes ``model_zero_is_id(ranker)``).
+    ``zero_is_id``: see ``is_id`` (``ServingModule`` passes ``JsrModel.zero_is_id``).
     ``pad``: the padding id of the inputs, and of the output. Raw requests pad with
     ``RAW_PAD_ID``; a request already mapped to dense indices (``JsrModel.prepare``, padding 0,
     ids > 0) is fitted with ``zero_is_id=False, pad=0`` and gives the same batch, prepared.
@@ -350,16 +337,14 @@ class ServingModule(tf.Module):
                  limits: RequestLimits = RequestLimits()) -> None:
         super().__init__(name="jsr_serving")
         self.limits = limits
-        if cache_items and hasattr(ranker, "cache_item_vectors"):
-            ranker.cache_item_vectors()
-        if jit_compile and getattr(ranker, "dynamic_shapes", False):
-            if getattr(ranker, "item_cache", None) is not None:
-                pass  # the cached table replaces the per-unique-id encoding
-            elif hasattr(ranker, "cache_item_vectors"):
+        if cache_items:
+            ranker.cache_item_vectors()  # a no-op for a ranker without ``caches_items``
+        if jit_compile and ranker.dynamic_shapes and ranker.item_cache is None:
+            # (with the cached table, gathers replace the per-unique-id encoding)
+            if ranker.caches_items:
                 raise ValueError("`jit_compile=True` needs `cache_items=True` (or a ranker "
                                  "built with fixed shapes).")
-            else:  # e.g. SASRec: its fixed-shape path gives the same values
-                ranker.dynamic_shapes = False
+            ranker.use_fixed_shapes()  # e.g. SASRec: its fixed-shape path gives the same values
         self.jit_compile = bool(jit_compile)
         if self.jit_compile:
             self._compiled = {
@@ -374,7 +359,7 @@ class ServingModule(tf.Module):
              {**HISTORY_SPECS, CANDIDATES: CANDIDATES_SPEC}.items()})
         self.ranker = ranker
         self.retriever = retriever
-        self.zero_is_id = model_zero_is_id(ranker)
+        self.zero_is_id = ranker.zero_is_id
         self.index = None
         if retriever is not None:
             item_ids, vectors = retriever.catalogue()
@@ -465,7 +450,7 @@ class ServingModule(tf.Module):
             inputs = dict(zip(names + [F.QUERY_WORDS, CANDIDATES], args))
             return {SCORES: self._score(inputs, F.Task.SEARCH)}
 
-        neighbours = uses_neighbours(self.ranker)
+        neighbours = self.ranker.uses_neighbours
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
         def serving_default(examples):

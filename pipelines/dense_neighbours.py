@@ -417,7 +417,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Dict:
     from jsr_tf.neighbours import dense  # pylint: disable=g-import-not-at-top
 
     model, model_config = factory.load_trained(args.model_dir, args.data_dir)
-    if not callable(getattr(model, "encode_user", None)):
+    if not model.encodes_user_sides:
         raise kuaisar.InputError(f"--model_dir holds a `{model_config.model.name}` model: the "
                                  "dense option needs one with `encode_user` (F_r, F_s): unisar.")
     logging.info("dense_neighbours: %s + %s -> %s, visibilities %s", args.input_dir,

@@ -16,7 +16,7 @@ Contract:
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
@@ -92,7 +92,32 @@ def add_coupled_l2(gradient, variable: tf.Variable, l2: float,
 
 
 class JsrModel(tfrs.models.Model):
-    """Base model. Subclasses implement ``score`` and ``compute_loss``.
+    """Base model: the interface every ranker provides and everything else relies on.
+
+    The trainer, the evaluator, the export, the factory and the dense-neighbour job use only the
+    members below (never ``getattr``/``hasattr`` probes); ``tests/models/test_interface.py``
+    checks every registered family against it.
+
+    Required (the base raises ``NotImplementedError``):
+        ``score(batch, task, training)``: logits ``[B, C]`` of a batch of one task.
+        ``compute_loss(inputs, training)``: the scalar loss of ``{Inputs.FEED: ...,
+            Inputs.SEARCH: ...}`` (the tasks of ``train_tasks``).
+
+    Optional, with the defaults of this class:
+        ``prepare(batch)``: work outside an XLA step (id lookups); identity.
+        ``train_tasks``: the tasks trained on; both.
+        ``supports_neighbours``: whether ``model.neighbours`` may be set; False.
+        ``encodes_user_sides``: whether ``encode_user(batch, training=False)`` returns the
+            per-side vectors (``F_r``, ``F_s``, ``feed_valid``, ``search_valid``, ``user``) that
+            the dense neighbour option pools (UniSAR); False.
+        ``caches_items``: whether ``cache_item_vectors()`` freezes the item encoder into
+            ``item_cache`` for serving; False (``cache_item_vectors`` then returns None).
+        ``dynamic_shapes`` and ``use_fixed_shapes()``: a model with a dynamic-shape fast path
+            (unique-id encoding) switches to its fixed-shape path for XLA and TPUs; False.
+        ``item_lookup``, ``word_lookup``, ``user_lookup``: the ``IdLookup`` layers; None.
+        ``config``: the ``ModelConfig``; None.
+        ``uses_neighbours``, ``zero_is_id``: derived properties.
+        ``configure_training(train_config)``: the training-only options (``l2_rows_in_batch``).
 
     Args:
         l2: Coupled L2 coefficient added to the gradients in ``train_step`` (0 disables).
@@ -101,8 +126,16 @@ class JsrModel(tfrs.models.Model):
 
     Attributes:
         l2_rows_in_batch: The named deviation ``train.l2_rows_in_batch`` (see the module
-            docstring), False by default; ``factory.build_model`` sets it from the config.
+            docstring), False by default; ``factory.build_model`` sets it through
+            ``configure_training``.
+        data_shape: The ``DataShape`` the model is built for.
     """
+
+    train_tasks: Tuple[int, ...] = (F.Task.FEED, F.Task.SEARCH)
+    supports_neighbours: bool = False
+    encodes_user_sides: bool = False
+    caches_items: bool = False
+    dynamic_shapes: bool = False
 
     def __init__(self, l2: float = 0.0, data_shape: Optional[F.DataShape] = None,
                  **kwargs) -> None:
@@ -112,9 +145,47 @@ class JsrModel(tfrs.models.Model):
         self.l2 = float(l2)
         self.l2_rows_in_batch = False
         self.data_shape = data_shape if data_shape is not None else F.DataShape()
+        # Optional members (see the class docstring); the families set those they have. They are
+        # instance attributes, not class ones, so that Keras tracks what replaces them.
+        self.config = None
+        self.item_lookup = self.word_lookup = self.user_lookup = None
+        self.item_cache: Optional[tf.Variable] = None
 
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
-        raise NotImplementedError
+        """Logits ``[B, C]`` of ``batch``'s candidates for ``task`` (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} should implement `score`.")
+
+    def compute_loss(self, inputs: Dict[str, Dict[str, tf.Tensor]],
+                     training: bool = False) -> tf.Tensor:
+        """The scalar training loss of one batch per task (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} should implement `compute_loss`.")
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether the model was built to read the neighbour payload (``model.neighbours``)."""
+        return self.supports_neighbours and self.config is not None and (
+            self.config.uses_neighbours)
+
+    @property
+    def zero_is_id(self) -> bool:
+        """Whether raw id 0 is an item or word id (an ``IdLookup`` holds it); True for a model
+        without lookups. Requests padded with 0 keep their meaning where it is False."""
+        lookups = [lookup for lookup in (self.item_lookup, self.word_lookup)
+                   if lookup is not None]
+        return any(lookup.holds_raw_zero for lookup in lookups) or not lookups
+
+    def use_fixed_shapes(self) -> None:
+        """Switches a model with a dynamic-shape path to its fixed-shape (XLA) path."""
+        self.dynamic_shapes = False
+
+    def cache_item_vectors(self, chunk: int = 8192) -> Optional[tf.Variable]:
+        """Freezes the item encoder into ``item_cache`` (models with ``caches_items``); None."""
+        del chunk
+        return None
+
+    def configure_training(self, train_config) -> None:
+        """Takes the options of a ``TrainConfig`` that change the training step."""
+        self.l2_rows_in_batch = bool(train_config.l2_rows_in_batch)
 
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """Work that must run outside an XLA-compiled step (e.g. hash-table id lookups).

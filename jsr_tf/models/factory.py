@@ -50,17 +50,16 @@ def model_names() -> Tuple[str, ...]:
 
 
 def _import_families() -> None:
-    """Imports the modules that register model families (kept lazy to avoid import cycles)."""
+    """Imports every module of ``jsr_tf.models``, so that each family's ``@register_model``
+    runs (lazily, to avoid import cycles): a new family is one new module, no list to edit."""
     import importlib
+    import pkgutil
 
-    for module in ("jsr_tf.models.unisar", "jsr_tf.models.sasrec", "jsr_tf.models.two_tower",
-                   "jsr_tf.models.search_baseline", "jsr_tf.models.mixed_sequence",
-                   "jsr_tf.models.sesrec", "jsr_tf.models.uditsr"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a family not written yet
-            if err.name != module:
-                raise
+    from jsr_tf import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{models.__name__}.{info.name}")
 
 
 def build_model(config: ExperimentConfig, vocab: Vocab) -> JsrModel:
@@ -70,8 +69,8 @@ def build_model(config: ExperimentConfig, vocab: Vocab) -> JsrModel:
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model `{name}`. Known: {sorted(_BUILDERS)}")
     model = _BUILDERS[name](config.validate(), vocab)
-    model.l2_rows_in_batch = config.train.l2_rows_in_batch
-    if config.model.uses_neighbours and not getattr(model, "supports_neighbours", False):
+    model.configure_training(config.train)
+    if config.model.uses_neighbours and not model.supports_neighbours:
         raise ValueError(f"Model `{name}` does not read the neighbour payload: `model.neighbours` "
                          "should be 'none' for it (neighbours are implemented for "
                          "unisar and sasrec). Received: "

@@ -56,9 +56,11 @@ from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_query_encoder,
-                                  check_joint_inputs, coupled_l2, id_lookups, joint_loss,
-                                  mean_bce, request_vector, transformer_stack)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_item_encoder,
+                                          build_query_encoder, coupled_l2, id_lookups,
+                                          transformer_stack)
+from jsr_tf.models.parts.forward import request_vector
+from jsr_tf.models.parts.losses import check_joint_inputs, joint_loss, mean_bce
 
 REQUEST_TYPE = len(F.BehaviorType)  # 3, after PAD 0, FEED 1, SEARCH 2
 SCORE_HEADS = ("mlp", "dot")

@@ -55,11 +55,13 @@ from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.sasrec_block import SASRecBlock
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
-from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_neighbour_encoder,
-                                  build_neighbour_fusion, check_item_features, coupled_l2,
-                                  encode_unique, id_lookups, item_vectors, mean_bce,
-                                  neighbour_inputs, single_task_batch)
+from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_item_encoder,
+                                          check_item_features, coupled_l2, id_lookups)
+from jsr_tf.models.parts.forward import encode_unique, item_vectors
+from jsr_tf.models.parts.losses import mean_bce, single_task_batch
+from jsr_tf.models.parts.neighbour_inputs import (build_neighbour_encoder, build_neighbour_fusion,
+                                                  neighbour_inputs)
 
 SOURCES = ("merged", "feed_only")
 LAYER_NORM_EPSILON = 1e-8  # the reference's

@@ -53,11 +53,12 @@ from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.sasrec import left_padded_sequence
-from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
-from jsr_tf.models.shared import (bce_ranking_task, build_item_encoder, build_query_encoder,
-                                  check_item_features, coupled_l2, id_lookups, item_vectors,
-                                  mean_bce, request_vector, single_task_batch,
-                                  transformer_stack)
+from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_item_encoder,
+                                          build_query_encoder, check_item_features, coupled_l2,
+                                          id_lookups, transformer_stack)
+from jsr_tf.models.parts.forward import item_vectors, request_vector
+from jsr_tf.models.parts.losses import mean_bce, single_task_batch
 
 QUERY_SEGMENT, ITEM_SEGMENT = 0, 1
 

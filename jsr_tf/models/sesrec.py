@@ -69,11 +69,12 @@ from jsr_tf.layers.transformer import TransformerEncoderBlock
 from jsr_tf.layers.triplet_loss import InterestTripletLoss
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import ITEM_FEATURES  # noqa: F401  (re-exported)
-from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded,
-                                  check_item_features, encode_unique,
-                                  item_vectors, mean_bce, precision_kwargs,
-                                  transformer_stack, user_rows)
+from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, check_item_features,
+                                          precision_kwargs, transformer_stack)
+from jsr_tf.models.parts.encoded_side import EncodedSideMixin
+from jsr_tf.models.parts.forward import encode_unique, item_vectors, user_rows
+from jsr_tf.models.parts.losses import mean_bce
 
 TRIPLET_WEIGHT = 0.001  # spec: L_feed = BCE + 0.1 L_align + 0.001 L_tri
 TRIPLET_MARGIN = 0.1

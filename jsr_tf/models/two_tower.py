@@ -37,7 +37,7 @@ from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import ItemTables
+from jsr_tf.models.parts.tables import ItemTables
 
 TEMPERATURE = 0.05
 

@@ -100,9 +100,11 @@ from jsr_tf.layers.translation_propagation import TranslationPropagation
 from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_seeded,
-                                  check_item_features, encode_unique, item_table, item_vectors,
-                                  mean_bce, precision_kwargs, user_rows)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, check_item_features,
+                                          precision_kwargs)
+from jsr_tf.models.parts.encoded_side import EncodedSideMixin
+from jsr_tf.models.parts.forward import encode_unique, item_table, item_vectors, user_rows
+from jsr_tf.models.parts.losses import mean_bce
 
 TRANSLATION_WEIGHT = 0.2  # λ_cl of the paper
 GENERATION_WEIGHT = 1.5  # λ_sg of the paper
@@ -139,6 +141,8 @@ class UDITSR(EncodedSideMixin, JsrModel):
         hop_weight: Weight of the propagated hop in ``u*``.
         precision: ``train.precision`` (the optional InfoNCE only).
     """
+
+    caches_items = True
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  item_features: str = "unisar", dynamic_shapes: bool = True, seed: int = 0,

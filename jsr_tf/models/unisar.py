@@ -52,10 +52,13 @@ from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 from jsr_tf.layers.user_encoder import UserEncoder
 from jsr_tf.models.base import JsrModel, lookup_ids
 from jsr_tf.models.factory import register_model
-from jsr_tf.models.shared import (EncodedSideMixin, bce_ranking_task, build_neighbour_encoder,
-                                  build_neighbour_fusion, build_seeded, encode_unique, item_table,
-                                  mean_bce, neighbour_inputs, neighbour_session_mask,
-                                  precision_kwargs, transformer_stack, user_rows)
+from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, precision_kwargs,
+                                          transformer_stack)
+from jsr_tf.models.parts.encoded_side import EncodedSideMixin
+from jsr_tf.models.parts.forward import encode_unique, item_table, user_rows
+from jsr_tf.models.parts.losses import mean_bce
+from jsr_tf.models.parts.neighbour_inputs import (build_neighbour_encoder, build_neighbour_fusion,
+                                                  neighbour_inputs, neighbour_session_mask)
 
 
 class UniSAR(EncodedSideMixin, JsrModel):
@@ -72,6 +75,8 @@ class UniSAR(EncodedSideMixin, JsrModel):
     """
 
     supports_neighbours = True
+    encodes_user_sides = True
+    caches_items = True
 
     def __init__(self, config: ModelConfig, vocab: Vocab, l2: float = 0.0,
                  dynamic_shapes: bool = True, seed: int = 0, precision: str = "float32",

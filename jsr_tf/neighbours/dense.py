@@ -168,7 +168,7 @@ class UserVectorEncoder:
     """
 
     def __init__(self, model, config: PreprocessConfig, batch_size: int = 256) -> None:
-        if not callable(getattr(model, "encode_user", None)):
+        if not model.encodes_user_sides:
             raise ValueError(f"The dense option needs a model with `encode_user` (F_r, F_s, user):"
                              f" UniSAR. Received a {type(model).__name__}.")
         self.model = model

@@ -51,7 +51,6 @@ from jsr_tf.training import strategy as strategy_lib
 from jsr_tf.training.optimizers import FusedAdam
 
 DEFAULT_BACKUP_STEPS = 500
-TRAIN_TASKS_ATTR = "train_tasks"  # optional model attribute: the tasks it trains on
 
 
 def make_optimizer(config: ExperimentConfig, model: base.JsrModel) -> keras.optimizers.Optimizer:
@@ -91,8 +90,8 @@ def profile_callback(model_dir: str, steps: Sequence[int]) -> keras.callbacks.Te
 
 
 def model_tasks(model: keras.Model) -> Sequence[int]:
-    """Tasks a model trains on: its ``train_tasks`` attribute, else both."""
-    return tuple(F.Task(t) for t in getattr(model, TRAIN_TASKS_ATTR, tuple(F.Task)))
+    """Tasks a model trains on (``JsrModel.train_tasks``)."""
+    return tuple(F.Task(t) for t in model.train_tasks)
 
 
 def _validation_fn(data_dir: str, tasks: Sequence[int], batch_size: int):
@@ -190,8 +189,8 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         model = factory.build_model(config, vocab)
         if config.train.block_jit_compile:
             set_block_jit(model, True)
-        if strategy_name == "tpu" and hasattr(model, "dynamic_shapes"):
-            model.dynamic_shapes = False  # TPUs compile the step: fixed shapes only
+        if strategy_name == "tpu":
+            model.use_fixed_shapes()  # TPUs compile the step: fixed shapes only
         tasks = model_tasks(model)
         train_input = datasets.make_train_input(config, data_dir, tasks,
                                                 strategy.num_replicas_in_sync)

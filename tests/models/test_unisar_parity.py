@@ -35,7 +35,7 @@ from jsr_tf.config import preset
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs
-from jsr_tf.models.shared import infonce_negatives
+from jsr_tf.models.parts.losses import infonce_negatives
 from jsr_tf.models.unisar import UniSAR
 
 SHAPE = F.DataShape()  # the reference shape of the fixtures' data

@@ -1,0 +1,3 @@
+"""What the model families share, one concern a module: ``tables`` (vocabulary tables),
+``builders`` (layers and tasks), ``forward`` (forward helpers), ``encoded_side`` (the
+``EncodedSideMixin``), ``neighbour_inputs`` (the neighbour side) and ``losses``."""

@@ -245,13 +245,13 @@ def main() -> None:
         if F.Task.SEARCH not in model_tasks(model):
             inputs.pop(Inputs.SEARCH.value)  # feed-only baselines train on feed rows
         if variant.endswith("eval"):
-            fn = tf.function(lambda b: model.score(b, F.Task.FEED))
+            fn = tf.function(lambda b: model.score_prepared(b, F.Task.FEED))
             prepared = model.prepare({**eval_batch, **extra("eval")})
             step, rows = (lambda: fn(prepared)), 512
         else:
             model.compile(optimizer=make_optimizer(config, model),  # the trainer's own
                           jit_compile=config.train.jit_compile)
-            model.compute_loss(inputs)
+            model.loss_prepared(inputs)  # creates the variables
             train_fn = model.make_train_function()
             ds = tf.data.Dataset.from_tensors(inputs).repeat()
             iterator = iter(ds)

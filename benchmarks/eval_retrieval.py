@@ -42,7 +42,7 @@ def catalogue_ranks(model, data_dir: str, split: str, task: int, batch_size: int
     position = {int(item): i for i, item in enumerate(ids)}
     ranks = []
     for batch in reader.make_dataset(data_dir, split, task, batch_size, shuffle_buffer=0):
-        users = model.user_vectors(batch, task).numpy()
+        users = model.user_vectors(model.prepare(batch), task).numpy()
         scores = users @ vectors.T
         seen = np.concatenate([batch[F.FEED_ITEMS].numpy(),
                                batch[F.SEARCH_CLICKS].numpy().reshape(len(users), -1)], axis=1)

@@ -96,7 +96,7 @@ def main() -> None:
     model = UniSAR(config.model, vocab, l2=config.train.l2)
     inputs = {Inputs.FEED.value: model.prepare(feed), Inputs.SEARCH.value: model.prepare(search)}
     model.compile(optimizer=make_optimizer(config, model))
-    model.compute_loss(inputs)
+    model.loss_prepared(inputs)  # creates the variables
     step = model.make_train_function()
     iterator = iter(tf.data.Dataset.from_tensors(inputs).repeat())
     for _ in range(2):

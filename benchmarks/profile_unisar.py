@@ -62,7 +62,7 @@ def main() -> None:
         lambda: sum(tf.reduce_sum(v) for k, v in model.encode_user(batch, [], True).items()
                     if k in ("F_r", "F_s")), model.trainable_variables))
     timed("whole loss without InfoNCE, forward + backward", grad_of(
-        lambda: model.compute_loss({"feed": batch}, training=True), model.trainable_variables))
+        lambda: model.loss_prepared({"feed": batch}, training=True), model.trainable_variables))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ import tensorflow_recommenders as tfrs
 
 from jsr_tf import features as F
 from jsr_tf.data import reader
-from jsr_tf.models.base import PREPARED, JsrModel, mark_prepared
+from jsr_tf.keys import Outputs
+from jsr_tf.models.base import JsrModel
 from export import request
 
 SCORES = "scores"
@@ -351,12 +352,10 @@ class ServingModule(tf.Module):
                 "score": [tf.function(functools.partial(self._compiled_score, task=t),
                                       jit_compile=True) for t in F.Task],
                 "both": tf.function(self._compiled_both, jit_compile=True)}
+        self._min_sizes = min_sizes(ranker.data_shape)
         # Whether ``ranker.prepare`` maps the request to dense indices (padding 0): the XLA
         # path then pads and fits the prepared request.
-        self._min_sizes = min_sizes(ranker.data_shape)
-        self._dense = PREPARED in ranker.prepare(
-            {name: tf.zeros([1] * spec.shape.rank, spec.dtype) for name, spec in
-             {**HISTORY_SPECS, CANDIDATES: CANDIDATES_SPEC}.items()})
+        self._dense = ranker.prepares_ids
         self.ranker = ranker
         self.retriever = retriever
         self.zero_is_id = ranker.zero_is_id
@@ -372,14 +371,18 @@ class ServingModule(tf.Module):
         return self.ranker.score(batch, task, training=False)
 
     def _compiled_score(self, padded: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
-        return self._plain_score(self._fitted(padded), task)
+        return self.ranker.score_prepared(self._fitted(padded), task, training=False)
 
     def _compiled_both(self, padded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        return self._plain_both(self._fitted(padded))
+        return self._both_scores(self.ranker.call_prepared(self._fitted(padded), training=False))
 
     def _plain_both(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        logits = self.ranker(batch, training=False)
-        return {FEED_SCORES: logits["feed_logits"], SEARCH_SCORES: logits["search_logits"]}
+        return self._both_scores(self.ranker(batch, training=False))
+
+    @staticmethod
+    def _both_scores(logits: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        return {FEED_SCORES: logits[Outputs.FEED_LOGITS],
+                SEARCH_SCORES: logits[Outputs.SEARCH_LOGITS]}
 
     def _run(self, inputs: Dict[str, tf.Tensor], plain, compiled):
         """``plain(batch)`` on the fitted request; or, under ``jit_compile``, the id lookups on
@@ -393,16 +396,15 @@ class ServingModule(tf.Module):
         rows, cols = tf.shape(inputs[F.USER_ID])[0], tf.shape(inputs[CANDIDATES])[1]
         padded = {name: pad_to_buckets(value, self._min_sizes.get(name, ()),
                                        0 if self._dense or name in _NOT_IDS else F.RAW_PAD_ID)
-                  for name, value in prepared.items() if name != PREPARED}
+                  for name, value in prepared.items()}
         out = compiled()(padded)
         return tf.nest.map_structure(lambda x: x[:rows, :cols], out)
 
     def _fitted(self, padded: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """The bucket-padded (prepared) request fitted to the caps, inside the XLA function."""
-        if not self._dense:
+        """The bucket-padded prepared request fitted to the caps, inside the XLA function."""
+        if not self._dense:  # ``prepare`` is the identity: raw ids
             return fit_request(padded, self.ranker.data_shape, self.zero_is_id)
-        batch = fit_request(padded, self.ranker.data_shape, zero_is_id=False, pad=F.PAD_ID)
-        return mark_prepared(batch)
+        return fit_request(padded, self.ranker.data_shape, zero_is_id=False, pad=F.PAD_ID)
 
     def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
         return self._run(inputs, functools.partial(self._plain_score, task=task),
@@ -414,8 +416,8 @@ class ServingModule(tf.Module):
     def _retrieve(self, inputs: Dict[str, tf.Tensor],
                   exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
         inputs = within_limits(self.limits, inputs, F.USER_ID)
-        users = self.retriever.request_vectors(
-            fit_request(inputs, self.retriever.data_shape, self.zero_is_id))
+        users = self.retriever.request_vectors(self.retriever.prepare(
+            fit_request(inputs, self.retriever.data_shape, self.zero_is_id)))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
                                 tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)

@@ -40,7 +40,7 @@ class ModelConfig:
         q_i_cl_temp: Initial τ of the query–item InfoNCE.
         q_i_cl_weight: Weight of the query–item InfoNCE.
         num_qi_negatives: Items and queries drawn as InfoNCE negatives per step.
-        src_loss_weight: Weight of the search task's total loss.
+        search_loss_weight: Weight of the search task's total loss.
         causal_transitions: Transition attention reads only earlier behaviours (ablation).
         use_transition_alignment: Ablation switch.
         use_query_item_alignment: Ablation switch.
@@ -76,7 +76,7 @@ class ModelConfig:
     q_i_cl_temp: float = 0.5
     q_i_cl_weight: float = 0.001
     num_qi_negatives: int = 1024
-    src_loss_weight: float = 0.1
+    search_loss_weight: float = 0.1
     causal_transitions: bool = False
     use_transition_alignment: bool = True
     use_query_item_alignment: bool = True
@@ -291,7 +291,18 @@ def _typed(section: str, field: dataclasses.Field, value: Any) -> Any:
                      f"Received: `{value!r}`")
 
 
+# Fields renamed since runs were first written: old name -> new name, per section. A run's
+# config.json written before the rename still loads (``jsr-evaluate``, ``jsr-export``).
+_RENAMED = {"model": {"src_loss_weight": "search_loss_weight"}}
+
+
 def _sub(cls, values: Dict[str, Any], section: str):
+    renamed = _RENAMED.get(section, {})
+    both = sorted(old for old, new in renamed.items() if old in values and new in values)
+    if both:
+        raise ValueError(f"`{section}.{both[0]}` is the old name of `{section}.{renamed[both[0]]}`:"
+                         " give one of them.")
+    values = {renamed.get(k, k): v for k, v in values.items()}
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:

@@ -13,13 +13,8 @@ class Inputs(enum.StrEnum):
 
 
 class Outputs(enum.StrEnum):
-    """Keys of the dict a model's ``call`` returns."""
+    """Keys of the dict a model's ``call`` returns: both heads' logits of the batch's
+    candidates."""
 
-    LOGITS = "logits"  # [B, C] float32, one logit per candidate
-    FEED_LOGITS = "feed_logits"  # [B, C]
+    FEED_LOGITS = "feed_logits"  # [B, C] float32, one logit per candidate
     SEARCH_LOGITS = "search_logits"  # [B, C]
-    LOSS = "loss"
-    FEED_LOSS = "feed_loss"
-    SEARCH_LOSS = "search_loss"
-    TRANSITION_ALIGNMENT = "transition_alignment_loss"
-    QUERY_ITEM_ALIGNMENT = "query_item_alignment_loss"

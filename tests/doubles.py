@@ -25,7 +25,7 @@ class TinyModel(JsrModel):
         self.search_weight = search_weight
         self.bce = keras.losses.BinaryCrossentropy(from_logits=True)
 
-    def score(self, batch, task, training=False):
+    def score_prepared(self, batch, task, training=False):
         hist = batch[F.FEED_ITEMS]
         valid = tf.cast(hist > 0, tf.float32)[..., None]
         user = tf.reduce_sum(self.items(self.hash(hist)) * valid, 1) / tf.maximum(
@@ -38,16 +38,16 @@ class TinyModel(JsrModel):
         cands = self.items(self.hash(batch[reader.CANDIDATES]))
         return tf.einsum("bd,bcd->bc", user, cands)
 
-    def call(self, batch, training=False):
-        return self.score(batch, F.Task.FEED, training)
+    def call_prepared(self, batch, training=False):
+        return self.score_prepared(batch, F.Task.FEED, training)
 
-    def compute_loss(self, inputs, training=False):
+    def loss_prepared(self, inputs, training=False):
         loss = 0.0
         if Inputs.FEED in inputs:
             b = inputs[Inputs.FEED]
-            loss += self.bce(b[reader.LABEL], self.score(b, F.Task.FEED, training))
+            loss += self.bce(b[reader.LABEL], self.score_prepared(b, F.Task.FEED, training))
         if Inputs.SEARCH in inputs:
             b = inputs[Inputs.SEARCH]
             loss += self.search_weight * self.bce(b[reader.LABEL],
-                                                  self.score(b, F.Task.SEARCH, training))
+                                                  self.score_prepared(b, F.Task.SEARCH, training))
         return loss

@@ -24,6 +24,7 @@ from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader
+from jsr_tf.keys import Outputs
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.models import factory
 from jsr_tf.training import trainer
@@ -194,8 +195,8 @@ def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
         requests[f"{prefix}__examples"] = np.array((examples * rows)[:rows], dtype=object)
         batch = reader.parse_batch(tf.constant((examples * rows)[:rows]), ranker.data_shape)
         logits = ranker(batch)
-        expected[f"{prefix}__feed_scores"] = logits["feed_logits"].numpy()
-        expected[f"{prefix}__search_scores"] = logits["search_logits"].numpy()
+        expected[f"{prefix}__feed_scores"] = logits[Outputs.FEED_LOGITS].numpy()
+        expected[f"{prefix}__search_scores"] = logits[Outputs.SEARCH_LOGITS].numpy()
 
     got = call_in_fresh_process(run["path"], requests, tmp_path)
     assert len(expected) == 2 * 3 * 2 + 2 * 2 + 2 * 2
@@ -469,8 +470,8 @@ def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_pa
         requests[f"default_{rows}__sig"] = S.DEFAULT_SIGNATURE
         requests[f"default_{rows}__examples"] = np.array(examples, dtype=object)
         logits = ranker(reader.parse_batch(tf.constant(examples), ranker.data_shape))
-        expected[f"default_{rows}__feed_scores"] = logits["feed_logits"].numpy()
-        expected[f"default_{rows}__search_scores"] = logits["search_logits"].numpy()
+        expected[f"default_{rows}__feed_scores"] = logits[Outputs.FEED_LOGITS].numpy()
+        expected[f"default_{rows}__search_scores"] = logits[Outputs.SEARCH_LOGITS].numpy()
     got = call_in_fresh_process(path, requests, tmp_path)
     for key, want in expected.items():
         for prefix in ("", "v1_"):

@@ -24,6 +24,7 @@ from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader
+from jsr_tf.keys import Outputs
 from jsr_tf.data.vocab import load_vocab
 from jsr_tf.models import factory
 from jsr_tf.training import trainer
@@ -238,9 +239,9 @@ def test_serving_default_reads_neighbour_fields_of_examples(run, loaded):
     batch = reader.parse_batch(tf.constant(with_nbr), SHAPE, neighbours=True)
     assert int(tf.reduce_sum(tf.cast(batch[F.NBR_SIDE][:, slots:] != 0, tf.int32))) == 0
     logits = run["ranker"](batch)
-    np.testing.assert_allclose(out[S.FEED_SCORES].numpy(), logits["feed_logits"].numpy(),
+    np.testing.assert_allclose(out[S.FEED_SCORES].numpy(), logits[Outputs.FEED_LOGITS].numpy(),
                                atol=TOL)
-    np.testing.assert_allclose(out[S.SEARCH_SCORES].numpy(), logits["search_logits"].numpy(),
+    np.testing.assert_allclose(out[S.SEARCH_SCORES].numpy(), logits[Outputs.SEARCH_LOGITS].numpy(),
                                atol=TOL)
     plain = loaded.signatures[S.DEFAULT_SIGNATURE](examples=tf.constant(examples))
     assert np.abs(plain[S.SEARCH_SCORES].numpy() - out[S.SEARCH_SCORES].numpy()).max() > 1e-3

@@ -23,7 +23,7 @@ from jsr_tf.cli import errors, quiet
 from jsr_tf.cli import evaluate as evaluate_cli
 from jsr_tf.cli import train as cli
 from jsr_tf.data.vocab import load_vocab
-from jsr_tf.evaluation import evaluator
+from jsr_tf.evaluation import evaluator, report
 from jsr_tf.models import base, factory
 from jsr_tf.training import datasets, run_dir, trainer
 from jsr_tf.training.optimizers import FusedAdam
@@ -349,6 +349,30 @@ def test_evaluate_refuses_weights_that_do_not_fit_the_config(run, data_dir, tmp_
     assert code == 1 and len(err) == 1 and "not the config" in err[0], err
     os.remove(os.path.join(model_dir, FN.FINGERPRINT_FILE))  # a run from before fingerprints
     with pytest.raises(factory.RunMismatchError, match="variables have no value"):
+        factory.load_trained(model_dir, data_dir)
+
+
+def test_a_run_written_before_a_field_rename_still_loads(run, data_dir, tmp_path):
+    # `model.search_loss_weight` was `model.src_loss_weight`: a run's config.json and
+    # fingerprint written then keep loading, with the same values.
+    model_dir = _copy(run[0], tmp_path)
+    path = os.path.join(model_dir, FN.CONFIG_FILE)
+    with open(path) as f:
+        written = json.load(f)
+    written["model"]["src_loss_weight"] = written["model"].pop("search_loss_weight")
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2, sort_keys=True))
+    fingerprint = factory.load_fingerprint(model_dir)
+    fingerprint["config_sha256"] = report.config_hash(written)
+    with open(os.path.join(model_dir, FN.FINGERPRINT_FILE), "w") as f:
+        json.dump(fingerprint, f)
+    config = factory.load_config(model_dir)
+    assert config == factory.load_config(run[0])
+    factory.load_trained(model_dir, data_dir)  # the fingerprint check accepts it
+    written["model"]["dropout"] = 0.5  # ... but not a modified one
+    with open(path, "w") as f:
+        f.write(json.dumps(written, indent=2, sort_keys=True))
+    with pytest.raises(factory.RunMismatchError, match="modified after training"):
         factory.load_trained(model_dir, data_dir)
 
 

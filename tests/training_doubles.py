@@ -36,7 +36,7 @@ class SafeTinyModel(TinyModel):
         super().__init__(bins=bins, **kwargs)
         self.bins = bins
 
-    def score(self, batch, task, training=False):
+    def score_prepared(self, batch, task, training=False):
         def embed(table, ids):
             return table(tf.math.floormod(ids, self.bins))
 
@@ -51,9 +51,9 @@ class SafeTinyModel(TinyModel):
                 tf.reduce_sum(qv, 1), 1.0)
         return tf.einsum("bd,bcd->bc", user, embed(self.items, batch[reader.CANDIDATES]))
 
-    def compute_loss(self, inputs, training=False):
+    def loss_prepared(self, inputs, training=False):
         def bce(batch, task):
-            logits = self.score(batch, task, training)
+            logits = self.score_prepared(batch, task, training)
             return tf.reduce_mean(keras.losses.binary_crossentropy(
                 batch[reader.LABEL], logits, from_logits=True))
 

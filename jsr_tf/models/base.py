@@ -1,9 +1,13 @@
 """``JsrModel``: the base of every jsr-tf model (a ``tfrs.models.Model``).
 
-Contract:
+Contract (``JsrModel``'s docstring lists every member):
+- ``prepare(batch)`` maps a raw batch (``jsr_tf.data.reader``'s, raw ids) to a *prepared* one
+  (dense indices): the hash-table lookups, which cannot run inside XLA. It runs once per batch by
+  construction: the raw-batch entry points ``score``, ``compute_loss`` and ``call`` prepare and
+  hand the prepared batch to the ``*_prepared`` implementations, which never prepare; ``fit``
+  prepares in its input pipeline and ``train_step`` calls ``loss_prepared``.
 - ``score(batch, task, training)`` returns logits ``[B, C]`` for the candidates of a batch of one
-  task (``batch`` as ``jsr_tf.data.reader`` yields it). The user side is encoded once per row and
-  candidates are scored against it; any C works.
+  task. The user side is encoded once per row and candidates are scored against it; any C works.
 - ``compute_loss(inputs, training)`` takes ``{Inputs.FEED: feed_batch, Inputs.SEARCH:
   search_batch}`` (either may be absent for single-task models) and returns the scalar loss.
 - ``train_step`` adds **coupled** L2 (``grad += l2 * var``, PyTorch ``weight_decay`` as in the
@@ -24,9 +28,9 @@ import tensorflow_recommenders as tfrs
 
 from jsr_tf import features as F
 from jsr_tf.data import reader
+from jsr_tf.keys import Outputs
 
 _NOT_DECAYED = ("/bias:", "/beta:")
-PREPARED = "_prepared"  # marker key: the batch's ids are already dense indices
 ITEM_FIELDS = (F.FEED_ITEMS, F.SEARCH_CLICKS, reader.CANDIDATES, F.NBR_REC_ITEMS,
                F.NBR_SRC_CLICKS)
 WORD_FIELDS = (F.SEARCH_WORDS, F.QUERY_WORDS, F.NBR_SRC_WORDS)
@@ -34,19 +38,14 @@ WORD_FIELDS = (F.SEARCH_WORDS, F.QUERY_WORDS, F.NBR_SRC_WORDS)
 
 def lookup_ids(batch: Dict[str, tf.Tensor], items, words=None,
                users=None) -> Dict[str, tf.Tensor]:
-    """Raw ids → dense indices with a model's ``IdLookup`` layers (the ``prepare`` of a model).
-
-    Hash-table lookups cannot run inside XLA: training maps its dataset through this; ``score``
-    and ``compute_loss`` call it on batches that were not prepared (marked by ``PREPARED``).
+    """Raw ids → dense indices with a model's ``IdLookup`` layers (``JsrModel.prepare``).
 
     Args:
-        batch: Reader batch (raw ids) or an already prepared one (returned as is).
-        items: ``IdLookup`` of item ids (history items, session clicks, candidates).
+        batch: Reader batch (raw ids).
+        items: Optional ``IdLookup`` of item ids (history items, session clicks, candidates).
         words: Optional ``IdLookup`` of word ids (history and target queries).
         users: Optional ``IdLookup`` of user ids.
     """
-    if PREPARED in batch:
-        return batch
     out = dict(batch)
     for lookup, names in ((items, ITEM_FIELDS), (words, WORD_FIELDS), (users, (F.USER_ID,))):
         if lookup is None:
@@ -54,12 +53,7 @@ def lookup_ids(batch: Dict[str, tf.Tensor], items, words=None,
         for name in names:
             if name in batch:
                 out[name] = lookup(batch[name])
-    return mark_prepared(out)
-
-
-def mark_prepared(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """``batch`` (dense indices) with the ``PREPARED`` marker, so that ``prepare`` passes it."""
-    return {**batch, PREPARED: tf.ones(tf.shape(batch[F.FEED_ITEMS])[:1], tf.bool)}
+    return out
 
 
 def decays(variable: tf.Variable) -> bool:
@@ -98,13 +92,21 @@ class JsrModel(tfrs.models.Model):
     members below (never ``getattr``/``hasattr`` probes); ``tests/models/test_interface.py``
     checks every registered family against it.
 
-    Required (the base raises ``NotImplementedError``):
-        ``score(batch, task, training)``: logits ``[B, C]`` of a batch of one task.
-        ``compute_loss(inputs, training)``: the scalar loss of ``{Inputs.FEED: ...,
+    Entry points on raw batches (final: each prepares its batches once, then calls the
+    prepared implementation): ``score(batch, task, training)``, ``compute_loss(inputs,
+    training)`` and ``call(batch, training)`` (``model(batch)``).
+
+    Required on prepared batches (the base raises ``NotImplementedError``):
+        ``score_prepared(batch, task, training)``: logits ``[B, C]`` of a batch of one task.
+        ``loss_prepared(inputs, training)``: the scalar loss of ``{Inputs.FEED: ...,
             Inputs.SEARCH: ...}`` (the tasks of ``train_tasks``).
 
     Optional, with the defaults of this class:
-        ``prepare(batch)``: work outside an XLA step (id lookups); identity.
+        ``call_prepared(batch, training)``: both heads' logits (``keys.Outputs``), from
+            ``score_prepared``.
+        ``prepare(batch)``: raw → prepared (the lookups of ``item_lookup``, ``word_lookup`` and
+            ``user_lookup``; identity without them).
+        ``prepares_ids``: whether ``prepare`` maps ids to dense indices (padding 0).
         ``train_tasks``: the tasks trained on; both.
         ``supports_neighbours``: whether ``model.neighbours`` may be set; False.
         ``encodes_user_sides``: whether ``encode_user(batch, training=False)`` returns the
@@ -151,14 +153,42 @@ class JsrModel(tfrs.models.Model):
         self.item_lookup = self.word_lookup = self.user_lookup = None
         self.item_cache: Optional[tf.Variable] = None
 
+    # -- entry points on raw batches: prepare once, then the prepared implementation ----------
     def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
-        """Logits ``[B, C]`` of ``batch``'s candidates for ``task`` (see the class docstring)."""
-        raise NotImplementedError(f"{type(self).__name__} should implement `score`.")
+        """Logits ``[B, C]`` of a raw batch's candidates for ``task``."""
+        return self.score_prepared(self.prepare(batch), task, training)
 
     def compute_loss(self, inputs: Dict[str, Dict[str, tf.Tensor]],
                      training: bool = False) -> tf.Tensor:
-        """The scalar training loss of one batch per task (see the class docstring)."""
-        raise NotImplementedError(f"{type(self).__name__} should implement `compute_loss`.")
+        """The scalar training loss of one raw batch per task."""
+        return self.loss_prepared({key: self.prepare(batch) for key, batch in inputs.items()},
+                                  training)
+
+    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+        """Both heads' logits of a raw batch (``keys.Outputs``)."""
+        return self.call_prepared(self.prepare(batch), training)
+
+    # -- implementations on prepared batches ------------------------------------------------------
+    def score_prepared(self, batch: Dict[str, tf.Tensor], task: int,
+                       training: bool = False) -> tf.Tensor:
+        """``score`` of a prepared batch (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} should implement `score_prepared`.")
+
+    def loss_prepared(self, inputs: Dict[str, Dict[str, tf.Tensor]],
+                      training: bool = False) -> tf.Tensor:
+        """``compute_loss`` of prepared batches (see the class docstring)."""
+        raise NotImplementedError(f"{type(self).__name__} should implement `loss_prepared`.")
+
+    def call_prepared(self, batch: Dict[str, tf.Tensor],
+                      training: bool = False) -> Dict[str, tf.Tensor]:
+        """Both heads' logits of a prepared batch."""
+        return {Outputs.FEED_LOGITS: self.score_prepared(batch, F.Task.FEED, training),
+                Outputs.SEARCH_LOGITS: self.score_prepared(batch, F.Task.SEARCH, training)}
+
+    @property
+    def prepares_ids(self) -> bool:
+        """Whether ``prepare`` maps raw ids to dense indices (padding ``PAD_ID``)."""
+        return self.item_lookup is not None
 
     @property
     def uses_neighbours(self) -> bool:
@@ -188,19 +218,40 @@ class JsrModel(tfrs.models.Model):
         self.l2_rows_in_batch = bool(train_config.l2_rows_in_batch)
 
     def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Work that must run outside an XLA-compiled step (e.g. hash-table id lookups).
+        """A raw batch → a prepared one: the work that must run outside an XLA-compiled step
+        (the hash-table id lookups of ``item_lookup``, ``word_lookup`` and ``user_lookup``).
 
-        Training maps its datasets through this; ``score`` and ``compute_loss`` accept raw and
-        prepared batches alike. The default does nothing.
+        Training maps its input pipeline through this; ``score``, ``compute_loss`` and ``call``
+        call it once on their raw batches.
         """
-        return batch
+        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
+
+    def prepare_inputs(self, inputs: Dict[str, Dict[str, tf.Tensor]]
+                       ) -> Dict[str, Dict[str, tf.Tensor]]:
+        """``prepare`` of each task's batch of a training step's inputs."""
+        return {key: self.prepare(batch) for key, batch in inputs.items()}
+
+    def fit(self, x=None, *args, **kwargs):
+        """Keras ``fit`` on a ``tf.data.Dataset`` of raw training inputs (``{Inputs.FEED: ...,
+        Inputs.SEARCH: ...}``): the dataset is mapped through ``prepare_inputs`` (the lookups
+        run in the input pipeline, outside a ``jit_compile`` step), so ``train_step`` gets
+        prepared batches.
+
+        Raises:
+            TypeError: If ``x`` is not a ``tf.data.Dataset``.
+        """
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError("JsrModel.fit takes a tf.data.Dataset of raw training inputs "
+                            f"({{'feed': batch, 'search': batch}}). Received: {type(x).__name__}")
+        x = x.map(self.prepare_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return super().fit(x, *args, **kwargs)
 
     def train_step(self, inputs):
         # Under a tf.distribute strategy each replica's gradients are summed, so the per-replica
         # loss (a mean over that replica's rows) and the L2 term are divided by the replicas.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss = self.compute_loss(inputs, training=True)
+            loss = self.loss_prepared(inputs, training=True)  # prepared by ``fit``'s pipeline
             regularization_loss = tf.add_n(self.losses) if self.losses else 0.0
             total_loss = loss + regularization_loss
             scaled_loss = total_loss / replicas

@@ -145,7 +145,10 @@ def check_fingerprint(model_dir: str, config: ExperimentConfig, vocab: Vocab,
     recorded = load_fingerprint(model_dir)
     if recorded is None:
         return
-    if recorded.get("config_sha256") != report.config_hash(config):
+    with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE)) as f:
+        as_written = json.load(f)  # a run written before a field rename hashes as it was
+    if recorded.get("config_sha256") not in (report.config_hash(config),
+                                             report.config_hash(as_written)):
         raise RunMismatchError(
             f"{os.path.join(model_dir, CONFIG_FILE)} ({config.model.name}) is not the config the "
             f"weights in {model_dir} were trained with ({recorded.get('model')}, preset "

@@ -30,7 +30,7 @@ s(c) = MLP([h; e_c; h ⊙ e_c])                         # head_units + (1,), one
   task (``Q(query)`` or the learned ``empty_query``), one head scores both. ``score_head="dot"``
   scores ``<h, e_c>`` instead (retrieval-capable).
 - **Loss**: BCE over each row's candidates (1 positive + the stored negatives, mean over
-  B × C) per task; ``total = L_feed + src_loss_weight · L_search`` (weight 1 for a search-only
+  B × C) per task; ``total = L_feed + search_loss_weight · L_search`` (weight 1 for a search-only
   step, as UniSAR).
 
 Raw ids are mapped inside the model (``IdLookup``); ``prepare`` runs the hash lookups outside
@@ -54,7 +54,7 @@ from jsr_tf.layers.history_layout import HistoryLayout, LayoutKey, key_valid_mas
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.builders import (bce_ranking_task, build_item_encoder,
                                           build_query_encoder, coupled_l2, id_lookups,
@@ -99,7 +99,7 @@ class MixedSequence(JsrModel):
     Args:
         config: Model hyper-parameters (``hidden_dim`` d, ``embedding_dim`` of the item and word
             tables, ``num_heads``, ``num_layers``, ``ffn_dim``, ``dropout``, ``head_units``,
-            ``src_loss_weight``).
+            ``search_loss_weight``).
         vocab: Vocabularies from the pipeline (lookup tables and item side features).
         l2: Coupled L2 coefficient (see ``JsrModel``).
         score_head: ``"mlp"`` (``MLP([h; e_c; h ⊙ e_c])``, the default) or ``"dot"``
@@ -137,14 +137,6 @@ class MixedSequence(JsrModel):
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw item and word ids → dense indices (hash-table lookups, which XLA cannot compile).
-
-        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
-        ``compute_loss`` call it themselves on batches that were not prepared.
-        """
-        return lookup_ids(batch, self.item_lookup, self.word_lookup)
-
     def encode_history(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """The request-independent side of a prepared batch.
 
@@ -189,7 +181,6 @@ class MixedSequence(JsrModel):
     def encode_user(self, batch: Dict[str, tf.Tensor], task: int,
                     training: bool = False) -> tf.Tensor:
         """``h``: float ``(B, d)``, the user vector for ``task``."""
-        batch = self.prepare(batch)
         return self.read(self.encode_history(batch), self.encode_query(batch, task), training)
 
     def score_encoded(self, user: tf.Tensor, candidates: tf.Tensor,
@@ -201,19 +192,19 @@ class MixedSequence(JsrModel):
         x = tf.concat([user, candidates, user * candidates], axis=-1)  # (B, C, 3d)
         return tf.squeeze(self.head(x, training=training), axis=-1)
 
-    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+    def score_prepared(self, batch: Dict[str, tf.Tensor], task: int,
+                       training: bool = False) -> tf.Tensor:
         """Logits ``(B, C)`` of one task's batch."""
-        batch = self.prepare(batch)
         return self.score_encoded(self.encode_user(batch, task, training),
                                   self.item_encoder(batch[reader.CANDIDATES]), training)
 
-    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+    def call_prepared(self, batch: Dict[str, tf.Tensor],
+                      training: bool = False) -> Dict[str, tf.Tensor]:
         """Both tasks' logits ``(B, C)``; history and candidates are encoded once.
 
         The search logits read ``query_words`` (an all-padding query gives ``Q``'s empty-query
         vector ``tanh(bias)``); the feed logits read the learned empty query.
         """
-        batch = self.prepare(batch)
         history = self.encode_history(batch)
         candidates = self.item_encoder(batch[reader.CANDIDATES])
         out = {}
@@ -227,14 +218,14 @@ class MixedSequence(JsrModel):
     def task_loss(self, batch: Dict[str, tf.Tensor], task: int,
                   training: bool) -> Dict[str, tf.Tensor]:
         """BCE over one task's candidates, mean over the ``B × C`` entries."""
-        logits = self.score(batch, task, training)
+        logits = self.score_prepared(batch, task, training)
         bce = mean_bce(self.tasks[int(task)], batch, logits, training)
         return {"bce": bce, "logits": logits, "total": bce}
 
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
-        """``L_feed + src_loss_weight · L_search`` (weight 1 when only search is present)."""
+    def loss_prepared(self, inputs, training: bool = False) -> tf.Tensor:
+        """``L_feed + search_loss_weight · L_search`` (weight 1 when only search is present)."""
         check_joint_inputs(inputs)
-        return joint_loss(inputs, self.task_loss, self.config.src_loss_weight,
+        return joint_loss(inputs, self.task_loss, self.config.search_loss_weight,
                           training=training)
 
 

@@ -53,7 +53,7 @@ from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
 from jsr_tf.layers.sasrec_block import SASRecBlock
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
 from jsr_tf.models.parts.builders import (bce_ranking_task, build_item_encoder,
@@ -184,14 +184,6 @@ class SASRec(JsrModel):
                                                            candidate_aware=False)
 
     # -----------------------------------------------------------------------------------------
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw item ids → dense indices (hash-table lookups, which XLA cannot compile).
-
-        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
-        ``compute_loss`` call it themselves on batches that were not prepared.
-        """
-        return lookup_ids(batch, self.item_lookup)
-
     def encode_items(self, dense_ids: tf.Tensor) -> tf.Tensor:
         """The shared item table ``E``: float ``(..., d)``, exactly 0 for padding (index 0)."""
         return item_vectors(self.item_encoder, dense_ids, self.item_features)
@@ -211,7 +203,6 @@ class SASRec(JsrModel):
     def encode_user(self, batch: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """``H_last``: float ``(B, d)``, the final-LN output at the newest slot (with neighbours:
         after the ``NeighbourFusion``)."""
-        batch = self.prepare(batch)
         ids = self.sequence(batch)
         valid = tf.not_equal(ids, F.PAD_ID)
         mask = tf.cast(valid, tf.float32)[..., tf.newaxis]
@@ -249,26 +240,27 @@ class SASRec(JsrModel):
         """Logits ``(B, C)`` = ``user (B, d) · candidates (B, C, d)``."""
         return tf.einsum("bd,bcd->bc", user, candidates)
 
-    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+    def score_prepared(self, batch: Dict[str, tf.Tensor], task: int,
+                       training: bool = False) -> tf.Tensor:
         """Logits ``(B, C)``; the search task gets the query-blind feed score (a floor)."""
         F.Task(task)
-        batch = self.prepare(batch)
         return self.score_encoded(self.encode_user(batch, training),
                                   self.encode_items(batch[reader.CANDIDATES]))
 
-    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+    def call_prepared(self, batch: Dict[str, tf.Tensor],
+                      training: bool = False) -> Dict[str, tf.Tensor]:
         """Both tasks' logits ``(B, C)``: the same query-blind score."""
-        logits = self.score(batch, F.Task.FEED, training)
+        logits = self.score_prepared(batch, F.Task.FEED, training)
         return {Outputs.FEED_LOGITS: logits, Outputs.SEARCH_LOGITS: logits}
 
     # -----------------------------------------------------------------------------------------
     def task_loss(self, batch: Dict[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
         """Target-row BCE over the row's candidates, mean over the ``B × C`` entries."""
-        logits = self.score(batch, F.Task.FEED, training)
+        logits = self.score_prepared(batch, F.Task.FEED, training)
         bce = mean_bce(self.task, batch, logits, training)
         return {"bce": bce, "logits": logits, "total": bce}
 
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    def loss_prepared(self, inputs, training: bool = False) -> tf.Tensor:
         """The feed batch's loss; a search batch, if present, is not trained on."""
         return self.task_loss(single_task_batch(inputs, Inputs.FEED, "SASRec"),
                               training)["total"]

@@ -50,7 +50,7 @@ from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.layers.history_layout import key_valid_mask
 from jsr_tf.layers.positional_embedding import PositionalEmbedding
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.sasrec import left_padded_sequence
 from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
@@ -124,14 +124,6 @@ class SearchBaseline(JsrModel):
         self.task = bce_ranking_task()  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw item and word ids → dense indices (hash-table lookups, which XLA cannot compile).
-
-        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
-        ``compute_loss`` call it themselves on batches that were not prepared.
-        """
-        return lookup_ids(batch, self.item_lookup, self.word_lookup)
-
     def encode_items(self, dense_ids: tf.Tensor) -> tf.Tensor:
         """Item vectors: float ``(..., d)``, exactly 0 for padding (index 0)."""
         return item_vectors(self.item_encoder, dense_ids, self.item_features)
@@ -172,7 +164,6 @@ class SearchBaseline(JsrModel):
     def encode_user(self, batch: Dict[str, tf.Tensor], task: int = F.Task.SEARCH,
                     training: bool = False) -> tf.Tensor:
         """The user-query vector ``M_uq``: float ``(B, d)``."""
-        batch = self.prepare(batch)
         ids, history = self._encode_history(batch)
         return self._read(self.encode_query(batch, task), ids, history, training)
 
@@ -180,20 +171,20 @@ class SearchBaseline(JsrModel):
         """Logits ``(B, C)`` = ``user (B, d) · candidates (B, C, d)``."""
         return tf.einsum("bd,bcd->bc", user, candidates)
 
-    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
+    def score_prepared(self, batch: Dict[str, tf.Tensor], task: int,
+                       training: bool = False) -> tf.Tensor:
         """Logits ``(B, C)``; the feed task reads the learned empty query (untrained floor)."""
         F.Task(task)
-        batch = self.prepare(batch)
         return self.score_encoded(self.encode_user(batch, task, training),
                                   self.encode_items(batch[reader.CANDIDATES]))
 
-    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
+    def call_prepared(self, batch: Dict[str, tf.Tensor],
+                      training: bool = False) -> Dict[str, tf.Tensor]:
         """Both tasks' logits ``(B, C)``; history and candidates are encoded once.
 
         The search logits read ``query_words`` (an all-padding query gives ``Q``'s empty-query
         vector ``tanh(bias)``); the feed logits read the learned empty query.
         """
-        batch = self.prepare(batch)
         ids, history = self._encode_history(batch)
         candidates = self.encode_items(batch[reader.CANDIDATES])
         out = {}
@@ -206,11 +197,11 @@ class SearchBaseline(JsrModel):
     # -----------------------------------------------------------------------------------------
     def task_loss(self, batch: Dict[str, tf.Tensor], training: bool) -> Dict[str, tf.Tensor]:
         """BCE over the search row's candidates, mean over the ``B × C`` entries."""
-        logits = self.score(batch, F.Task.SEARCH, training)
+        logits = self.score_prepared(batch, F.Task.SEARCH, training)
         bce = mean_bce(self.task, batch, logits, training)
         return {"bce": bce, "logits": logits, "total": bce}
 
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    def loss_prepared(self, inputs, training: bool = False) -> tf.Tensor:
         """The search batch's loss; a feed batch, if present, is not trained on."""
         return self.task_loss(single_task_batch(inputs, Inputs.SEARCH, "SearchBaseline"),
                               training)["total"]

@@ -24,11 +24,11 @@ Loss of one task's batch: ``BCE + q_i_cl_weight · L_qi + triplet_weight · L_tr
 mean over all B × C entries (``tfrs.tasks.Ranking``, reduction NONE, then the mean), ``L_qi``
 UniSAR's query–item InfoNCE (unisar.md §5b) over the search history's (query, click) pairs with
 stateless per-step negatives, and ``L_tri = T(R) + T(S)`` (``InterestTripletLoss``). Total:
-``L_feed + src_loss_weight · L_src`` (weight 1 when only a search batch is given).
+``L_feed + search_loss_weight · L_src`` (weight 1 when only a search batch is given).
 
 Config fields used: ``hidden_dim`` (d), ``embedding_dim`` (E of the item encoder), ``num_heads``,
 ``num_layers``, ``ffn_dim``, ``dropout``, ``head_units``, ``q_i_cl_temp``, ``q_i_cl_weight``,
-``num_qi_negatives``, ``src_loss_weight``, ``use_query_item_alignment``. The spec's values with no
+``num_qi_negatives``, ``search_loss_weight``, ``use_query_item_alignment``. The spec's values with no
 config field (triplet weight 0.001 and margin 0.1, user embedding widths, LeakyReLU slope, LN eps)
 are module constants passed as constructor arguments.
 
@@ -67,7 +67,7 @@ from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
 from jsr_tf.layers.search_behaviour_encoder import SearchBehaviourEncoder
 from jsr_tf.layers.transformer import TransformerEncoderBlock
 from jsr_tf.layers.triplet_loss import InterestTripletLoss
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.builders import ITEM_FEATURES  # noqa: F401  (re-exported)
 from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, check_item_features,
@@ -150,14 +150,6 @@ class SESRec(EncodedSideMixin, JsrModel):
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw ids → dense indices (hash-table lookups, which XLA cannot compile).
-
-        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
-        ``compute_loss`` call it themselves on batches that were not prepared.
-        """
-        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
-
     def _item_vectors(self, dense_ids: tf.Tensor) -> tf.Tensor:
         return item_vectors(self.item_encoder, dense_ids, self.item_features)
 
@@ -195,7 +187,6 @@ class SESRec(EncodedSideMixin, JsrModel):
             [B,Ls]``, the ``CoAttentionKey`` entries, ``user [B,|u|]``, ``queries [B,Ls,d]``
             (``Q`` of the history sessions), ``clicks [B,Ls,K,d]``, ``click_ids`` and ``extra``.
         """
-        batch = self.prepare(batch)
         feed_ids = batch[F.FEED_ITEMS]
         click_ids = batch[F.SEARCH_CLICKS]
         vectors = self.encode_items([feed_ids, click_ids, *extra_items])
@@ -261,7 +252,6 @@ class SESRec(EncodedSideMixin, JsrModel):
             ``logits [B, C]``.
         """
         c = self.config
-        batch = self.prepare(batch)
         extra = [batch[reader.CANDIDATES]]
         if c.use_query_item_alignment:
             if negative_items is None or negative_queries is None:

@@ -35,7 +35,7 @@ from jsr_tf.keys import Inputs, Outputs
 from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.pooling import masked_mean
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.tables import ItemTables
 
@@ -82,10 +82,6 @@ class TwoTower(JsrModel):
                 from_logits=True, reduction=keras.losses.Reduction.NONE),
             temperature=self.temperature, remove_accidental_hits=True) for _ in F.Task]
 
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw ids → dense indices (hash lookups, kept outside any XLA-compiled step)."""
-        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
-
     def item_vectors(self, dense_ids: tf.Tensor) -> tf.Tensor:
         """L2-normalised item-tower vectors ``[..., D]`` of dense item indices (any shape)."""
         categories = tf.gather(self._categories, dense_ids)
@@ -118,19 +114,18 @@ class TwoTower(JsrModel):
 
     def user_vectors(self, batch: Dict[str, tf.Tensor], task: int,
                      training: bool = False) -> tf.Tensor:
-        """L2-normalised user-tower vectors ``[B, D]`` of a (raw or prepared) batch."""
-        batch = self.prepare(batch)
+        """L2-normalised user-tower vectors ``[B, D]`` of a prepared batch."""
         features = self._user_features(batch)
         query = (self._query(batch) if task == F.Task.SEARCH
                  else tf.zeros_like(features[:, :self.config.embedding_dim]))
         return self._tower(features, query, task, training)
 
     def request_vectors(self, batch: Dict[str, tf.Tensor]) -> tf.Tensor:
-        """Per row: the search tower if the row has query words, else the feed tower ``[B, D]``.
+        """Per row of a prepared batch: the search tower if the row has query words, else the
+        feed tower ``[B, D]``.
 
         The history pooling is shared; only the two small tower MLPs run for every row.
         """
-        batch = self.prepare(batch)
         features = self._user_features(batch)
         query = self._query(batch)
         has_query = tf.reduce_any(tf.not_equal(batch[F.QUERY_WORDS], 0), axis=1)
@@ -143,19 +138,14 @@ class TwoTower(JsrModel):
         dense = tf.range(NUM_RESERVED, self.num_items, dtype=tf.int64)
         return self._raw_item_ids, self.item_vectors(dense)
 
-    def score(self, batch: Dict[str, tf.Tensor], task: int, training: bool = False) -> tf.Tensor:
-        batch = self.prepare(batch)
+    def score_prepared(self, batch: Dict[str, tf.Tensor], task: int,
+                       training: bool = False) -> tf.Tensor:
         users = self.user_vectors(batch, task, training)
         items = self.item_vectors(batch[reader.CANDIDATES])
         return tf.einsum("bd,bcd->bc", users, items) / self.temperature
 
-    def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
-        return {Outputs.FEED_LOGITS: self.score(batch, F.Task.FEED, training),
-                Outputs.SEARCH_LOGITS: self.score(batch, F.Task.SEARCH, training)}
-
     def task_loss(self, batch: Dict[str, tf.Tensor], task: int, training: bool) -> tf.Tensor:
         """In-batch softmax loss of one task's batch (positives = candidate column 0)."""
-        batch = self.prepare(batch)
         positives = batch[reader.CANDIDATES][:, 0]
         users = self.user_vectors(batch, task, training)
         items = self.item_vectors(positives)
@@ -164,7 +154,7 @@ class TwoTower(JsrModel):
             candidate_ids=positives, compute_metrics=False, compute_batch_metrics=False)
         return tf.reduce_mean(losses)
 
-    def compute_loss(self, inputs, training: bool = False) -> tf.Tensor:
+    def loss_prepared(self, inputs, training: bool = False) -> tf.Tensor:
         total = 0.0
         for key, task in ((Inputs.FEED, F.Task.FEED), (Inputs.SEARCH, F.Task.SEARCH)):
             if key in inputs:

@@ -47,7 +47,7 @@ it):
   ``B × C``; ``L_tr`` = ``TranslationContrastiveLoss(u*, t, I(c), labels)`` with t = ``Q(query)``
   on search rows and the generated intent of the positive on feed rows, over every (positive,
   negative) pair; ``L_sg = mean (t̂(positive) − stop_gradient(Q(query)))²`` over search rows with
-  a query. Total ``L_feed + src_loss_weight · L_src`` (``joint_loss``).
+  a query. Total ``L_feed + search_loss_weight · L_src`` (``joint_loss``).
 
 **Deviations from the paper** (named, each a choice of this package):
 
@@ -98,7 +98,7 @@ from jsr_tf.layers.query_item_infonce import QueryItemInfoNCE
 from jsr_tf.layers.translation_loss import TranslationContrastiveLoss
 from jsr_tf.layers.translation_propagation import TranslationPropagation
 from jsr_tf.layers.user_encoder import UserEncoder
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, check_item_features,
                                           precision_kwargs)
@@ -129,7 +129,7 @@ class UDITSR(EncodedSideMixin, JsrModel):
 
     Args:
         config: Model hyper-parameters (``hidden_dim``, ``embedding_dim``, ``dropout``,
-            ``head_units``, ``src_loss_weight``, ``use_query_item_alignment`` with
+            ``head_units``, ``search_loss_weight``, ``use_query_item_alignment`` with
             ``q_i_cl_temp``, ``q_i_cl_weight`` and ``num_qi_negatives``).
         vocab: Vocabularies from the pipeline (lookup tables, item and user side features).
         l2: Coupled L2 coefficient (see ``JsrModel``).
@@ -175,10 +175,6 @@ class UDITSR(EncodedSideMixin, JsrModel):
         self.tasks = [bce_ranking_task() for _ in F.Task]  # per-entry BCE, see ``mean_bce``
 
     # -----------------------------------------------------------------------------------------
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw ids → dense indices (hash-table lookups, which XLA cannot compile)."""
-        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
-
     def _item_vectors(self, dense_ids: tf.Tensor) -> tf.Tensor:
         return item_vectors(self.item_encoder, dense_ids, self.item_features)
 
@@ -214,7 +210,6 @@ class UDITSR(EncodedSideMixin, JsrModel):
             ``edge_mask [B,E]``, ``queries [B,Ls,d]``, ``clicks [B,Ls,K,d]``, ``click_ids`` and
             ``extra``.
         """
-        batch = self.prepare(batch)
         feed_ids, click_ids = batch[F.FEED_ITEMS], batch[F.SEARCH_CLICKS]
         vectors = self.encode_items([feed_ids, click_ids, *extra_items])
         feed_vectors, click_vectors, extra = vectors[0], vectors[1], vectors[2:]
@@ -286,7 +281,6 @@ class UDITSR(EncodedSideMixin, JsrModel):
             (if enabled), ``total`` and the ``logits [B, C]``.
         """
         task = F.Task(task)
-        batch = self.prepare(batch)
         extra = [batch[reader.CANDIDATES]]
         if self.config.use_query_item_alignment:
             if negative_items is None or negative_queries is None:

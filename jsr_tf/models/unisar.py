@@ -50,7 +50,7 @@ from jsr_tf.layers.target_attention import TargetAttention
 from jsr_tf.layers.transformer import TransformerDecoderBlock
 from jsr_tf.layers.transition_alignment import TransitionAlignmentLoss
 from jsr_tf.layers.user_encoder import UserEncoder
-from jsr_tf.models.base import JsrModel, lookup_ids
+from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
 from jsr_tf.models.parts.builders import (bce_ranking_task, build_seeded, precision_kwargs,
                                           transformer_stack)
@@ -160,14 +160,6 @@ class UniSAR(EncodedSideMixin, JsrModel):
         self.item_cache = tf.Variable(table, trainable=False, name="item_cache")
         return self.item_cache
 
-    def prepare(self, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """Raw ids → dense indices (hash-table lookups, which XLA cannot compile).
-
-        Map a dataset through this before a ``jit_compile`` train step; ``score`` and
-        ``compute_loss`` call it themselves on batches that were not prepared.
-        """
-        return lookup_ids(batch, self.item_lookup, self.word_lookup, self.user_lookup)
-
     def _run(self, blocks, x, mask, training):
         for block in blocks:
             x = block(x, attention_mask=mask, training=training)
@@ -195,7 +187,6 @@ class UniSAR(EncodedSideMixin, JsrModel):
             ``click_ids``, and ``extra`` (list of vectors); with neighbours also
             ``neighbours [B,K,D]`` and the batch's ``nbr_sim``, ``nbr_side [B,K]``.
         """
-        batch = self.prepare(batch)
         feed_ids = batch[F.FEED_ITEMS]
         click_ids = batch[F.SEARCH_CLICKS]
         words = batch[F.SEARCH_WORDS]
@@ -306,7 +297,6 @@ class UniSAR(EncodedSideMixin, JsrModel):
                   negative_queries: tf.Tensor, training: bool) -> Dict[str, tf.Tensor]:
         """BCE + weighted alignment losses of one task's batch (spec/unisar.md §9)."""
         c = self.config
-        batch = self.prepare(batch)
         extra = [batch[reader.CANDIDATES]]
         if c.use_query_item_alignment:
             extra.append(negative_items)

@@ -158,8 +158,8 @@ class UserVectorEncoder:
     """Batched ``history_batch`` → ``encode_user`` → ``pooled_user_vectors`` of a trained model.
 
     Args:
-        model: A model with ``encode_user(batch, training=False)`` returning ``F_r``, ``F_s``,
-            ``feed_valid``, ``search_valid`` and ``user`` (UniSAR).
+        model: A model with ``encodes_user_sides``: ``encode_user`` of a prepared batch returns
+            ``F_r``, ``F_s``, ``feed_valid``, ``search_valid`` and ``user`` (UniSAR).
         config: The examples' preprocess config (history caps).
         batch_size: Histories per call.
 
@@ -178,7 +178,8 @@ class UserVectorEncoder:
 
         @tf.function(reduce_retracing=True)
         def encode(batch):
-            return pooled_user_vectors(self.model.encode_user(batch, training=False))
+            return pooled_user_vectors(self.model.encode_user(self.model.prepare(batch),
+                                                               training=False))
 
         self._encode = encode
 
@@ -186,7 +187,7 @@ class UserVectorEncoder:
         """One eager call: ``encode_user(batch, training=False)`` must give the needed keys."""
         name = type(self.model).__name__
         try:
-            side = self.model.encode_user(batch, training=False)
+            side = self.model.encode_user(self.model.prepare(batch), training=False)
         except TypeError as err:  # another signature (e.g. a `task` argument)
             raise ValueError(f"The dense option needs `encode_user(batch, training=False)` "
                              f"returning {list(_REQUIRED_SIDE_KEYS)} (UniSAR); {name}'s cannot "

@@ -209,10 +209,9 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
             run_dir.clear(model_dir)
         factory.save_config(config, model_dir)
         factory.save_fingerprint(model, config, vocab, model_dir)
-    # Work XLA cannot compile (hash-table id lookups) runs in the input pipeline.
-    train_dataset = train_input.dataset.map(
-        lambda inputs: {key: model.prepare(batch) for key, batch in inputs.items()},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Raw batches: ``JsrModel.fit`` runs the id lookups (which XLA cannot compile) in the input
+    # pipeline.
+    train_dataset = train_input.dataset
     steps = train_input.steps_per_epoch
     if backup_steps is None:
         backup_steps = min(DEFAULT_BACKUP_STEPS, steps)

@@ -146,7 +146,8 @@ def assert_dynamic_shapes_match_fixed(model: JsrModel,
 def assert_eager_graph_xla_agree(model: JsrModel, batch: Batch, atol: float = 1e-5,
                                  rtol: float = 1e-5, xla_atol: Optional[float] = None,
                                  xla_rtol: Optional[float] = None) -> None:
-    """``model.call`` eager, under ``tf.function`` and XLA-compiled give the same outputs.
+    """``model.call_prepared`` eager, under ``tf.function`` and XLA-compiled give the same
+    outputs.
 
     Args:
         model: A fixed-shape model (``jit_compile`` builder settings).
@@ -154,9 +155,9 @@ def assert_eager_graph_xla_agree(model: JsrModel, batch: Batch, atol: float = 1e
         atol, rtol: Graph-vs-eager tolerances (and XLA's unless given).
         xla_atol, xla_rtol: XLA-vs-eager tolerances.
     """
-    eager = model(batch)
-    graph = tf.function(model.call)(batch)
-    xla = tf.function(model.call, jit_compile=True)(batch)
+    eager = model.call_prepared(batch)
+    graph = tf.function(model.call_prepared)(batch)
+    xla = tf.function(model.call_prepared, jit_compile=True)(batch)
     xla_atol = atol if xla_atol is None else xla_atol
     xla_rtol = rtol if xla_rtol is None else xla_rtol
     for key in eager:
@@ -187,8 +188,7 @@ def assert_training_lowers_the_loss(model: JsrModel, data_dir: str, batch_sizes:
     before = model.compute_loss(every_row).numpy()  # also creates the variables
     ds = tf.data.Dataset.zip({
         INPUT_KEYS[task].value: reader.make_dataset(
-            data_dir, "train", task, size, repeat=True, seed=3, drop_remainder=True
-        ).map(model.prepare)
+            data_dir, "train", task, size, repeat=True, seed=3, drop_remainder=True)
         for task, size in batch_sizes.items()})
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
     history = model.fit(ds, steps_per_epoch=steps_per_epoch, epochs=2, verbose=0).history["loss"]
@@ -203,9 +203,10 @@ def assert_both_heads_score_candidates_independently(model: JsrModel, data_dir: 
     """Each head's logits of a search batch equal a per-candidate loop (and permute with the
     candidates, feed head)."""
     batch = model.prepare(read_batch(data_dir, task=F.Task.SEARCH))
-    together = model(batch)
+    together = model.call_prepared(batch)
     for key, perm in ((Outputs.FEED_LOGITS, [3, 1, 0, 2]), (Outputs.SEARCH_LOGITS, None)):
-        assert_candidates_scored_independently(lambda b, key=key: model(b)[key], batch,
+        assert_candidates_scored_independently(lambda b, key=key: model.call_prepared(b)[key],
+                                               batch,
                                                together[key].numpy(), atol=1e-6, perm=perm)
 
 

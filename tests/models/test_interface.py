@@ -10,6 +10,7 @@ import jsr_tf  # noqa: F401
 
 from jsr_tf import config as C
 from jsr_tf import features as F
+from jsr_tf.keys import Inputs
 from jsr_tf.models import base, factory
 from tests.models._checks import preset_model, read_batch
 
@@ -43,8 +44,10 @@ def test_every_family_provides_the_interface(name, data_dir, vocab):
     model = preset_model(name, vocab, *SMALL)
     assert isinstance(model, base.JsrModel)
     cls = type(model)
-    for required in ("score", "compute_loss"):
+    for required in ("score_prepared", "loss_prepared"):
         assert getattr(cls, required) is not getattr(base.JsrModel, required), required
+    for entry in ("score", "compute_loss", "call", "prepare", "train_step"):  # the base's own
+        assert getattr(cls, entry) is getattr(base.JsrModel, entry), entry
     tasks, neighbours, sides, caches, dynamic = EXPECTED[name]
     assert model.train_tasks == tasks
     assert (model.supports_neighbours, model.encodes_user_sides, model.caches_items) == (
@@ -65,12 +68,13 @@ def test_every_family_provides_the_interface(name, data_dir, vocab):
     assert logits.shape == (read_batch(data_dir, task=task)[F.FEED_ITEMS].shape[0], 4)
 
 
-def test_the_base_requires_score_and_compute_loss():
+def test_the_base_requires_score_and_loss_on_prepared_batches():
     model = base.JsrModel()
-    with pytest.raises(NotImplementedError, match="JsrModel should implement `score`"):
+    with pytest.raises(NotImplementedError, match="JsrModel should implement `score_prepared`"):
         model.score({}, F.Task.FEED)
-    with pytest.raises(NotImplementedError, match="should implement `compute_loss`"):
+    with pytest.raises(NotImplementedError, match="should implement `loss_prepared`"):
         model.compute_loss({})
+
     assert model.cache_item_vectors() is None and model.zero_is_id is True
     assert model.uses_neighbours is False and model.train_tasks == (F.Task.FEED, F.Task.SEARCH)
     assert isinstance(model.data_shape, F.DataShape)
@@ -88,3 +92,27 @@ def test_the_drivers_do_not_probe_models(path):
                   "getattr", "hasattr") and node.args
               and any(word in ast.unparse(node.args[0]) for word in ("model", "ranker"))]
     assert not probes, f"{path} probes a model at lines {probes}"
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_prepare_runs_once_per_batch(name, data_dir, vocab):
+    model = preset_model(name, vocab, *SMALL)
+    calls = []
+    prepare = model.prepare
+
+    def counting(batch):
+        calls.append(1)
+        return prepare(batch)
+
+    model.prepare = counting
+    feed = read_batch(data_dir, "train", F.Task.FEED)
+    search = read_batch(data_dir, "train", F.Task.SEARCH)
+    model.score(feed, F.Task.FEED)
+    assert len(calls) == 1
+    model(search)
+    assert len(calls) == 2
+    inputs = {Inputs.FEED: feed, Inputs.SEARCH: search}
+    inputs = {key: inputs[key] for key in inputs
+              if (F.Task.FEED if key == Inputs.FEED else F.Task.SEARCH) in model.train_tasks}
+    model.compute_loss(inputs)
+    assert len(calls) == 2 + len(inputs)

@@ -130,11 +130,11 @@ def test_scores_have_candidate_shape_and_are_finite(data_dir, vocab, task):
 def test_scores_equal_a_per_candidate_loop(data_dir, vocab, score_head):
     model = _model(vocab, score_head=score_head)
     batch = model.prepare(_batch(data_dir, task=F.Task.SEARCH))
-    scores = model.score(batch, F.Task.SEARCH).numpy()
+    scores = model.score_prepared(batch, F.Task.SEARCH).numpy()
     user = model.encode_user(batch, F.Task.SEARCH).numpy()
     candidates = batch[reader.CANDIDATES]
-    assert_candidates_scored_independently(lambda b: model.score(b, F.Task.SEARCH), batch,
-                                           scores)
+    assert_candidates_scored_independently(lambda b: model.score_prepared(b, F.Task.SEARCH),
+                                           batch, scores)
     if score_head == "dot":
         for c in range(candidates.shape[1]):
             item = model.item_encoder(candidates[:, c]).numpy()
@@ -181,7 +181,7 @@ def test_eager_graph_and_xla_agree_on_prepared_batches(data_dir, vocab):
 
 def test_loss_is_feed_bce_plus_weighted_search_bce(data_dir, vocab):
     weight = 0.25
-    model = _model(vocab, f"model.src_loss_weight={weight}")
+    model = _model(vocab, f"model.search_loss_weight={weight}")
     feed = _batch(data_dir, "train", F.Task.FEED)
     search = _batch(data_dir, "train", F.Task.SEARCH)
     feed_bce = reference_bce(model.score(feed, F.Task.FEED).numpy(), feed[reader.LABEL].numpy())

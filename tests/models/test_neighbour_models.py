@@ -213,7 +213,7 @@ def test_one_training_step_reaches_the_fusion_weights(name, data_dir, vocab):
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     fusions = [layer for layer in _fusions(model) if hasattr(layer, "output_kernel")]
     assert all(not layer.output_kernel.numpy().any() for layer in fusions)
-    logs = model.train_step(inputs)
+    logs = model.train_step({key: model.prepare(batch) for key, batch in inputs.items()})
     assert np.isfinite(logs["loss"].numpy())
     assert all(layer.output_kernel.numpy().any() for layer in fusions)
     with tf.GradientTape() as tape:

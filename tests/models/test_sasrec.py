@@ -108,13 +108,14 @@ def test_scores_have_candidate_shape_and_search_is_the_feed_floor(data_dir, voca
 def test_einsum_scores_equal_a_per_candidate_loop(data_dir, vocab):
     model = _model(vocab)
     batch = model.prepare(_batch(data_dir))
-    scores = model.score(batch, F.Task.FEED).numpy()
+    scores = model.score_prepared(batch, F.Task.FEED).numpy()
     user = model.encode_user(batch).numpy()
     candidates = batch[reader.CANDIDATES]
     for c in range(candidates.shape[1]):
         item = model.encode_items(candidates[:, c]).numpy()  # [B, d]
         np.testing.assert_allclose(scores[:, c], (user * item).sum(-1), rtol=1e-5, atol=1e-5)
-    assert_candidates_scored_independently(lambda b: model.score(b, F.Task.FEED), batch, scores)
+    assert_candidates_scored_independently(lambda b: model.score_prepared(b, F.Task.FEED), batch,
+                                           scores)
 
 
 @pytest.mark.parametrize("missing", ["feed_", "search_", ("feed_", "search_")])

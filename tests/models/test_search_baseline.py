@@ -81,14 +81,14 @@ def test_scores_have_candidate_shape_and_are_finite(data_dir, vocab, task):
 def test_einsum_scores_equal_a_per_candidate_loop(data_dir, vocab):
     model = _model(vocab)
     batch = model.prepare(_batch(data_dir))
-    scores = model.score(batch, F.Task.SEARCH).numpy()
+    scores = model.score_prepared(batch, F.Task.SEARCH).numpy()
     user = model.encode_user(batch, F.Task.SEARCH).numpy()
     candidates = batch[reader.CANDIDATES]
     for c in range(candidates.shape[1]):
         item = model.encode_items(candidates[:, c]).numpy()  # [B, d]
         np.testing.assert_allclose(scores[:, c], (user * item).sum(-1), rtol=1e-5, atol=1e-5)
-    assert_candidates_scored_independently(lambda b: model.score(b, F.Task.SEARCH), batch,
-                                           scores)
+    assert_candidates_scored_independently(lambda b: model.score_prepared(b, F.Task.SEARCH),
+                                           batch, scores)
 
 
 def test_user_vector_reads_query_and_history_but_not_padding(data_dir, vocab):

@@ -99,7 +99,7 @@ def test_loss_is_bce_plus_weighted_alignment_and_triplet(data_dir, vocab):
     model = _model(vocab, "model.q_i_cl_weight=0.1")
     feed = _batch(data_dir, "train", F.Task.FEED)
     search = _batch(data_dir, "valid", F.Task.SEARCH)  # rows with search histories
-    parts = {task: model.task_loss(batch, task)
+    parts = {task: model.task_loss(model.prepare(batch), task)
              for task, batch in ((F.Task.FEED, feed), (F.Task.SEARCH, search))}
     for task, batch in ((F.Task.FEED, feed), (F.Task.SEARCH, search)):
         p = {k: v.numpy() for k, v in parts[task].items()}
@@ -115,7 +115,7 @@ def test_loss_is_bce_plus_weighted_alignment_and_triplet(data_dir, vocab):
     np.testing.assert_allclose(model.compute_loss({Inputs.SEARCH: search}).numpy(),
                                parts[F.Task.SEARCH]["total"].numpy(), rtol=1e-5)
     ablated = _model(vocab, "model.use_query_item_alignment=false")
-    p = {k: v.numpy() for k, v in ablated.task_loss(feed, F.Task.FEED).items()}
+    p = {k: v.numpy() for k, v in ablated.task_loss(ablated.prepare(feed), F.Task.FEED).items()}
     assert "qi" not in p
     np.testing.assert_allclose(p["total"], p["bce"] + 0.001 * p["triplet"], rtol=1e-6)
 

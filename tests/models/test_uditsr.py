@@ -105,7 +105,7 @@ def test_rows_without_history_are_finite_in_outputs_losses_and_gradients(data_di
     model = _model(vocab)
     inputs = assert_joint_rows_without_history_are_finite(model, data_dir, missing)
     if missing == ("feed_", "search_"):  # no edge at all: u* is exactly u_0
-        side = model.encode_user(inputs[Inputs.FEED])
+        side = model.encode_user(model.prepare(inputs[Inputs.FEED]))
         assert not side["edge_mask"].numpy().any()
         np.testing.assert_array_equal(side["user"].numpy(), side["user0"].numpy())
         np.testing.assert_array_equal(side["context"].numpy(), 0.0)
@@ -169,7 +169,7 @@ def test_loss_is_bce_plus_weighted_translation_and_generation(data_dir, vocab):
             assert p["generation"] > 0
         else:
             assert p["generation"] == 0.0
-    total = model.compute_loss({Inputs.FEED: feed, Inputs.SEARCH: search}).numpy()
+    total = model.loss_prepared({Inputs.FEED: feed, Inputs.SEARCH: search}).numpy()
     np.testing.assert_allclose(total, parts[F.Task.FEED]["total"].numpy()
                                + 0.1 * parts[F.Task.SEARCH]["total"].numpy(), rtol=1e-5)
     aligned = _model(vocab, "model.use_query_item_alignment=true", "model.num_qi_negatives=8")

@@ -134,7 +134,7 @@ def compute_parity() -> Dict[str, object]:
                                   model.config.num_qi_negatives, model.num_items, model._queries)
     out: Dict[str, object] = {}
     for name, batch, task in (("feed", feed, F.Task.FEED), ("search", search, F.Task.SEARCH)):
-        terms = model.task_loss(batch, task, *negatives, training=True)
+        terms = model.task_loss(model.prepare(batch), task, *negatives, training=True)
         out[f"{name}_terms"] = {k: float(v) for k, v in terms.items() if k != "logits"}
         out[f"{name}_scores"] = model.score(parity_batch(20 + task, 3, 7, task), task)\
             .numpy().round(7).tolist()

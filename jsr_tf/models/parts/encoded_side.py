@@ -36,19 +36,17 @@ class EncodedSideMixin:
     ``query_item_alignment``; ``build_input_side`` creates the input-side ones.
     """
 
-    def score(self, batch: Batch, task: int, training: bool = False) -> tf.Tensor:
+    def score_prepared(self, batch: Batch, task: int, training: bool = False) -> tf.Tensor:
         """Logits ``[B, C]`` of one task's head (the search head reads ``query_words``)."""
-        batch = self.prepare(batch)
         side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
         return self.score_encoded(side, side["extra"][0], batch.get(F.QUERY_WORDS), task,
                                   training)
 
-    def call(self, batch: Batch, training: bool = False) -> Dict[str, tf.Tensor]:
+    def call_prepared(self, batch: Batch, training: bool = False) -> Dict[str, tf.Tensor]:
         """Both heads' logits ``[B, C]``; the user side and the candidates are encoded once.
 
         The search head reads ``query_words`` (an all-padding query gives ``Q`` of no words).
         """
-        batch = self.prepare(batch)
         side = self.encode_user(batch, [batch[reader.CANDIDATES]], training)
         candidates = side["extra"][0]
         features = self.candidate_features(side, candidates, training)  # once for both heads
@@ -90,8 +88,8 @@ class EncodedSideMixin:
         return infonce_negatives(self.seed, optimizer_step(self), self.config.num_qi_negatives,
                                  self.num_items, self._queries)
 
-    def compute_loss(self, inputs: Mapping[str, Batch], training: bool = False) -> tf.Tensor:
-        """``L_feed + src_loss_weight · L_src`` (``joint_loss`` of the model's ``task_loss``)
+    def loss_prepared(self, inputs: Mapping[str, Batch], training: bool = False) -> tf.Tensor:
+        """``L_feed + search_loss_weight · L_src`` (``joint_loss`` of the model's ``task_loss``)
         with one InfoNCE negative draw shared by both batches (none without the query–item
         alignment).
 
@@ -103,7 +101,7 @@ class EncodedSideMixin:
         negative_items, negative_queries = (self._negatives()
                                             if self.config.use_query_item_alignment
                                             else (None, None))
-        return joint_loss(inputs, self.task_loss, self.config.src_loss_weight,
+        return joint_loss(inputs, self.task_loss, self.config.search_loss_weight,
                           negative_items=negative_items, negative_queries=negative_queries,
                           training=training)
 

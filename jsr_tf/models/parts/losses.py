@@ -1,6 +1,6 @@
 """Loss helpers: ``mean_bce`` of a task batch, the stateless InfoNCE negative draw
 ``infonce_negatives`` (keyed by ``(seed, optimizer step)``), the joint ``joint_loss``
-(``L_feed + src_loss_weight · L_search``, weight 1 for a search-only step) with
+(``L_feed + search_loss_weight · L_search``, weight 1 for a search-only step) with
 ``check_joint_inputs``, and ``single_task_batch`` for the one-task models.
 """
 
@@ -77,8 +77,8 @@ def check_joint_inputs(inputs: Mapping[str, Batch]) -> None:
 
 
 def joint_loss(inputs: Mapping[str, Batch], task_loss: Callable[..., Dict[str, tf.Tensor]],
-               src_loss_weight: float, **kwargs: Any) -> tf.Tensor:
-    """``L_feed + src_loss_weight · L_search`` over the task batches present.
+               search_loss_weight: float, **kwargs: Any) -> tf.Tensor:
+    """``L_feed + search_loss_weight · L_search`` over the task batches present.
 
     The search weight balances the two tasks; a search-only step keeps weight 1, so the coupled
     L2 is not relatively stronger. No batch at all gives 0 (see ``check_joint_inputs``).
@@ -87,14 +87,14 @@ def joint_loss(inputs: Mapping[str, Batch], task_loss: Callable[..., Dict[str, t
         inputs: ``{Inputs.FEED: batch, Inputs.SEARCH: batch}``, either may be absent.
         task_loss: ``task_loss(batch, task, **kwargs)`` → dict with the scalar ``total`` of one
             task's batch (a model's ``task_loss``).
-        src_loss_weight: Weight of the search loss next to a feed loss.
+        search_loss_weight: Weight of the search loss next to a feed loss.
         **kwargs: Passed to every ``task_loss`` call (``training``, shared negatives).
     """
     total = 0.0
     if Inputs.FEED in inputs:
         total += task_loss(inputs[Inputs.FEED], F.Task.FEED, **kwargs)["total"]
     if Inputs.SEARCH in inputs:
-        weight = src_loss_weight if Inputs.FEED in inputs else 1.0
+        weight = search_loss_weight if Inputs.FEED in inputs else 1.0
         total += weight * task_loss(inputs[Inputs.SEARCH], F.Task.SEARCH, **kwargs)["total"]
     return total
 

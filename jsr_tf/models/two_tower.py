@@ -31,7 +31,7 @@ from jsr_tf import features as F
 from jsr_tf.config import ExperimentConfig, ModelConfig
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import NUM_RESERVED, Vocab
-from jsr_tf.keys import Inputs, Outputs
+from jsr_tf.keys import Inputs
 from jsr_tf.layers.id_lookup import IdLookup
 from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.pooling import masked_mean

@@ -35,7 +35,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import jsr_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 

@@ -50,7 +50,7 @@ def _spec(name: str, rank: int, dtype: tf.DType = tf.int64) -> tf.TensorSpec:
 
 
 def _inputs(*parts) -> Mapping[str, tf.TensorSpec]:
-    """``TensorSpec`` s and ordered groups of them → a read-only ``name → TensorSpec``, in order."""
+    """Specs and ordered groups of them → a read-only ``name → TensorSpec``, in order."""
     groups = [part if isinstance(part, Mapping) else {part.name: part} for part in parts]
     return MappingProxyType({name: spec for group in groups for name, spec in group.items()})
 

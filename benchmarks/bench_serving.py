@@ -148,33 +148,34 @@ def build_runs(data_dir: str, work_dir: str, batch_size: int,
 
 def save_trivial(path: str) -> None:
     """A SavedModel whose ``feed``-shaped signature only sums the candidates: the call overhead."""
-    from export import serving as S
+    from export import signatures as SG
 
     class Trivial(tf.Module):
-        @tf.function(input_signature=[*S.HISTORY_SPECS.values(), S.CANDIDATES_SPEC])
+        @tf.function(input_signature=list(SG.BY_NAME[SG.FEED_SIGNATURE].inputs.values()))
         def feed(self, *args):
-            return {S.SCORES: tf.cast(args[-1], tf.float32) + 1.0}
+            return {SG.SCORES: tf.cast(args[-1], tf.float32) + 1.0}
 
     module = Trivial()
-    tf.saved_model.save(module, path, signatures={"feed": module.feed.get_concrete_function()})
+    tf.saved_model.save(module, path,
+                        signatures={SG.FEED_SIGNATURE: module.feed.get_concrete_function()})
 
 
 # -- measuring ---------------------------------------------------------------------------------
 def request_sets(data_dir: str, rows: int) -> Dict[str, Dict[str, Dict[str, tf.Tensor]]]:
     """signature -> "1x100" / "64x100" -> input tensors (first row, first ``rows`` rows)."""
-    from export import serving as S
+    from export import signatures as SG
     from export import warmup
 
     requests = warmup.sample_requests(data_dir, rows=rows)
     out: Dict[str, Dict[str, Dict[str, tf.Tensor]]] = {}
-    for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE, S.RETRIEVE_SIGNATURE,
-                      S.DEFAULT_SIGNATURE):
+    for signature in (SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE, SG.RETRIEVE_SIGNATURE,
+                      SG.DEFAULT_SIGNATURE):
         inputs = requests[signature]
         got = {len(v) for v in inputs.values()}
         if got != {rows}:
             raise ValueError(f"{signature}: expected {rows} rows, got {got}")
-        if S.CANDIDATES in inputs and inputs[S.CANDIDATES].shape[1] != 100:
-            raise ValueError(f"{signature}: {inputs[S.CANDIDATES].shape[1]} candidates, not 100")
+        if SG.CANDIDATES in inputs and inputs[SG.CANDIDATES].shape[1] != 100:
+            raise ValueError(f"{signature}: {inputs[SG.CANDIDATES].shape[1]} candidates, not 100")
         out[signature] = {
             "1": {k: tf.constant(v[:1]) for k, v in inputs.items()},
             f"{rows}": {k: tf.constant(v) for k, v in inputs.items()}}
@@ -182,7 +183,7 @@ def request_sets(data_dir: str, rows: int) -> Dict[str, Dict[str, Dict[str, tf.T
 
 
 def measure(path: str, trivial_path: str, data_dir: str, args) -> List[Dict[str, Any]]:
-    from export import serving as S
+    from export import signatures as SG
 
     sets = request_sets(data_dir, args.rows)
     start = time.perf_counter()
@@ -198,28 +199,28 @@ def measure(path: str, trivial_path: str, data_dir: str, args) -> List[Dict[str,
         results.append(row)
         print(json.dumps(row), flush=True)
 
-    feed_inputs = {k: v for k, v in sets[S.FEED_SIGNATURE]["1"].items()}
+    feed_inputs = {k: v for k, v in sets[SG.FEED_SIGNATURE]["1"].items()}
     add("trivial signature (same inputs), 1 × 100", "trivial", 1, 100,
         numpy_outputs(trivial.signatures["feed"], feed_inputs), args.calls_1)
-    for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE):
+    for signature in (SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE):
         fn = loaded.signatures[signature]
         add(f"{signature}, 1 × 100", signature, 1, 100,
             numpy_outputs(fn, sets[signature]["1"]), args.calls_1)
         add(f"{signature}, {args.rows} × 100", signature, args.rows, 100,
             numpy_outputs(fn, sets[signature][str(args.rows)]), args.calls_64)
-    if S.RETRIEVE_SIGNATURE in loaded.signatures:
-        fn = loaded.signatures[S.RETRIEVE_SIGNATURE]
+    if SG.RETRIEVE_SIGNATURE in loaded.signatures:
+        fn = loaded.signatures[SG.RETRIEVE_SIGNATURE]
         add("retrieve, 1 user, k = 100, exclude_history", "retrieve", 1, None,
-            numpy_outputs(fn, sets[S.RETRIEVE_SIGNATURE]["1"]), args.calls_retrieve)
+            numpy_outputs(fn, sets[SG.RETRIEVE_SIGNATURE]["1"]), args.calls_retrieve)
         add(f"retrieve, {args.rows} users, k = 100, exclude_history", "retrieve", args.rows,
-            None, numpy_outputs(fn, sets[S.RETRIEVE_SIGNATURE][str(args.rows)]),
+            None, numpy_outputs(fn, sets[SG.RETRIEVE_SIGNATURE][str(args.rows)]),
             args.calls_64)
     if args.serving_default:
-        fn = loaded.signatures[S.DEFAULT_SIGNATURE]
+        fn = loaded.signatures[SG.DEFAULT_SIGNATURE]
         add("serving_default (tf.Example, both heads), 1 × 100", "serving_default", 1, 100,
-            numpy_outputs(fn, sets[S.DEFAULT_SIGNATURE]["1"]), args.calls_1)
+            numpy_outputs(fn, sets[SG.DEFAULT_SIGNATURE]["1"]), args.calls_1)
         add(f"serving_default (tf.Example, both heads), {args.rows} × 100", "serving_default",
-            args.rows, 100, numpy_outputs(fn, sets[S.DEFAULT_SIGNATURE][str(args.rows)]),
+            args.rows, 100, numpy_outputs(fn, sets[SG.DEFAULT_SIGNATURE][str(args.rows)]),
             args.calls_64)
     for row in results:
         row["load_s"] = load_s
@@ -296,7 +297,7 @@ def compare_rankers(args) -> None:
     alternately in this process (see the module docstring)."""
     import statistics
 
-    from export import serving as S
+    from export import signatures as SG
     from export.exporter import export_run
 
     names = args.compare_rankers.split(",")
@@ -310,7 +311,7 @@ def compare_rankers(args) -> None:
     rounds: Dict[str, List[Dict[str, float]]] = {}
     for round_ in range(args.rounds):
         for name in names:
-            for signature in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE):
+            for signature in (SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE):
                 row = time_calls(numpy_outputs(loaded[name].signatures[signature],
                                                sets[signature]["1"]), args.warmup, args.calls_1)
                 rounds.setdefault(f"{name} {signature}", []).append(row)

@@ -80,8 +80,8 @@ def full_payload(data_dir: str, rows: int, seed: int = 0) -> Dict[str, np.ndarra
             F.NBR_SIM: rng.uniform(0.02, 0.5, (rows, k)).astype(np.float32),
             F.NBR_REC_ITEMS: rng.choice(vocab.item_ids, size=(rows, k, lf)).astype(np.int64),
             F.NBR_SRC_WORDS: words.astype(np.int64),
-            F.NBR_SRC_CLICKS: rng.choice(vocab.item_ids, size=(rows, k, lq,
-                                                               shape.nbr_session_clicks)).astype(np.int64)}
+            F.NBR_SRC_CLICKS: rng.choice(
+                vocab.item_ids, size=(rows, k, lq, shape.nbr_session_clicks)).astype(np.int64)}
 
 
 def main() -> None:
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--output", default="bench_output/serving_neighbours.json")
     args = parser.parse_args()
 
-    from export import serving as S
+    from export import signatures as SG
     from export import warmup
     from export.exporter import export_run
 
@@ -109,19 +109,19 @@ def main() -> None:
         loaded[name] = tf.saved_model.load(path)
     requests = warmup.sample_requests(args.data_dir, rows=args.rows, neighbours=True)
     payload = full_payload(args.data_dir, args.rows)
-    for sig in (S.FEED_NBR_SIGNATURE, S.SEARCH_NBR_SIGNATURE):
+    for sig in (SG.FEED_NBR_SIGNATURE, SG.SEARCH_NBR_SIGNATURE):
         requests[sig].update(payload)
 
     cases = []  # (label, export, signature, rows)
     for rows in (1, args.rows):
-        cases += [(f"unisar export: feed, {rows} × 100", "unisar", S.FEED_SIGNATURE, rows),
+        cases += [(f"unisar export: feed, {rows} × 100", "unisar", SG.FEED_SIGNATURE, rows),
                   (f"unisar_nbr export: feed (no neighbours), {rows} × 100", "unisar_nbr",
-                   S.FEED_SIGNATURE, rows),
+                   SG.FEED_SIGNATURE, rows),
                   (f"unisar_nbr export: feed_nbr (10 full slots), {rows} × 100", "unisar_nbr",
-                   S.FEED_NBR_SIGNATURE, rows)]
-    cases += [("unisar export: search, 1 × 100", "unisar", S.SEARCH_SIGNATURE, 1),
+                   SG.FEED_NBR_SIGNATURE, rows)]
+    cases += [("unisar export: search, 1 × 100", "unisar", SG.SEARCH_SIGNATURE, 1),
               ("unisar_nbr export: search_nbr (10 full slots), 1 × 100", "unisar_nbr",
-               S.SEARCH_NBR_SIGNATURE, 1)]
+               SG.SEARCH_NBR_SIGNATURE, 1)]
     calls = {}
     for label, export, sig, rows in cases:
         inputs = {k: tf.constant(v[:rows]) for k, v in requests[sig].items()}
@@ -146,9 +146,9 @@ def main() -> None:
                         "p99_ms": round(float(np.percentile(ms, 99)), 3),
                         "mean_ms": round(float(ms.mean()), 3),
                         "rows_per_s": round(float(rows * len(ms) / ms.sum() * 1e3), 1)})
-    base_of = {S.FEED_SIGNATURE: S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE: S.FEED_SIGNATURE,
-               S.SEARCH_SIGNATURE: S.SEARCH_SIGNATURE,
-               S.SEARCH_NBR_SIGNATURE: S.SEARCH_SIGNATURE}
+    base_of = {SG.FEED_SIGNATURE: SG.FEED_SIGNATURE, SG.FEED_NBR_SIGNATURE: SG.FEED_SIGNATURE,
+               SG.SEARCH_SIGNATURE: SG.SEARCH_SIGNATURE,
+               SG.SEARCH_NBR_SIGNATURE: SG.SEARCH_SIGNATURE}
     for row in results:  # ratios to the plain UniSAR export's signature of the same task
         base = next(r for r in results if r["export"] == "unisar"
                     and r["signature"] == base_of[row["signature"]] and r["rows"] == row["rows"])

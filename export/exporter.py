@@ -28,6 +28,7 @@ from jsr_tf import filenames as FN
 from jsr_tf.models import factory
 from export import rest
 from export import serving as S
+from export import signatures as SG
 from export import warmup
 
 
@@ -103,11 +104,13 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
     tf.saved_model.save(module, tmp, signatures=signatures)
     requests = warmup.sample_requests(data_dir, neighbours=ranker.uses_neighbours)
     warmup.write_warmup(tmp, model_name, requests, sorted(signatures))
-    for name in sorted(signatures):  # one-row REST bodies, for smoke tests against a server
-        one_row = {key: value[:1] for key, value in requests[name].items()}
+    for sig in SG.REGISTRY:  # one-row REST bodies, for smoke tests against a server
+        if sig.name not in signatures:
+            continue
+        one_row = {key: value[:1] for key, value in requests[sig.name].items()}
         with tf.io.gfile.GFile(os.path.join(tmp, FN.EXTRA_DIR,
-                                            FN.SAMPLE_REQUEST.format(name)), "w") as f:
-            f.write(json.dumps(rest.row_body(name, one_row)))
+                                            FN.SAMPLE_REQUEST.format(sig.name)), "w") as f:
+            f.write(json.dumps(rest.row_body(sig.name, one_row)))
     info: Dict[str, Any] = {
         "model_name": model_name, "version": version, "model": config.model.name,
         "model_dir": os.path.abspath(model_dir), "retrieval_dir": retrieval_dir and

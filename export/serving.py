@@ -1,5 +1,9 @@
 """``ServingModule``: the ``tf.Module`` whose signatures TF Serving loads.
 
+Each signature's inputs (names, dtypes, order), outputs, the ``ServingModule`` method that
+answers it and when it is exported are registered in ``export.signatures``; ``signatures()``
+builds one concrete function per registered signature the module exports.
+
 Signatures (all ids are raw KuaiSAR int64 ids, 0 included; histories oldest first, any length,
 id lists padded with ``RAW_PAD_ID = -1`` and timestamps with 0; unknown ids map to the OOV bucket,
 negative ids are padding; a model whose item and word vocabularies lack raw id 0 also reads 0 as
@@ -57,46 +61,15 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from jsr_tf import features as F
-from jsr_tf.data import reader
 from jsr_tf.keys import Outputs
 from jsr_tf.models.base import JsrModel
 from export import request
+from export import signatures as SG
+from export.signatures import (CANDIDATES, EXCLUDE_HISTORY, FEED_SCORES, ITEM_IDS, SCORES,
+                               SEARCH_SCORES)
 
-SCORES = "scores"
-FEED_SCORES = "feed_scores"
-SEARCH_SCORES = "search_scores"
-ITEM_IDS = "item_ids"
-EXAMPLES = "examples"
-CANDIDATES = reader.CANDIDATES
-EXCLUDE_HISTORY = "exclude_history"
 EMPTY_SCORE = -1.0e9
-
-FEED_SIGNATURE = "feed"
-SEARCH_SIGNATURE = "search"
-FEED_NBR_SIGNATURE = "feed_nbr"
-SEARCH_NBR_SIGNATURE = "search_nbr"
-DEFAULT_SIGNATURE = "serving_default"
-RETRIEVE_SIGNATURE = "retrieve"
-
 _I64 = tf.int64
-HISTORY_SPECS = {
-    F.USER_ID: tf.TensorSpec([None], _I64, name=F.USER_ID),
-    F.FEED_ITEMS: tf.TensorSpec([None, None], _I64, name=F.FEED_ITEMS),
-    F.FEED_TS: tf.TensorSpec([None, None], _I64, name=F.FEED_TS),
-    F.SEARCH_TS: tf.TensorSpec([None, None], _I64, name=F.SEARCH_TS),
-    F.SEARCH_WORDS: tf.TensorSpec([None, None, None], _I64, name=F.SEARCH_WORDS),
-    F.SEARCH_CLICKS: tf.TensorSpec([None, None, None], _I64, name=F.SEARCH_CLICKS),
-}
-CANDIDATES_SPEC = tf.TensorSpec([None, None], _I64, name=CANDIDATES)
-QUERY_SPEC = tf.TensorSpec([None, None], _I64, name=F.QUERY_WORDS)
-EXCLUDE_SPEC = tf.TensorSpec([None], tf.bool, name=EXCLUDE_HISTORY)
-NEIGHBOUR_SPECS = {
-    F.NBR_SIDE: tf.TensorSpec([None, None], _I64, name=F.NBR_SIDE),
-    F.NBR_SIM: tf.TensorSpec([None, None], tf.float32, name=F.NBR_SIM),
-    F.NBR_REC_ITEMS: tf.TensorSpec([None, None, None], _I64, name=F.NBR_REC_ITEMS),
-    F.NBR_SRC_WORDS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_WORDS),
-    F.NBR_SRC_CLICKS: tf.TensorSpec([None, None, None, None], _I64, name=F.NBR_SRC_CLICKS),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,15 +379,24 @@ class ServingModule(tf.Module):
             return fit_request(padded, self.ranker.data_shape, self.zero_is_id)
         return fit_request(padded, self.ranker.data_shape, zero_is_id=False, pad=F.PAD_ID)
 
-    def _score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
+    def score(self, inputs: Dict[str, tf.Tensor], task: int) -> tf.Tensor:
+        """``[B, N]`` logits of ``task``'s head for a raw request (the ``feed`` / ``search``
+        signatures and their ``*_nbr`` variants)."""
         return self._run(inputs, functools.partial(self._plain_score, task=task),
                          lambda: self._compiled["score"][int(task)])
 
     def _both(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         return self._run(inputs, self._plain_both, lambda: self._compiled["both"])
 
-    def _retrieve(self, inputs: Dict[str, tf.Tensor],
-                  exclude_history: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def score_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Both heads' logits for serialized serving Examples (``serving_default``)."""
+        return self._both(parse_examples(examples, self.ranker.data_shape,
+                                         neighbours=self.ranker.uses_neighbours))
+
+    def retrieve(self, inputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """The two-tower head's top ``k`` items for a raw request (``retrieve``)."""
+        exclude_history = inputs[EXCLUDE_HISTORY]
+        inputs = {name: value for name, value in inputs.items() if name != EXCLUDE_HISTORY}
         inputs = within_limits(self.limits, inputs, F.USER_ID)
         users = self.retriever.request_vectors(self.retriever.prepare(
             fit_request(inputs, self.retriever.data_shape, self.zero_is_id)))
@@ -439,51 +421,9 @@ class ServingModule(tf.Module):
 
     # -- signatures --------------------------------------------------------------------------
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-        """The concrete functions to pass to ``tf.saved_model.save(signatures=...)``."""
-        names = list(HISTORY_SPECS)
-
-        @tf.function(input_signature=[*HISTORY_SPECS.values(), CANDIDATES_SPEC])
-        def feed(*args):
-            inputs = dict(zip(names + [CANDIDATES], args))
-            return {SCORES: self._score(inputs, F.Task.FEED)}
-
-        @tf.function(input_signature=[*HISTORY_SPECS.values(), QUERY_SPEC, CANDIDATES_SPEC])
-        def search(*args):
-            inputs = dict(zip(names + [F.QUERY_WORDS, CANDIDATES], args))
-            return {SCORES: self._score(inputs, F.Task.SEARCH)}
-
-        neighbours = self.ranker.uses_neighbours
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES)])
-        def serving_default(examples):
-            return self._both(parse_examples(examples, self.ranker.data_shape,
-                                             neighbours=neighbours))
-
-        out = {FEED_SIGNATURE: feed.get_concrete_function(),
-               SEARCH_SIGNATURE: search.get_concrete_function(),
-               DEFAULT_SIGNATURE: serving_default.get_concrete_function()}
-        if neighbours:
-            nbr_names = list(NEIGHBOUR_SPECS)
-
-            @tf.function(input_signature=[*HISTORY_SPECS.values(), *NEIGHBOUR_SPECS.values(),
-                                          CANDIDATES_SPEC])
-            def feed_nbr(*args):
-                inputs = dict(zip(names + nbr_names + [CANDIDATES], args))
-                return {SCORES: self._score(inputs, F.Task.FEED)}
-
-            @tf.function(input_signature=[*HISTORY_SPECS.values(), *NEIGHBOUR_SPECS.values(),
-                                          QUERY_SPEC, CANDIDATES_SPEC])
-            def search_nbr(*args):
-                inputs = dict(zip(names + nbr_names + [F.QUERY_WORDS, CANDIDATES], args))
-                return {SCORES: self._score(inputs, F.Task.SEARCH)}
-
-            out[FEED_NBR_SIGNATURE] = feed_nbr.get_concrete_function()
-            out[SEARCH_NBR_SIGNATURE] = search_nbr.get_concrete_function()
-        if self.index is not None:
-            @tf.function(input_signature=[*HISTORY_SPECS.values(), QUERY_SPEC, EXCLUDE_SPEC])
-            def retrieve(*args):
-                inputs = dict(zip(names + [F.QUERY_WORDS], args[:-1]))
-                return self._retrieve(inputs, args[-1])
-
-            out[RETRIEVE_SIGNATURE] = retrieve.get_concrete_function()
-        return out
+        """The concrete functions to pass to ``tf.saved_model.save(signatures=...)``: one per
+        ``export.signatures`` entry this module exports (neighbour signatures for a ranker built
+        with neighbours, ``retrieve`` with a retriever)."""
+        exported = SG.exported_signatures(neighbours=self.ranker.uses_neighbours,
+                                          retriever=self.index is not None)
+        return {sig.name: SG.concrete_function(sig, self) for sig in exported}

@@ -19,39 +19,58 @@ import tensorflow as tf
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader
-from export import serving as S
-
-HISTORY_INPUTS = tuple(S.HISTORY_SPECS)
+from export import signatures as SG
 
 
 def sample_requests(data_dir: str, rows: int = 2, candidates: Optional[int] = None,
                     neighbours: bool = False) -> Dict[str, Dict[str, np.ndarray]]:
-    """One request per signature from the first valid rows: signature → input name → array.
+    """One request per registered signature (``export.signatures``) from the first valid rows.
 
-    ``candidates`` per row: default all of a valid row's (the data's ``eval_candidates``).
+    Each request is drawn as its signature's ``Sample`` says: the signature's inputs, in order,
+    from the valid batch of the sample's task (after the inputs of the signature it extends, with
+    their values), ``flags`` all True, or the split's serialized Examples.
 
-    With ``neighbours`` the ``feed_nbr`` / ``search_nbr`` requests carry the rows' stored
-    neighbour payload (all padding if the data dir has none).
+    Args:
+        data_dir: A ``jsr-preprocess`` output directory.
+        rows: Rows per request.
+        candidates: Candidates per row; default all of a valid row's (the data's
+            ``eval_candidates``).
+        neighbours: Read the rows' stored neighbour payload (all padding if the data dir has
+            none) for the ``feed_nbr`` / ``search_nbr`` requests; without it those signatures
+            get no request.
+
+    Returns:
+        Signature name → input name → array.
     """
     if candidates is None:
         candidates = F.DataShape.read(data_dir).eval_candidates
+    batches: Dict[F.Task, Dict[str, tf.Tensor]] = {}
     out: Dict[str, Dict[str, np.ndarray]] = {}
-    for task, name, nbr_name in ((F.Task.FEED, S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE),
-                                 (F.Task.SEARCH, S.SEARCH_SIGNATURE, S.SEARCH_NBR_SIGNATURE)):
-        batch = next(iter(reader.make_dataset(data_dir, F.Split.VALID.value, task, rows,
-                                              shuffle_buffer=0, neighbours=neighbours)))
-        inputs = {key: batch[key].numpy() for key in HISTORY_INPUTS}
-        if task == F.Task.SEARCH:
-            inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()
-        inputs[S.CANDIDATES] = batch[reader.CANDIDATES].numpy()[:, :candidates]
-        out[name] = inputs
-        if neighbours:
-            out[nbr_name] = {**inputs, **{key: batch[key].numpy() for key in S.NEIGHBOUR_SPECS}}
-    retrieve = {key: out[S.SEARCH_SIGNATURE][key] for key in HISTORY_INPUTS + (F.QUERY_WORDS,)}
-    retrieve[S.EXCLUDE_HISTORY] = np.ones(len(retrieve[F.USER_ID]), bool)
-    out[S.RETRIEVE_SIGNATURE] = retrieve
-    out[S.DEFAULT_SIGNATURE] = {S.EXAMPLES: np.asarray(serving_examples(data_dir, rows),
-                                                       dtype=object)}
+    for sig in SG.REGISTRY:
+        sample = sig.sample
+        if sig.exported == SG.Exported.NEIGHBOURS and not neighbours:
+            continue
+        if sample.examples:
+            (name,) = sig.inputs
+            out[sig.name] = {name: np.asarray(serving_examples(data_dir, rows), dtype=object)}
+            continue
+        if sample.task not in batches:
+            batches[sample.task] = next(iter(reader.make_dataset(
+                data_dir, F.Split.VALID.value, sample.task, rows, shuffle_buffer=0,
+                neighbours=neighbours)))
+        batch = batches[sample.task]
+        inputs = {name: value for name, value in out.get(sample.base, {}).items()
+                  if name in sig.inputs}
+        for name in sig.inputs:
+            if name in inputs:
+                continue
+            if name in sample.flags:
+                inputs[name] = np.ones(len(batch[F.USER_ID]), bool)
+            elif name == SG.CANDIDATES:
+                inputs[name] = batch[name].numpy()[:, :candidates]
+            else:
+                inputs[name] = batch[name].numpy()
+        out[sig.name] = inputs
     return out
 
 
@@ -65,7 +84,7 @@ def serving_examples(data_dir: str, rows: int) -> List[bytes]:
         feature = example.features.feature
         target = list(feature[F.TARGET_ITEM].int64_list.value)
         negatives = list(feature[F.NEGATIVES].int64_list.value)
-        feature[S.CANDIDATES].int64_list.value.extend(target + negatives)
+        feature[SG.CANDIDATES].int64_list.value.extend(target + negatives)
         out.append(example.SerializeToString())
     return out
 

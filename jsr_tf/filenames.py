@@ -19,10 +19,48 @@ SOCIAL_NETWORK = "social_network.csv"
 # -- data dir: written by the pipeline under ``<data_dir>`` ---------------------------------------
 TFRECORD_SUFFIX = ".tfrecord.gz"
 VOCAB_DIR = "vocab"
-ITEMS_VOCAB = "items.tsv"  # item_id feed_count search_count first_seen_ts author_id cat1..4 caption
-WORDS_VOCAB = "words.tsv"  # word_id count
-USERS_VOCAB = "users.tsv"  # user_id search_active_level rec_active_level onehot_feat1 onehot_feat2
-QUERIES_VOCAB = "queries.tsv"  # query_words (space-separated raw word ids) count; train-visible
+# The vocabulary TSVs (a header row, then one row per id); their columns are below.
+ITEMS_VOCAB = "items.tsv"
+WORDS_VOCAB = "words.tsv"
+USERS_VOCAB = "users.tsv"
+QUERIES_VOCAB = "queries.tsv"  # train-visible queries
+
+
+class ItemsTsv:
+    """Columns of ``ITEMS_VOCAB`` (one train-visible item a row), ``COLUMNS`` in file order."""
+
+    ITEM_ID = "item_id"
+    FEED_COUNT = "feed_count"      # train targets of the feed task
+    SEARCH_COUNT = "search_count"  # train targets of the search task
+    FIRST_SEEN_TS = "first_seen_ts"
+    AUTHOR_ID = "author_id"
+    CATEGORIES = ("cat1", "cat2", "cat3", "cat4")
+    CAPTION = "caption"  # space-separated raw word ids
+    COLUMNS = (ITEM_ID, FEED_COUNT, SEARCH_COUNT, FIRST_SEEN_TS, AUTHOR_ID, *CATEGORIES, CAPTION)
+
+
+class WordsTsv:
+    """Columns of ``WORDS_VOCAB``, ``COLUMNS`` in file order."""
+
+    WORD_ID = "word_id"
+    COUNT = "count"
+    COLUMNS = (WORD_ID, COUNT)
+
+
+class UsersTsv:
+    """Columns of ``USERS_VOCAB``: the user id, then the user features the models read."""
+
+    USER_ID = "user_id"
+    FEATURES = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
+    COLUMNS = (USER_ID, *FEATURES)
+
+
+class QueriesTsv:
+    """Columns of ``QUERIES_VOCAB``, ``COLUMNS`` in file order."""
+
+    QUERY_WORDS = "query_words"  # space-separated raw word ids
+    COUNT = "count"
+    COLUMNS = (QUERY_WORDS, COUNT)
 STATS_FILE = "stats.json"
 SCHEMA_FILE = "schema.json"
 MANIFEST_FILE = "manifest.json"

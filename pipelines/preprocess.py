@@ -146,20 +146,18 @@ def build_pipeline(pipeline: beam.Pipeline, paths: Dict[str, str], output_dir: s
     (out["items"] | "ItemsList" >> beam.combiners.ToList()
      | "WriteItems" >> beam.Map(
          _write_tsv, FileSystems.join(vocab_dir, FN.ITEMS_VOCAB),
-         ("item_id", "feed_count", "search_count", "first_seen_ts", "author_id",
-          "cat1", "cat2", "cat3", "cat4", "caption"), _item_tsv))
+         FN.ItemsTsv.COLUMNS, _item_tsv))
     (out["words"] | "WordsList" >> beam.combiners.ToList()
      | "WriteWords" >> beam.Map(_write_tsv, FileSystems.join(vocab_dir, FN.WORDS_VOCAB),
-                                ("word_id", "count"), lambda r: [str(v) for v in r]))
+                                FN.WordsTsv.COLUMNS, lambda r: [str(v) for v in r]))
     (out["queries"] | "QueriesList" >> beam.combiners.ToList()
      | "WriteQueries" >> beam.Map(
-         _write_tsv, FileSystems.join(vocab_dir, FN.QUERIES_VOCAB), ("query_words", "count"),
+         _write_tsv, FileSystems.join(vocab_dir, FN.QUERIES_VOCAB), FN.QueriesTsv.COLUMNS,
          lambda r: [" ".join(str(w) for w in r[0]), str(r[1])]))
     (out["users"] | "UsersList" >> beam.combiners.ToList()
      | "WriteUsers" >> beam.Map(
          _write_tsv, FileSystems.join(vocab_dir, FN.USERS_VOCAB),
-         ("user_id", "search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2"),
-         lambda r: [str(v) for v in r[:5]]))
+         FN.UsersTsv.COLUMNS, lambda r: [str(v) for v in r[:len(FN.UsersTsv.COLUMNS)]]))
     out["dead_letter"] | "DeadLetters" >> WriteDeadLetters(output_dir, FN.DEAD_LETTER_DIR)
     (out["stats"] | "WriteRawStats" >> beam.Map(
         stats_lib.write_json, FileSystems.join(output_dir, FN.RAW_COUNTERS_FILE)))

@@ -332,7 +332,8 @@ class SerializeExamples(beam.DoFn):
 
 
 def _vocab_item_row(element) -> List[Tuple]:
-    """Joins one item's first-seen time, counts and features into an ``items.tsv`` row.
+    """Joins one item's first-seen time, counts and features into an ``items.tsv`` row (the
+    values of ``filenames.ItemsTsv.COLUMNS``, in order).
 
     Returns:
         One row, or none if the item is not train-visible (then it is not in the vocabulary).
@@ -477,19 +478,21 @@ def _dedupe_counts(records: List[Tuple[int, object]]) -> Tuple[int, int]:
 
 
 def _vocab_user_row(element) -> Tuple:
-    """``(user_id, 4 features, has_events, exact duplicates, conflicting rows, has_record)``."""
+    """``(user_id, 4 features, has_events, exact duplicates, conflicting rows, has_record)``: the
+    ``users.tsv`` columns (``filenames.UsersTsv.COLUMNS``; the features are ``UserRecord``'s
+    fields of the same names), then what ``_user_row_stats`` counts."""
     user_id, grouped = element
     records: List[Tuple[int, UserRecord]] = sorted(grouped["features"], key=lambda x: x[0])
     has_events = int(bool(list(grouped["events"])))
     if records:
         r = records[0][1]
-        return (user_id, r.search_active_level, r.rec_active_level, r.onehot_feat1,
-                r.onehot_feat2, has_events, *_dedupe_counts(records), 1)
-    return (user_id, 0, 0, 0, 0, has_events, 0, 0, 0)
+        return (user_id, *(getattr(r, name) for name in FN.UsersTsv.FEATURES), has_events,
+                *_dedupe_counts(records), 1)
+    return (user_id, *(0 for _ in FN.UsersTsv.FEATURES), has_events, 0, 0, 0)
 
 
 def _user_row_stats(row: Tuple) -> Counters:
-    has_events, exact, conflicting, has_record = row[5:]
+    has_events, exact, conflicting, has_record = row[len(FN.UsersTsv.COLUMNS):]
     counts = {"vocab/users": 1}  # users/with_events is counted by BuildTimelines
     if not has_events:
         counts["users/without_events"] = 1

@@ -14,6 +14,7 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 
 from export import serving as S
+from export import signatures as SG
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader
@@ -67,7 +68,7 @@ def test_reader_model_and_export_follow_the_data(data_dir, tmp_path):
                F.SEARCH_TS: tf.zeros([rows, 1], tf.int64),
                F.SEARCH_WORDS: tf.fill([rows, 1, 1], tf.constant(-1, tf.int64)),
                F.SEARCH_CLICKS: tf.fill([rows, 1, 1], tf.constant(-1, tf.int64)),
-               S.CANDIDATES: batch[reader.CANDIDATES][:rows]}
+               SG.CANDIDATES: batch[reader.CANDIDATES][:rows]}
     fitted = S.fit_request(request, model.data_shape)
     assert fitted[F.FEED_ITEMS].shape[1:] == [CAP]
     np.testing.assert_array_equal(fitted[F.FEED_ITEMS].numpy()[0], items[0, 5:])
@@ -76,6 +77,6 @@ def test_reader_model_and_export_follow_the_data(data_dir, tmp_path):
     module = S.ServingModule(model, cache_items=False)
     path = str(tmp_path / "saved")
     tf.saved_model.save(module, path, signatures=module.signatures())
-    loaded = tf.saved_model.load(path).signatures[S.FEED_SIGNATURE]
-    got = loaded(**request)[S.SCORES].numpy()
+    loaded = tf.saved_model.load(path).signatures[SG.FEED_SIGNATURE]
+    got = loaded(**request)[SG.SCORES].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from export import rest, warmup
 from export import serving as S
+from export import signatures as SG
 from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
@@ -29,6 +30,7 @@ from jsr_tf.data.vocab import load_vocab
 from jsr_tf.models import factory
 from jsr_tf.training import trainer
 from tests import training_doubles as T
+from tests.test_signatures import assert_matches_golden
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,9 +76,9 @@ def _requests(data_dir, rows, num_candidates, seed=0):
     for task in F.Task:
         batch = next(iter(reader.make_dataset(data_dir, "valid", task, 8, shuffle_buffer=0)))
         index = np.arange(rows) % int(batch[F.USER_ID].shape[0])
-        inputs = {k: batch[k].numpy()[index] for k in S.HISTORY_SPECS}
+        inputs = {k: batch[k].numpy()[index] for k in SG.HISTORY_SPECS}
         pool = np.concatenate([vocab.item_ids, [987654321, 0]])
-        inputs[S.CANDIDATES] = rng.choice(pool, size=[rows, num_candidates]).astype(np.int64)
+        inputs[SG.CANDIDATES] = rng.choice(pool, size=[rows, num_candidates]).astype(np.int64)
         if task == F.Task.SEARCH:
             inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()[index]
         out[task] = inputs
@@ -99,7 +101,7 @@ def _expected_retrieve(retriever, inputs):
                            inputs[F.SEARCH_CLICKS].reshape(len(users), -1)], axis=1)
     top_ids, top_scores = [], []
     for row in range(len(users)):
-        excluded = np.isin(ids, seen[row]) & inputs[S.EXCLUDE_HISTORY][row]
+        excluded = np.isin(ids, seen[row]) & inputs[SG.EXCLUDE_HISTORY][row]
         order = [i for i in np.argsort(-scores[row], kind="stable") if not excluded[i]]
         order = order[:TOP_K]
         top_ids.append(ids[order])
@@ -174,24 +176,24 @@ def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
     for rows in (1, 7):
         for n in (1, 4, 100):
             for task, inputs in _requests(run["data_dir"], rows, n, seed=rows * 1000 + n).items():
-                sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+                sig = SG.FEED_SIGNATURE if task == F.Task.FEED else SG.SEARCH_SIGNATURE
                 prefix = f"{sig}_{rows}_{n}"
                 requests[f"{prefix}__sig"] = sig
                 requests.update({f"{prefix}__{k}": v for k, v in inputs.items()})
                 expected[f"{prefix}__scores"] = _expected(ranker, inputs, task)
         search = _requests(run["data_dir"], rows, 1)[F.Task.SEARCH]
-        inputs = {k: search[k] for k in (*S.HISTORY_SPECS, F.QUERY_WORDS)}
+        inputs = {k: search[k] for k in (*SG.HISTORY_SPECS, F.QUERY_WORDS)}
         inputs[F.QUERY_WORDS] = inputs[F.QUERY_WORDS].copy()
         inputs[F.QUERY_WORDS][::2] = 0  # even rows: feed tower; odd rows: search tower
-        inputs[S.EXCLUDE_HISTORY] = np.arange(rows) % 3 != 1
+        inputs[SG.EXCLUDE_HISTORY] = np.arange(rows) % 3 != 1
         prefix = f"retrieve_{rows}"
-        requests[f"{prefix}__sig"] = S.RETRIEVE_SIGNATURE
+        requests[f"{prefix}__sig"] = SG.RETRIEVE_SIGNATURE
         requests.update({f"{prefix}__{k}": v for k, v in inputs.items()})
         ids, scores = _expected_retrieve(retriever, inputs)
         expected[f"{prefix}__item_ids"], expected[f"{prefix}__scores"] = ids, scores
         examples = warmup.serving_examples(run["data_dir"], rows=2)
         prefix = f"default_{rows}"
-        requests[f"{prefix}__sig"] = S.DEFAULT_SIGNATURE
+        requests[f"{prefix}__sig"] = SG.DEFAULT_SIGNATURE
         requests[f"{prefix}__examples"] = np.array((examples * rows)[:rows], dtype=object)
         batch = reader.parse_batch(tf.constant((examples * rows)[:rows]), ranker.data_shape)
         logits = ranker(batch)
@@ -210,12 +212,22 @@ def test_fresh_process_reload_matches_the_in_process_model(run, tmp_path):
                 np.testing.assert_allclose(have, want, atol=TOL, rtol=0, err_msg=prefix + key)
 
 
+def test_the_signatures_are_the_golden_table(run, loaded):
+    """The exported signatures (by name) and the module's (in ``input_signature`` order) have the
+    inputs and outputs of ``tests.test_signatures.GOLDEN``."""
+    names = [SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE, SG.DEFAULT_SIGNATURE, SG.RETRIEVE_SIGNATURE]
+    assert_matches_golden(loaded.signatures, names, k=TOP_K)
+    module = S.ServingModule(run["ranker"], run["retriever"], top_k=TOP_K, cache_items=False)
+    assert_matches_golden(module.signatures(), names, k=TOP_K)
+
+
 def test_saved_model_cli_show_and_run(run, tmp_path):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", run["path"], "--all"], capture_output=True,
                            text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    for sig in (S.FEED_SIGNATURE, S.SEARCH_SIGNATURE, S.DEFAULT_SIGNATURE, S.RETRIEVE_SIGNATURE):
+    for sig in (SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE, SG.DEFAULT_SIGNATURE,
+                SG.RETRIEVE_SIGNATURE):
         assert f"signature_def['{sig}']" in shown.stdout
     inputs = _requests(run["data_dir"], 1, 3)[F.Task.FEED]
     for name, value in inputs.items():
@@ -239,7 +251,7 @@ def _signature_dtypes(loaded, name):
 
 @pytest.mark.parametrize("make", [rest.row_body, rest.columnar_body])
 def test_rest_bodies_map_onto_the_signatures(run, loaded, make):
-    for task, sig in ((F.Task.FEED, S.FEED_SIGNATURE), (F.Task.SEARCH, S.SEARCH_SIGNATURE)):
+    for task, sig in ((F.Task.FEED, SG.FEED_SIGNATURE), (F.Task.SEARCH, SG.SEARCH_SIGNATURE)):
         inputs = _requests(run["data_dir"], 3, 5)[task]
         body = json.loads(json.dumps(make(sig, inputs)))
         mapped = rest.body_to_inputs(body, _signature_dtypes(loaded, sig))
@@ -253,7 +265,7 @@ def test_rest_bodies_map_onto_the_signatures(run, loaded, make):
 def test_rest_predict_in_a_tensorflow_only_process(run, tmp_path):
     inputs = _requests(run["data_dir"], 2, 4)[F.Task.SEARCH]
     body_file = tmp_path / "body.json"
-    body_file.write_text(json.dumps(rest.row_body(S.SEARCH_SIGNATURE, inputs)))
+    body_file.write_text(json.dumps(rest.row_body(SG.SEARCH_SIGNATURE, inputs)))
     done = subprocess.run([sys.executable, "-m", "export.rest", "--saved_model", run["path"],
                            "--request", str(body_file)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
@@ -301,7 +313,7 @@ def test_grpc_predict_requests_and_the_warmup_file(run, loaded):
             assert np.isfinite(value.numpy().astype(np.float64)).all()
     # A PredictRequest (the gRPC form) decodes back to the same tensors and scores.
     inputs = _requests(run["data_dir"], 2, 3)[F.Task.FEED]
-    req = warmup.predict_request("jsr", S.FEED_SIGNATURE, inputs)
+    req = warmup.predict_request("jsr", SG.FEED_SIGNATURE, inputs)
     assert req.model_spec.name == "jsr" and req.model_spec.signature_name == "feed"
     decoded = {k: tf.make_ndarray(v) for k, v in req.inputs.items()}
     scores = loaded.signatures["feed"](**{k: tf.constant(v) for k, v in decoded.items()})
@@ -324,7 +336,7 @@ def test_unknown_ids_score_as_oov_and_negative_ids_as_padding(run, loaded):
     variants = []
     for unknown in (987654321, 123456789, -7, F.RAW_PAD_ID):
         x = {k: v.copy() for k, v in inputs.items()}
-        x[S.CANDIDATES][:, 1] = unknown
+        x[SG.CANDIDATES][:, 1] = unknown
         x[F.FEED_ITEMS][:, 0] = unknown
         x[F.QUERY_WORDS][:, 0] = unknown
         x[F.SEARCH_WORDS][:, 0, 0] = unknown
@@ -392,7 +404,7 @@ def test_a_search_history_longer_than_the_cap_keeps_the_most_recent_sessions(run
 
 def test_bad_retrieve_and_serving_default_requests(run, loaded):
     inputs = _requests(run["data_dir"], 2, 1)[F.Task.SEARCH]
-    request = {k: inputs[k] for k in (*S.HISTORY_SPECS, F.QUERY_WORDS)}
+    request = {k: inputs[k] for k in (*SG.HISTORY_SPECS, F.QUERY_WORDS)}
     request[F.FEED_ITEMS] = request[F.FEED_ITEMS].copy()
     request[F.FEED_ITEMS][:, 0] = -5  # negative, and unknown below
     request[F.USER_ID] = np.array([987654321, -1], np.int64)
@@ -408,7 +420,7 @@ def test_bad_retrieve_and_serving_default_requests(run, loaded):
     assert np.isfinite(out["scores"].numpy()).all() and (out["item_ids"].numpy() > 0).all()
     # serving_default: Examples without their label fields score the same; without any
     # `candidates` feature the request fails with a message naming it.
-    fn = loaded.signatures[S.DEFAULT_SIGNATURE]
+    fn = loaded.signatures[SG.DEFAULT_SIGNATURE]
     examples = warmup.serving_examples(run["data_dir"], rows=2)
     stripped, bare = [], []
     for raw in examples:
@@ -416,7 +428,7 @@ def test_bad_retrieve_and_serving_default_requests(run, loaded):
         for name in F.LABEL_FEATURES:
             del example.features.feature[name]
         stripped.append(example.SerializeToString())
-        del example.features.feature[S.CANDIDATES]
+        del example.features.feature[SG.CANDIDATES]
         bare.append(example.SerializeToString())
     want = fn(examples=tf.constant(examples))
     got = fn(examples=tf.constant(stripped))
@@ -432,7 +444,7 @@ def test_sasrec_exports_too(run):
     model = factory.build_model(config, load_vocab(run["data_dir"]))
     signatures = S.ServingModule(model).signatures()
     inputs = _requests(run["data_dir"], 2, 5)[F.Task.FEED]
-    got = signatures[S.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in inputs.items()})
+    got = signatures[SG.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in inputs.items()})
     want = model.score({**{k: tf.constant(v) for k, v in inputs.items()},
                         F.SEARCH_HAS_CLICK: tf.cast(tf.reduce_any(
                             tf.constant(inputs[F.SEARCH_CLICKS]) != 0, -1), tf.int64)},
@@ -462,12 +474,12 @@ def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_pa
     expected, requests = {}, {}
     for rows in (1, 7):
         for task, inputs in _requests(run["data_dir"], rows, 4, seed=rows).items():
-            sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+            sig = SG.FEED_SIGNATURE if task == F.Task.FEED else SG.SEARCH_SIGNATURE
             requests[f"{sig}_{rows}__sig"] = sig
             requests.update({f"{sig}_{rows}__{k}": v for k, v in inputs.items()})
             expected[f"{sig}_{rows}__scores"] = _expected(ranker, inputs, task)
         examples = (warmup.serving_examples(run["data_dir"], rows=2) * rows)[:rows]
-        requests[f"default_{rows}__sig"] = S.DEFAULT_SIGNATURE
+        requests[f"default_{rows}__sig"] = SG.DEFAULT_SIGNATURE
         requests[f"default_{rows}__examples"] = np.array(examples, dtype=object)
         logits = ranker(reader.parse_batch(tf.constant(examples), ranker.data_shape))
         expected[f"default_{rows}__feed_scores"] = logits[Outputs.FEED_LOGITS].numpy()
@@ -486,7 +498,7 @@ def test_one_and_ten_thousand_candidates(run, loaded):
     inputs = _requests(run["data_dir"], 1, 10_000, seed=5)[F.Task.SEARCH]
     many = _call(loaded, "search", inputs)
     assert many.shape == (1, 10_000)
-    one = _call(loaded, "search", dict(inputs, candidates=inputs[S.CANDIDATES][:, 17:18]))
+    one = _call(loaded, "search", dict(inputs, candidates=inputs[SG.CANDIDATES][:, 17:18]))
     np.testing.assert_allclose(one[:, 0], many[:, 17], atol=TOL)
 
 
@@ -504,9 +516,9 @@ def test_requests_over_the_export_limits_are_refused(run, loaded):
 
 def test_retrieve_excludes_history_on_request(run, loaded):
     inputs = _requests(run["data_dir"], 1, 1)[F.Task.FEED]
-    request = {k: inputs[k] for k in S.HISTORY_SPECS}
+    request = {k: inputs[k] for k in SG.HISTORY_SPECS}
     request[F.QUERY_WORDS] = np.zeros([1, 0], np.int64)
-    fn = loaded.signatures[S.RETRIEVE_SIGNATURE]
+    fn = loaded.signatures[SG.RETRIEVE_SIGNATURE]
 
     def ids(exclude):
         out = fn(**{k: tf.constant(v) for k, v in request.items()},
@@ -546,7 +558,7 @@ def test_xla_serving_functions_match_the_plain_ones(run):
     xla = S.ServingModule(ranker, cache_items=True, jit_compile=True).signatures()
     for rows, n in ((1, 1), (3, 5), (7, 100)):
         for task, inputs in _requests(run["data_dir"], rows, n, seed=n).items():
-            sig = S.FEED_SIGNATURE if task == F.Task.FEED else S.SEARCH_SIGNATURE
+            sig = SG.FEED_SIGNATURE if task == F.Task.FEED else SG.SEARCH_SIGNATURE
             args = {k: tf.constant(v) for k, v in inputs.items()}
             want = plain[sig](**args)["scores"].numpy()
             got = xla[sig](**args)["scores"].numpy()
@@ -568,10 +580,10 @@ def test_xla_serving_functions_match_the_plain_ones(run):
                             F.FEED_TS: inputs[F.FEED_TS][:, :3]})
     for request in (long, short):
         args = {k: tf.constant(v) for k, v in request.items()}
-        want = plain[S.SEARCH_SIGNATURE](**args)["scores"].numpy()
-        np.testing.assert_allclose(xla[S.SEARCH_SIGNATURE](**args)["scores"], want, atol=TOL)
+        want = plain[SG.SEARCH_SIGNATURE](**args)["scores"].numpy()
+        np.testing.assert_allclose(xla[SG.SEARCH_SIGNATURE](**args)["scores"], want, atol=TOL)
     with pytest.raises(tf.errors.InvalidArgumentError, match="same batch and history sizes"):
-        xla[S.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in dict(
+        xla[SG.FEED_SIGNATURE](**{k: tf.constant(v) for k, v in dict(
             long, **{F.FEED_TS: long[F.FEED_TS][:, :44]}).items() if k != F.QUERY_WORDS})
     assert [int(S.bucket(x)) for x in (1, 2, 3, 64, 65, 100)] == [1, 2, 4, 64, 128, 128]
     np.testing.assert_array_equal(

@@ -19,7 +19,7 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 
 from export import rest, warmup
-from export import serving as S
+from export import signatures as SG
 from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
@@ -30,6 +30,7 @@ from jsr_tf.models import factory
 from jsr_tf.training import trainer
 from tests import training_doubles as T
 from tests.test_export import call_in_fresh_process
+from tests.test_signatures import assert_matches_golden
 
 SHAPE = F.DataShape()  # the reference shape of the fixtures' data
 
@@ -88,8 +89,8 @@ def _requests(data_dir, rows, num_candidates, seed):
     for task in F.Task:
         batch = next(iter(reader.make_dataset(data_dir, "valid", task, 8, shuffle_buffer=0)))
         index = np.arange(rows) % int(batch[F.USER_ID].shape[0])
-        inputs = {k: batch[k].numpy()[index] for k in S.HISTORY_SPECS}
-        inputs[S.CANDIDATES] = rng.choice(items, size=[rows, num_candidates]).astype(np.int64)
+        inputs = {k: batch[k].numpy()[index] for k in SG.HISTORY_SPECS}
+        inputs[SG.CANDIDATES] = rng.choice(items, size=[rows, num_candidates]).astype(np.int64)
         if task == F.Task.SEARCH:
             inputs[F.QUERY_WORDS] = batch[F.QUERY_WORDS].numpy()[index]
 
@@ -99,9 +100,10 @@ def _requests(data_dir, rows, num_candidates, seed):
 
         nbr = {F.NBR_SIDE: rng.integers(0, 3, size=[rows, K]).astype(np.int64),
                F.NBR_SIM: rng.random([rows, K]).astype(np.float32),
-               F.NBR_REC_ITEMS: np.sort(ids(items, [rows, K, SHAPE.nbr_feed_items], 0.7))[..., ::-1],
-               F.NBR_SRC_WORDS: ids(words, [rows, K, SHAPE.nbr_search_sessions, SHAPE.nbr_query_words],
-                                    1.0),
+               F.NBR_REC_ITEMS: np.sort(ids(items, [rows, K, SHAPE.nbr_feed_items],
+                                            0.7))[..., ::-1],
+               F.NBR_SRC_WORDS: ids(words, [rows, K, SHAPE.nbr_search_sessions,
+                                            SHAPE.nbr_query_words], 1.0),
                F.NBR_SRC_CLICKS: ids(items, [rows, K, SHAPE.nbr_search_sessions,
                                              SHAPE.nbr_session_clicks], 0.8)}
         # Right-padded, as the pipeline writes them: items sorted with the zeros last.
@@ -119,17 +121,20 @@ def _zeros_like(nbr):
     return {k: np.zeros_like(v) for k, v in nbr.items()}
 
 
-SIGS = {F.Task.FEED: (S.FEED_SIGNATURE, S.FEED_NBR_SIGNATURE),
-        F.Task.SEARCH: (S.SEARCH_SIGNATURE, S.SEARCH_NBR_SIGNATURE)}
+SIGS = {F.Task.FEED: (SG.FEED_SIGNATURE, SG.FEED_NBR_SIGNATURE),
+        F.Task.SEARCH: (SG.SEARCH_SIGNATURE, SG.SEARCH_NBR_SIGNATURE)}
 
 
 def test_signatures_and_export_info(run, loaded):
-    assert set(loaded.signatures) == {S.FEED_SIGNATURE, S.SEARCH_SIGNATURE,
-                                      S.FEED_NBR_SIGNATURE, S.SEARCH_NBR_SIGNATURE,
-                                      S.DEFAULT_SIGNATURE}
-    specs = loaded.signatures[S.SEARCH_NBR_SIGNATURE].structured_input_signature[1]
-    assert set(specs) == {*S.HISTORY_SPECS, *F.NEIGHBOUR_INPUTS, F.QUERY_WORDS, S.CANDIDATES}
+    assert set(loaded.signatures) == {SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE,
+                                      SG.FEED_NBR_SIGNATURE, SG.SEARCH_NBR_SIGNATURE,
+                                      SG.DEFAULT_SIGNATURE}
+    specs = loaded.signatures[SG.SEARCH_NBR_SIGNATURE].structured_input_signature[1]
+    assert set(specs) == {*SG.HISTORY_SPECS, *F.NEIGHBOUR_INPUTS, F.QUERY_WORDS, SG.CANDIDATES}
     assert specs[F.NBR_SIM].dtype == tf.float32
+    assert_matches_golden(loaded.signatures, [SG.FEED_SIGNATURE, SG.SEARCH_SIGNATURE,
+                                              SG.DEFAULT_SIGNATURE, SG.FEED_NBR_SIGNATURE,
+                                              SG.SEARCH_NBR_SIGNATURE])
     with open(os.path.join(run["path"], FN.EXTRA_DIR, FN.EXPORT_INFO_FILE)) as f:
         assert json.load(f)["neighbour_inputs"] is True
     logged = [sig for sig, _ in warmup.read_warmup(
@@ -179,10 +184,10 @@ def test_neighbour_inputs_of_other_sizes_are_fitted(run, loaded):
     vocab = load_vocab(run["data_dir"])
     nbr[F.NBR_REC_ITEMS] = np.random.default_rng(1).choice(
         vocab.item_ids, size=[rows, K, SHAPE.nbr_feed_items]).astype(np.int64)
-    fn = loaded.signatures[S.FEED_NBR_SIGNATURE]
+    fn = loaded.signatures[SG.FEED_NBR_SIGNATURE]
 
     def call(extra):
-        return fn(**{k: tf.constant(v) for k, v in {**inputs, **extra}.items()})[S.SCORES].numpy()
+        return fn(**{k: tf.constant(v) for k, v in {**inputs, **extra}.items()})[SG.SCORES].numpy()
 
     want = call(nbr)
     longer = dict(nbr)
@@ -235,21 +240,21 @@ def test_serving_default_reads_neighbour_fields_of_examples(run, loaded):
             else:
                 feature[name].int64_list.value.extend(values.tolist())
         with_nbr.append(example.SerializeToString())
-    out = loaded.signatures[S.DEFAULT_SIGNATURE](examples=tf.constant(with_nbr))
+    out = loaded.signatures[SG.DEFAULT_SIGNATURE](examples=tf.constant(with_nbr))
     batch = reader.parse_batch(tf.constant(with_nbr), SHAPE, neighbours=True)
     assert int(tf.reduce_sum(tf.cast(batch[F.NBR_SIDE][:, slots:] != 0, tf.int32))) == 0
     logits = run["ranker"](batch)
-    np.testing.assert_allclose(out[S.FEED_SCORES].numpy(), logits[Outputs.FEED_LOGITS].numpy(),
+    np.testing.assert_allclose(out[SG.FEED_SCORES].numpy(), logits[Outputs.FEED_LOGITS].numpy(),
                                atol=TOL)
-    np.testing.assert_allclose(out[S.SEARCH_SCORES].numpy(), logits[Outputs.SEARCH_LOGITS].numpy(),
-                               atol=TOL)
-    plain = loaded.signatures[S.DEFAULT_SIGNATURE](examples=tf.constant(examples))
-    assert np.abs(plain[S.SEARCH_SCORES].numpy() - out[S.SEARCH_SCORES].numpy()).max() > 1e-3
+    np.testing.assert_allclose(out[SG.SEARCH_SCORES].numpy(),
+                               logits[Outputs.SEARCH_LOGITS].numpy(), atol=TOL)
+    plain = loaded.signatures[SG.DEFAULT_SIGNATURE](examples=tf.constant(examples))
+    assert np.abs(plain[SG.SEARCH_SCORES].numpy() - out[SG.SEARCH_SCORES].numpy()).max() > 1e-3
 
 
 def test_rest_body_of_search_nbr(run, loaded):
     inputs, nbr = _requests(run["data_dir"], 2, 4, seed=3)[F.Task.SEARCH]
-    body = json.loads(json.dumps(rest.row_body(S.SEARCH_NBR_SIGNATURE, {**inputs, **nbr})))
+    body = json.loads(json.dumps(rest.row_body(SG.SEARCH_NBR_SIGNATURE, {**inputs, **nbr})))
     response = rest.answer(loaded, body)
     np.testing.assert_allclose(response["predictions"],
                                _score(run["ranker"], inputs, F.Task.SEARCH, nbr), atol=TOL)

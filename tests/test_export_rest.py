@@ -19,16 +19,14 @@ import tensorflow as tf
 
 from export import rest
 from export import serving as S
+from export import signatures as SG
 from jsr_tf import features as F
 
 LIMITS = S.RequestLimits(max_rows=4, max_candidates=6, max_scores=12)
-FEED_SPECS = {
-    F.USER_ID: tf.TensorSpec([None], tf.int64, name=F.USER_ID),
-    F.FEED_TS: tf.TensorSpec([None, None], tf.int64, name=F.FEED_TS),
-    S.EXCLUDE_HISTORY: tf.TensorSpec([None], tf.bool, name=S.EXCLUDE_HISTORY),
-    F.NBR_SIM: tf.TensorSpec([None, None], tf.float32, name=F.NBR_SIM),
-    S.CANDIDATES: tf.TensorSpec([None, None], tf.int64, name=S.CANDIDATES),
-}
+# A toy signature over the registry's input specs, one of each dtype kind.
+_SPECS = {name: spec for sig in SG.REGISTRY for name, spec in sig.inputs.items()}
+FEED_SPECS = {name: _SPECS[name] for name in (F.USER_ID, F.FEED_TS, SG.EXCLUDE_HISTORY,
+                                              F.NBR_SIM, SG.CANDIDATES)}
 
 
 class _Toy(tf.Module):
@@ -36,14 +34,14 @@ class _Toy(tf.Module):
 
     @tf.function(input_signature=list(FEED_SPECS.values()))
     def feed(self, user_id, feed_ts, exclude_history, nbr_sim, candidates):
-        inputs = S.within_limits(LIMITS, {F.USER_ID: user_id, S.CANDIDATES: candidates},
+        inputs = S.within_limits(LIMITS, {F.USER_ID: user_id, SG.CANDIDATES: candidates},
                                  F.USER_ID)
         extra = (tf.reduce_mean(tf.cast(feed_ts, tf.float32), axis=1)
                  + tf.cast(exclude_history, tf.float32) + tf.reduce_sum(nbr_sim, axis=1))
-        return {S.SCORES: tf.cast(inputs[S.CANDIDATES] + inputs[F.USER_ID][:, None], tf.float32)
+        return {SG.SCORES: tf.cast(inputs[SG.CANDIDATES] + inputs[F.USER_ID][:, None], tf.float32)
                 + extra[:, None]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=S.EXAMPLES)])
+    @tf.function(input_signature=[SG.EXAMPLES_SPEC])
     def examples(self, examples):
         return {"length": tf.strings.length(examples)}
 
@@ -60,8 +58,8 @@ def saved(tmp_path_factory):
 def _feed_body(num_rows=2, num_candidates=3, **changes):
     rows = num_rows
     inputs = {F.USER_ID: list(range(1, rows + 1)), F.FEED_TS: [[10, 20]] * rows,
-              S.EXCLUDE_HISTORY: [False] * rows, F.NBR_SIM: [[0.5]] * rows,
-              S.CANDIDATES: [list(range(num_candidates))] * rows}
+              SG.EXCLUDE_HISTORY: [False] * rows, F.NBR_SIM: [[0.5]] * rows,
+              SG.CANDIDATES: [list(range(num_candidates))] * rows}
     inputs.update(changes)
     return {"signature_name": "feed", "inputs": inputs}
 
@@ -145,7 +143,7 @@ _SCALARS = (st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
             | st.floats(allow_nan=False) | st.text(max_size=4))
 _JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
                      | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=12)
-_NAMES = st.sampled_from([*FEED_SPECS, S.EXAMPLES, "other"])
+_NAMES = st.sampled_from([*FEED_SPECS, SG.EXAMPLES, "other"])
 _INT_VALUES = st.recursive(st.integers(-3, 3) | st.sampled_from([2 ** 63, True, 0.5]),
                            lambda inner: st.lists(inner, min_size=1, max_size=4), max_leaves=10)
 _VALUES = _INT_VALUES | _JSON | st.fixed_dictionaries({"b64": st.sampled_from(["YQ==", "%"])})

@@ -108,13 +108,13 @@ def test_one_step_evaluate_and_score_with_id_zero(data_dir):
     assert 0.0 <= ranks["NDCG@5"] <= 1.0
     module = S.ServingModule(model)
     assert module.zero_is_id
-    scores = module._score(_request(), F.Task.FEED).numpy()
+    scores = module.score(_request(), F.Task.FEED).numpy()
     want = model.score(S.fit_request(_request(), F.DataShape()), F.Task.FEED).numpy()
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     assert scores.shape == (1, 3) and np.isfinite(scores).all()
     # Item 0 in the history is an event, not padding: dropping it changes the scores.
     without = dict(_request(), **{F.FEED_ITEMS: tf.constant([[-1, 503, -1]], tf.int64)})
-    assert not np.allclose(module._score(without, F.Task.FEED).numpy(), scores)
+    assert not np.allclose(module.score(without, F.Task.FEED).numpy(), scores)
 
 
 @pytest.mark.slow
@@ -135,7 +135,8 @@ def test_jsr_train_run_is_reloaded_and_served_with_id_zero(data_dir, tmp_path):
     model, _ = factory.load_trained(str(tmp_path / "run"), data_dir)
     module = S.ServingModule(model)
     assert module.zero_is_id
-    scores = module._score(_request(), F.Task.FEED).numpy()
-    want = model.score(S.fit_request(_request(), F.DataShape(), module.zero_is_id), F.Task.FEED).numpy()
+    scores = module.score(_request(), F.Task.FEED).numpy()
+    want = model.score(S.fit_request(_request(), F.DataShape(), module.zero_is_id),
+                       F.Task.FEED).numpy()
     np.testing.assert_allclose(scores, want, rtol=1e-5)
     assert scores.shape == (1, 3) and np.isfinite(scores).all()

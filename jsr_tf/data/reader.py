@@ -100,13 +100,13 @@ class NegativeResampler:
 
     def __init__(self, data_dir: str, task: int, num_negatives: int, seed: int = 0) -> None:
         items, weights, first_seen = [], [], []
-        column = "feed_count" if task == F.Task.FEED else "search_count"
+        column = FN.ItemsTsv.FEED_COUNT if task == F.Task.FEED else FN.ItemsTsv.SEARCH_COUNT
         with tf.io.gfile.GFile(os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB)) as f:
             for row in csv.DictReader(f, delimiter="\t"):
                 if int(row[column]) > 0:
-                    items.append(int(row["item_id"]))
+                    items.append(int(row[FN.ItemsTsv.ITEM_ID]))
                     weights.append(float(row[column]))
-                    first_seen.append(int(row["first_seen_ts"]))
+                    first_seen.append(int(row[FN.ItemsTsv.FIRST_SEEN_TS]))
         if not items:
             raise ValueError(f"No item has a positive {column} in {data_dir}: cannot resample.")
         self.items = tf.constant(np.array(items, np.int64))

@@ -17,6 +17,8 @@ import tensorflow as tf
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 
+_ITEMS, _WORDS, _USERS, _QUERIES = FN.ItemsTsv, FN.WordsTsv, FN.UsersTsv, FN.QueriesTsv
+
 
 NUM_RESERVED = 2  # 0 = pad, 1 = OOV
 
@@ -94,32 +96,31 @@ def load_vocab(data_dir: str) -> Vocab:
     n = len(rows)
     captions = np.full([n, max_caption_words], F.RAW_PAD_ID, np.int64)
     for i, row in enumerate(rows):
-        words = [int(w) for w in row["caption"].split()][:max_caption_words]
+        words = [int(w) for w in row[_ITEMS.CAPTION].split()][:max_caption_words]
         captions[i, :len(words)] = words
 
     def col(name: str) -> np.ndarray:
         return np.array([int(r[name]) for r in rows], np.int64)
 
-    categories = np.stack([col(f"cat{k}") for k in range(1, 5)], axis=1) if n else np.zeros(
-        [0, 4], np.int64)
+    categories = np.stack([col(name) for name in _ITEMS.CATEGORIES], axis=1) if n else np.zeros(
+        [0, len(_ITEMS.CATEGORIES)], np.int64)
     with _open(os.path.join(vocab_dir, FN.WORDS_VOCAB)) as f:
         words = list(csv.DictReader(f, delimiter="\t"))
     with _open(os.path.join(vocab_dir, FN.USERS_VOCAB)) as f:
         users = list(csv.DictReader(f, delimiter="\t"))
     with _open(os.path.join(vocab_dir, FN.QUERIES_VOCAB)) as f:
-        query_rows = [r["query_words"].split() for r in csv.DictReader(f, delimiter="\t")]
+        query_rows = [r[_QUERIES.QUERY_WORDS].split() for r in csv.DictReader(f, delimiter="\t")]
     queries = np.full([len(query_rows), shape.query_words], F.RAW_PAD_ID, np.int64)
     for i, query in enumerate(query_rows):
         query_ids = [int(w) for w in query][:shape.query_words]
         queries[i, :len(query_ids)] = query_ids
-    user_cols = ("search_active_level", "rec_active_level", "onehot_feat1", "onehot_feat2")
     return Vocab(
-        item_ids=col("item_id"), item_feed_count=col("feed_count"),
-        item_search_count=col("search_count"), item_first_seen=col("first_seen_ts"),
+        item_ids=col(_ITEMS.ITEM_ID), item_feed_count=col(_ITEMS.FEED_COUNT),
+        item_search_count=col(_ITEMS.SEARCH_COUNT), item_first_seen=col(_ITEMS.FIRST_SEEN_TS),
         item_categories=categories, item_captions=captions,
-        word_ids=np.array([int(r["word_id"]) for r in words], np.int64),
-        word_counts=np.array([int(r["count"]) for r in words], np.int64),
-        user_ids=np.array([int(r["user_id"]) for r in users], np.int64),
-        user_features=np.array([[int(r[c]) for c in user_cols] for r in users],
-                               np.int64).reshape(-1, 4),
+        word_ids=np.array([int(r[_WORDS.WORD_ID]) for r in words], np.int64),
+        word_counts=np.array([int(r[_WORDS.COUNT]) for r in words], np.int64),
+        user_ids=np.array([int(r[_USERS.USER_ID]) for r in users], np.int64),
+        user_features=np.array([[int(r[c]) for c in _USERS.FEATURES] for r in users],
+                               np.int64).reshape(-1, len(_USERS.FEATURES)),
         queries=queries, shape=shape)

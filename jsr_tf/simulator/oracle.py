@@ -453,7 +453,8 @@ class ItemWeights:
 def read_item_weights(data_dir: str) -> ItemWeights:
     """Train-target counts per task and first-seen times from ``<data_dir>/vocab/items.tsv``."""
     path = os.path.join(data_dir, FN.VOCAB_DIR, FN.ITEMS_VOCAB)
-    names = ("item_id", "feed_count", "search_count", "first_seen_ts")
+    names = (FN.ItemsTsv.ITEM_ID, FN.ItemsTsv.FEED_COUNT, FN.ItemsTsv.SEARCH_COUNT,
+             FN.ItemsTsv.FIRST_SEEN_TS)
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
         cols = [header.index(name) for name in names]

@@ -276,20 +276,21 @@ def test_sasrec_serving_module_with_xla(name, data_dir, vocab):
     """A SASRec ranker (no item cache) exports with ``jit_compile``: the module switches it to
     its fixed-shape path, and the XLA feed scores equal the model's."""
     from export import serving as S
+    from export import signatures as SG
 
     batch = _payload(read_batch(data_dir), vocab)
     model = preset_model(name, vocab, *FAMILIES.get(name, (None, None, ()))[2])
     model(batch)
     _perturb_output_kernels(model)
-    inputs = {k: batch[k] for k in (*S.HISTORY_SPECS, S.CANDIDATES)}
+    inputs = {k: batch[k] for k in (*SG.HISTORY_SPECS, SG.CANDIDATES)}
     if name == "sasrec_nbr":
-        inputs.update({k: batch[k] for k in S.NEIGHBOUR_SPECS})
+        inputs.update({k: batch[k] for k in SG.NEIGHBOUR_SPECS})
     # A request's sessions list real clicks only (search_has_click is derived from them).
     want = model.score(S.fit_request(inputs, SHAPE), F.Task.FEED).numpy()
     module = S.ServingModule(model, jit_compile=True)
     assert model.dynamic_shapes is False
-    sig = S.FEED_NBR_SIGNATURE if name == "sasrec_nbr" else S.FEED_SIGNATURE
-    got = module.signatures()[sig](**inputs)[S.SCORES].numpy()
+    sig = SG.FEED_NBR_SIGNATURE if name == "sasrec_nbr" else SG.FEED_SIGNATURE
+    got = module.signatures()[sig](**inputs)[SG.SCORES].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 

@@ -259,7 +259,7 @@ def test_no_self_and_every_payload_event_before_as_of(built):
 def test_counts_reconcile_and_info(built, middle):
     for out, stats in ((built["out"], built["stats"]), middle):
         assert stats["reconciled"], [c for c in stats["checks"] if not c["ok"]]
-        on_disk = json.load(open(os.path.join(out, st.STATS_FILE)))
+        on_disk = json.load(open(os.path.join(out, FN.SERVING_TABLE_STATS_FILE)))
         assert on_disk["checks"] == stats["checks"]
         users = stats["users"]
         assert users["in_table"] == users["written_jsonl"] == users["written_tfrecord"] == 4
@@ -275,7 +275,7 @@ def test_counts_reconcile_and_info(built, middle):
     # Payload events at the newest cut: slots B (6 feed), C (6 sessions), A twice (6 + 4).
     assert built["stats"]["payload"] == {"feed_events": 18, "search_sessions": 14,
                                          "at_or_after_as_of": 0}
-    info = json.load(open(os.path.join(built["out"], st.INFO_FILE)))
+    info = json.load(open(os.path.join(built["out"], FN.SERVING_TABLE_INFO_FILE)))
     assert info["table"]["visibility"] == "all" and info["table"]["snapshot"] == 2
     assert info["table"]["snapshot_ts"] == ts(4320) and info["table"]["mode"] == "exact"
     assert (info["as_of_ms"], info["newest_event_ts"]) == (ts(3200) + 1, ts(3200))
@@ -287,7 +287,7 @@ def test_counts_reconcile_and_info(built, middle):
     for name, f in info["files"].items():
         assert f["rows"] == 4 and f["sha256"] == tfrecord_io.sha256_of(
             os.path.join(built["out"], name))
-    middle_info = json.load(open(os.path.join(middle[0], st.INFO_FILE)))
+    middle_info = json.load(open(os.path.join(middle[0], FN.SERVING_TABLE_INFO_FILE)))
     assert (middle_info["as_of_ms"], middle_info["as_of_source"]) == (MIDDLE, "--as_of_ms")
     assert middle_info["table"]["snapshot"] == 1
 

@@ -51,9 +51,9 @@ demo: $(STAMP)
 	$(BIN)/jsr-export --model_dir $(UNISAR_RUN) --retrieval_dir $(DEMO_DIR)/two_tower \
 	    --export_base $(DEMO_DIR)/serving --model_name jsr --version 1
 	@echo "Scoring REST requests through the SavedModel in a fresh TensorFlow-only process:"
-	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
+	$(BIN)/python -m jsr_tf.export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
 	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_search.json
-	$(BIN)/python -m export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
+	$(BIN)/python -m jsr_tf.export.rest --saved_model $(DEMO_DIR)/serving/jsr/1 --summary \
 	    --request $(DEMO_DIR)/serving/jsr/1/assets.extra/sample_request_retrieve.json
 	@echo "Quick comparison, 1 seed (the UniSAR run above is reused):"
 	$(BIN)/jsr-compare --data_dir $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/compare \

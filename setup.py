@@ -30,22 +30,26 @@ setuptools.setup(
     version="0.1.0",
     description="Joint search and recommendation (UniSAR and baselines) in TensorFlow.",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["jsr_tf", "jsr_tf.*", "pipelines", "pipelines.*",
-                                               "export", "export.*"]),
+    # The design card's top-level folders pipelines/ and export/ install as jsr_tf.pipelines and
+    # jsr_tf.export (no top-level packages named `pipelines` or `export` in site-packages).
+    packages=setuptools.find_packages(include=["jsr_tf", "jsr_tf.*"]) + [
+        "jsr_tf.pipelines", "jsr_tf.export"],
+    package_dir={"jsr_tf.pipelines": "pipelines", "jsr_tf.export": "export"},
+    package_data={"jsr_tf.export": ["*.config"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
             "jsr-simulate=jsr_tf.cli.simulate:run",
-            "jsr-preprocess=pipelines.preprocess:main",
+            "jsr-preprocess=jsr_tf.pipelines.preprocess:main",
             "jsr-train=jsr_tf.cli.train:run",
             "jsr-evaluate=jsr_tf.cli.evaluate:run",
-            "jsr-export=export.cli:run",
+            "jsr-export=jsr_tf.export.cli:run",
             "jsr-compare=jsr_tf.cli.compare:run",
-            "jsr-neighbours=pipelines.neighbours:main",
-            "jsr-neighbour-features=pipelines.neighbour_features:main",
-            "jsr-dense-neighbours=pipelines.dense_neighbours:main",
-            "jsr-neighbour-serving-table=pipelines.neighbour_serving_table:main",
+            "jsr-neighbours=jsr_tf.pipelines.neighbours:main",
+            "jsr-neighbour-features=jsr_tf.pipelines.neighbour_features:main",
+            "jsr-dense-neighbours=jsr_tf.pipelines.dense_neighbours:main",
+            "jsr-neighbour-serving-table=jsr_tf.pipelines.neighbour_serving_table:main",
         ],
     },
 )

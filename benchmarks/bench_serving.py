@@ -3,14 +3,14 @@
 Builds a UniSAR ranker and a two-tower retrieval head for a pipeline output (``medium`` by
 default) without training them (latency does not depend on the weight values): the variables are
 created by one ``compute_loss`` on a reader batch, saved as the run's best weights with its
-``config.json``, and both runs are exported with ``export.exporter.export_run``. The SavedModel is
-then loaded with ``tf.saved_model.load`` in this process and its signatures are called the way a
-client of the loaded model calls them: ``loaded.signatures[name](**inputs)`` followed by
+``config.json``, and both runs are exported with ``jsr_tf.export.exporter.export_run``. The
+SavedModel is then loaded with ``tf.saved_model.load`` in this process and its signatures are called
+the way a client of the loaded model calls them: ``loaded.signatures[name](**inputs)`` followed by
 ``.numpy()`` of every output, timed one call at a time with ``time.perf_counter`` after warm-up
 calls.
 
-Requests are real rows of the valid split (``export.warmup.sample_requests``): 1 or 64 users with
-their 100 evaluation candidates (1 positive + 99 negatives); ``retrieve`` takes the search rows
+Requests are real rows of the valid split (``jsr_tf.export.warmup.sample_requests``): 1 or 64 users
+with their 100 evaluation candidates (1 positive + 99 negatives); ``retrieve`` takes the search rows
 with ``exclude_history`` true and ``k = top_k`` over the whole catalogue. The inputs are
 ``tf.Tensor`` s built once before timing, so the figures leave out request decoding and the network
 (what TF Serving adds on top).
@@ -148,7 +148,7 @@ def build_runs(data_dir: str, work_dir: str, batch_size: int,
 
 def save_trivial(path: str) -> None:
     """A SavedModel whose ``feed``-shaped signature only sums the candidates: the call overhead."""
-    from export import signatures as SG
+    from jsr_tf.export import signatures as SG
 
     class Trivial(tf.Module):
         @tf.function(input_signature=list(SG.BY_NAME[SG.FEED_SIGNATURE].inputs.values()))
@@ -163,8 +163,8 @@ def save_trivial(path: str) -> None:
 # -- measuring ---------------------------------------------------------------------------------
 def request_sets(data_dir: str, rows: int) -> Dict[str, Dict[str, Dict[str, tf.Tensor]]]:
     """signature -> "1x100" / "64x100" -> input tensors (first row, first ``rows`` rows)."""
-    from export import signatures as SG
-    from export import warmup
+    from jsr_tf.export import signatures as SG
+    from jsr_tf.export import warmup
 
     requests = warmup.sample_requests(data_dir, rows=rows)
     out: Dict[str, Dict[str, Dict[str, tf.Tensor]]] = {}
@@ -183,7 +183,7 @@ def request_sets(data_dir: str, rows: int) -> Dict[str, Dict[str, Dict[str, tf.T
 
 
 def measure(path: str, trivial_path: str, data_dir: str, args) -> List[Dict[str, Any]]:
-    from export import signatures as SG
+    from jsr_tf.export import signatures as SG
 
     sets = request_sets(data_dir, args.rows)
     start = time.perf_counter()
@@ -297,8 +297,8 @@ def compare_rankers(args) -> None:
     alternately in this process (see the module docstring)."""
     import statistics
 
-    from export import signatures as SG
-    from export.exporter import export_run
+    from jsr_tf.export import signatures as SG
+    from jsr_tf.export.exporter import export_run
 
     names = args.compare_rankers.split(",")
     runs = build_runs(args.data_dir, args.work_dir, batch_size=32, names=names)
@@ -405,7 +405,7 @@ def main() -> None:
         print("CHILD_RESULTS " + json.dumps(results), flush=True)
         return
 
-    from export.exporter import export_run
+    from jsr_tf.export.exporter import export_run
     from jsr_tf.data.vocab import load_vocab
 
     os.makedirs(args.work_dir, exist_ok=True)
@@ -491,7 +491,7 @@ def write_report(args, results: List[Dict[str, Any]], export: Dict[str, Any]) ->
 def compare_exports(args) -> None:
     """``--exports``: every variant exported once, then each timed in a fresh process per round,
     the variants alternating."""
-    from export.exporter import export_run
+    from jsr_tf.export.exporter import export_run
 
     names = args.exports.split(",")
     unknown = sorted(set(names) - set(EXPORT_VARIANTS))

@@ -3,7 +3,7 @@
 
 Both rankers are built untrained for a pipeline output (latency does not depend on the weight
 values; ``benchmarks/bench_serving.py`` does the same), exported with
-``export.exporter.export_run`` (default settings: cached item vectors, no XLA, no retrieval
+``jsr_tf.export.exporter.export_run`` (default settings: cached item vectors, no XLA, no retrieval
 head) and loaded with ``tf.saved_model.load``. Requests are real valid rows with their 100
 candidates; the ``*_nbr`` requests carry a synthetic **full** neighbour payload (10 slots, 15
 items and 10 sessions of 4 words and 2 clicks each, ids drawn from the vocabulary), the most
@@ -96,9 +96,9 @@ def main() -> None:
     parser.add_argument("--output", default="bench_output/serving_neighbours.json")
     args = parser.parse_args()
 
-    from export import signatures as SG
-    from export import warmup
-    from export.exporter import export_run
+    from jsr_tf.export import signatures as SG
+    from jsr_tf.export import warmup
+    from jsr_tf.export.exporter import export_run
 
     os.makedirs(args.work_dir, exist_ok=True)
     loaded = {}

@@ -46,8 +46,8 @@ flags.mark_flags_as_required(["model_dir", "export_base"])
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from export import exporter  # deferred: TensorFlow loads after flag parsing
-    from export import serving
+    from jsr_tf.export import exporter  # deferred: TensorFlow loads after flag parsing
+    from jsr_tf.export import serving
 
     limits = serving.RequestLimits(FLAGS.max_rows, FLAGS.max_candidates, FLAGS.max_scores)
     path = exporter.export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name,

@@ -1,8 +1,8 @@
 """``export_run``: a trained run directory → ``<export_base>/<model_name>/<version>/`` for TF Serving.
 
 The version directory is a SavedModel (tag ``serve``) with the signatures of
-``export.serving``, the id lookup tables and item side-feature tables inside it (the serving side
-needs no vocabulary files), ``assets.extra/tf_serving_warmup_requests`` (two requests per
+``jsr_tf.export.serving``, the id lookup tables and item side-feature tables inside it (the serving
+side needs no vocabulary files), ``assets.extra/tf_serving_warmup_requests`` (two requests per
 signature: a batch and one row) and ``assets.extra/export_info.json`` (source run, signatures, TF version).
 
 It is written under a hidden temporary name and renamed into place at the end, so a TF Serving
@@ -26,10 +26,10 @@ from absl import logging
 
 from jsr_tf import filenames as FN
 from jsr_tf.models import factory
-from export import rest
-from export import serving as S
-from export import signatures as SG
-from export import warmup
+from jsr_tf.export import rest
+from jsr_tf.export import serving as S
+from jsr_tf.export import signatures as SG
+from jsr_tf.export import warmup
 
 
 
@@ -76,7 +76,7 @@ def export_run(model_dir: str, export_base: str, model_name: str = "jsr",
         cache_items: Ship precomputed item vectors (see ``ServingModule``).
         jit_compile: XLA-compile the ranker (see ``ServingModule``; TF Serving then needs
             ``--xla_cpu_compilation_enabled=true`` on CPU).
-        limits: The largest request the signatures take (``export.serving.RequestLimits``).
+        limits: The largest request the signatures take (``jsr_tf.export.serving.RequestLimits``).
 
     Returns:
         The version directory.

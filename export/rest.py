@@ -10,15 +10,16 @@ TF Serving's ``:predict`` REST API takes one of two JSON bodies
 
 The response is ``{"predictions": ...}`` (row format: a list of per-row objects, or of values if
 the signature has one output) or ``{"outputs": ...}`` (columnar). This module builds and decodes
-those bodies so tests, the demo and clients share one tested mapping. It imports no jsr_tf code:
-``python -m export.rest --saved_model DIR --request body.json`` scores a REST body through a
-SavedModel in a process that has only TensorFlow, as a stand-in for a real server.
+those bodies so tests, the demo and clients share one tested mapping. It imports no jsr_tf module
+(as ``jsr_tf.export.rest`` only the package's ``__init__``, which sets ``TF_USE_LEGACY_KERAS``):
+``python -m jsr_tf.export.rest --saved_model DIR --request body.json`` scores a REST body through
+a SavedModel in a process that has only TensorFlow, as a stand-in for a real server.
 
 A body the signature cannot take raises ``RequestError`` with one line that says why (TF Serving
 answers those with HTTP 400): an unknown ``signature_name`` (the valid ones are listed), missing,
 unknown or ragged inputs, ids outside int64, booleans, floats or strings where integers are due,
-or a request over the export's limits (``export.serving.RequestLimits``). The command prints that
-line and exits 1, as it does for a file that is not JSON.
+or a request over the export's limits (``jsr_tf.export.serving.RequestLimits``). The command prints
+that line and exits 1, as it does for a file that is not JSON.
 """
 
 from __future__ import annotations
@@ -269,8 +270,8 @@ def _refusal(message: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``python -m export.rest``: a REST body file scored through a SavedModel; a bad body, file
-    or request exits 1 with one line on stderr."""
+    """``python -m jsr_tf.export.rest``: a REST body file scored through a SavedModel; a bad body,
+    file or request exits 1 with one line on stderr."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saved_model", required=True, help="<export_base>/<name>/<version>")
     parser.add_argument("--request", required=True, help="JSON file: a REST predict body")
@@ -294,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except (OSError, ValueError) as error:  # RequestError is a ValueError
         if args.verbosity >= 1:
             raise
-        parser.exit(1, f"export.rest: error: {' '.join(str(error).split())}\n")
+        parser.exit(1, f"jsr_tf.export.rest: error: {' '.join(str(error).split())}\n")
     if not args.summary:
         print(json.dumps(response))
         return

@@ -1,7 +1,7 @@
 """``ServingModule``: the ``tf.Module`` whose signatures TF Serving loads.
 
 Each signature's inputs (names, dtypes, order), outputs, the ``ServingModule`` method that
-answers it and when it is exported are registered in ``export.signatures``; ``signatures()``
+answers it and when it is exported are registered in ``jsr_tf.export.signatures``; ``signatures()``
 builds one concrete function per registered signature the module exports.
 
 Signatures (all ids are raw KuaiSAR int64 ids, 0 included; histories oldest first, any length,
@@ -40,7 +40,7 @@ padding, as before id 0 was supported; B and N are free):
     capped part) are removed from the results. ``k = min(top_k, catalogue size)``; a slot left
     empty after exclusions has item id ``RAW_PAD_ID`` (-1) and score ``EMPTY_SCORE``.
 
-Histories longer than the caps keep their most recent entries (``export.request``).
+Histories longer than the caps keep their most recent entries (``jsr_tf.export.request``).
 
 Request limits (``RequestLimits``, set at export: ``jsr-export --max_rows --max_candidates
 --max_scores``): at most ``max_rows`` rows B (default 1,024), ``max_candidates`` candidates N
@@ -63,10 +63,10 @@ import tensorflow_recommenders as tfrs
 from jsr_tf import features as F
 from jsr_tf.keys import Outputs
 from jsr_tf.models.base import JsrModel
-from export import request
-from export import signatures as SG
-from export.signatures import (CANDIDATES, EXCLUDE_HISTORY, FEED_SCORES, ITEM_IDS, SCORES,
-                               SEARCH_SCORES)
+from jsr_tf.export import request
+from jsr_tf.export import signatures as SG
+from jsr_tf.export.signatures import (CANDIDATES, EXCLUDE_HISTORY, FEED_SCORES, ITEM_IDS, SCORES,
+                                      SEARCH_SCORES)
 
 EMPTY_SCORE = -1.0e9
 _I64 = tf.int64
@@ -422,8 +422,8 @@ class ServingModule(tf.Module):
     # -- signatures --------------------------------------------------------------------------
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
         """The concrete functions to pass to ``tf.saved_model.save(signatures=...)``: one per
-        ``export.signatures`` entry this module exports (neighbour signatures for a ranker built
-        with neighbours, ``retrieve`` with a retriever)."""
+        ``jsr_tf.export.signatures`` entry this module exports (neighbour signatures for a ranker
+        built with neighbours, ``retrieve`` with a retriever)."""
         exported = SG.exported_signatures(neighbours=self.ranker.uses_neighbours,
                                           retriever=self.index is not None)
         return {sig.name: SG.concrete_function(sig, self) for sig in exported}

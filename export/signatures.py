@@ -3,14 +3,14 @@
 One ``Signature`` per SavedModel signature, in ``REGISTRY`` (the export order). Everything that
 needs a signature's shape reads it from here:
 
-- ``export.serving.ServingModule.signatures`` builds one concrete function per exported entry
+- ``jsr_tf.export.serving.ServingModule.signatures`` builds one concrete function per exported entry
   (``exported_signatures``) with ``concrete_function``: ``input_signature`` is ``inputs`` in
   order, and the function returns ``answer(module, inputs)``, whose keys must be ``outputs``;
-- ``export.warmup.sample_requests`` draws each entry's sample request as its ``sample`` says
+- ``jsr_tf.export.warmup.sample_requests`` draws each entry's sample request as its ``sample`` says
   (the warmup file and the ``sample_request_<signature>.json`` REST bodies come from those);
 - the tests compare the README's signature table and the exported SavedModels with it.
 
-What the signatures mean (ids, padding, shapes, limits) is described in ``export.serving``.
+What the signatures mean (ids, padding, shapes, limits) is described in ``jsr_tf.export.serving``.
 """
 
 from __future__ import annotations

@@ -19,12 +19,13 @@ import tensorflow as tf
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader
-from export import signatures as SG
+from jsr_tf.export import signatures as SG
 
 
 def sample_requests(data_dir: str, rows: int = 2, candidates: Optional[int] = None,
                     neighbours: bool = False) -> Dict[str, Dict[str, np.ndarray]]:
-    """One request per registered signature (``export.signatures``) from the first valid rows.
+    """One request per registered signature (``jsr_tf.export.signatures``) from the first valid
+    rows.
 
     Each request is drawn as its signature's ``Sample`` says: the signature's inputs, in order,
     from the valid batch of the sample's task (after the inputs of the signature it extends, with

@@ -122,10 +122,10 @@ def console_main(run: Callable[[Sequence[str]], Dict], format_table: Callable[[D
 
     Exits with status 2 (the error logged as one line) on ``InputError`` (``JobFailed`` prints
     its stats table first) and on a failed count reconciliation. A run that executed nothing (a
-    Dataflow dry run or template, ``pipelines.launch``) prints its graph summary instead.
+    Dataflow dry run or template, ``jsr_tf.pipelines.launch``) prints its graph summary instead.
     """
-    from pipelines import launch  # pylint: disable=g-import-not-at-top
-    from pipelines.stats import ReconciliationError  # pylint: disable=g-import-not-at-top
+    from jsr_tf.pipelines import launch  # pylint: disable=g-import-not-at-top
+    from jsr_tf.pipelines.stats import ReconciliationError  # pylint: disable=g-import-not-at-top
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, force=force_logging)
     try:

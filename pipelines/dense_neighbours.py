@@ -85,14 +85,14 @@ from jsr_tf.features import EventKind
 from jsr_tf.neighbours import (MODE_EXACT, NeighbourConfig, NeighbourRow, excluded_event_indices,
                                parse_snapshot)
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
-from pipelines import neighbour_common as common
-from pipelines import neighbours as nb
-from pipelines.cli import console_main
-from pipelines import outputs
-from pipelines.preprocess import resolve_inputs
-from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
-                             write_json)
-from pipelines.transforms import DEAD, REC, SRC, STATS, ReadKuaisarFile
+from jsr_tf.pipelines import neighbour_common as common
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines.cli import console_main
+from jsr_tf.pipelines import outputs
+from jsr_tf.pipelines.preprocess import resolve_inputs
+from jsr_tf.pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
+                                    write_json)
+from jsr_tf.pipelines.transforms import DEAD, REC, SRC, STATS, ReadKuaisarFile
 
 TABLE_PREFIX = nb.TABLE_PREFIX
 _COUNTERS = ("users_known", "users_indexed", "users_empty", "rows_written", "pairs_emitted",
@@ -142,7 +142,7 @@ def read_timelines(paths: Dict[str, str], config: PreprocessConfig
 def choose_snapshots(timelines: Sequence[UserTimeline], config: NeighbourConfig) -> List[int]:
     """The configured boundaries, or every ``snapshot_hours`` from Beijing midnight (data span).
 
-    Same rule as ``jsr-neighbours`` (``pipelines.neighbours.choose_snapshots``).
+    Same rule as ``jsr-neighbours`` (``jsr_tf.pipelines.neighbours.choose_snapshots``).
     """
     spans = [span for t in timelines for span in nb.event_span(t)]
     return nb.choose_snapshots(nb.merge_spans(spans), config)

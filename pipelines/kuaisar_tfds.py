@@ -4,7 +4,7 @@ KuaiSAR cannot be downloaded by code (zenodo record 8181109, CC BY-NC-SA 4.0). U
 point TFDS at the folder that holds the five CSVs::
 
     import tensorflow_datasets as tfds
-    from pipelines.kuaisar_tfds import Kuaisar
+    from jsr_tf.pipelines.kuaisar_tfds import Kuaisar
     from apache_beam.options.pipeline_options import PipelineOptions
 
     builder = Kuaisar(data_dir="~/tensorflow_datasets")
@@ -20,8 +20,11 @@ tables are built from still come from ``jsr-preprocess``, run on the same files.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jsr_tf import features as F
 from jsr_tf.data.config import PreprocessConfig
@@ -62,6 +65,10 @@ class Kuaisar(tfds.core.GeneratorBasedBuilder):
                      "1.1.0": "negatives_fair and impressions (evaluation protocols; empty on "
                               "train rows)."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+    # TFDS reads a builder's metadata files from the folder its module name spells; this module
+    # is ``jsr_tf.pipelines.kuaisar_tfds`` but lives in the top-level ``pipelines/`` folder of a
+    # source checkout (setup.py's ``package_dir``), so name the folder explicitly.
+    pkg_dir_path = epath.Path(os.path.dirname(os.path.abspath(__file__)))
     BUILDER_CONFIGS = [
         KuaisarConfig(name="default", description="jsr-tf defaults (PreprocessConfig()).",
                       preprocess=PreprocessConfig()),
@@ -81,8 +88,8 @@ class Kuaisar(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager, pipeline):
         from apache_beam.io.filesystems import FileSystems  # Beam only at generation time.
 
-        from pipelines.preprocess import resolve_inputs
-        from pipelines.transforms import KuaisarToExamples
+        from jsr_tf.pipelines.preprocess import resolve_inputs
+        from jsr_tf.pipelines.transforms import KuaisarToExamples
 
         manual_dir = str(dl_manager.manual_dir)
         if not FileSystems.exists(manual_dir):

@@ -38,7 +38,7 @@ from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOp
 from apache_beam.runners.runner import PipelineState
 
 from jsr_tf.data import kuaisar
-from pipelines import beam_patches
+from jsr_tf.pipelines import beam_patches
 
 GRAPH_ONLY = "graph_only"  # key of the summary of a run that executed nothing
 _REMOTE_RUNNERS = ("DataflowRunner",)  # workers never share the launcher's disk

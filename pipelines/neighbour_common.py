@@ -21,9 +21,9 @@ from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.neighbours import NeighbourConfig
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbours as nb
-from pipelines.stats import read_json, write_json
-from pipelines.transforms import Counters, bump, merge_counters
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines.stats import read_json, write_json
+from jsr_tf.pipelines.transforms import Counters, bump, merge_counters
 
 # PreprocessConfig fields that decide events, targets, splits and hence visibility: the table
 # and the examples must agree on these. The others (negatives, shards) only shape the examples.

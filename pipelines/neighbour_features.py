@@ -5,7 +5,8 @@ a preprocessed data dir, with the leakage rules of §3::
 
     jsr-neighbour-features --input_dir raw/ --examples_dir data/ --neighbours_dir nb/ \\
         --output_dir data_nbr/ [--payload_lag_ms 0]
-    python -m pipelines.neighbour_features ... --runner=DataflowRunner --setup_file ./setup.py
+    python -m jsr_tf.pipelines.neighbour_features ... --runner=DataflowRunner \\
+        --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
 
@@ -73,19 +74,19 @@ from jsr_tf.data.timeline import UserTimeline
 from jsr_tf.neighbours import (VIS_TEST, VIS_TRAIN, NeighbourConfig, NeighbourRow,
                                is_in_memory_runner)
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbour_common as common
-from pipelines import neighbours as nb
-from pipelines import tfrecord_io
-from pipelines.cli import bounded_int, console_main, pipeline_options
-from pipelines.neighbour_common import TIMELINE_FIELDS, require
-from pipelines import beam_patches, launch, outputs
-from pipelines import payload_passes as passes
-from pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
-from pipelines.preprocess import resolve_inputs
-from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
-                             write_json)
-from pipelines.transforms import (REC, SRC, STATS, Counters, Progress, bump, merge_counters,
-                                  parse_timelines)
+from jsr_tf.pipelines import neighbour_common as common
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.cli import bounded_int, console_main, pipeline_options
+from jsr_tf.pipelines.neighbour_common import TIMELINE_FIELDS, require
+from jsr_tf.pipelines import beam_patches, launch, outputs
+from jsr_tf.pipelines import payload_passes as passes
+from jsr_tf.pipelines.preprocess import LEGACY_OUTPUTS as PREPROCESS_LEGACY_OUTPUTS
+from jsr_tf.pipelines.preprocess import resolve_inputs
+from jsr_tf.pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
+                                    write_json)
+from jsr_tf.pipelines.transforms import (REC, SRC, STATS, Counters, Progress, bump, merge_counters,
+                                         parse_timelines)
 
 COPIED_FILES = (FN.SCHEMA_FILE, FN.STATS_FILE, FN.PREPROCESS_CONFIG_FILE)
 _PROGRESS = 20_000

@@ -6,7 +6,8 @@ each neighbour's payload cut at export time, in the request layout of the ``feed
 
     jsr-neighbour-serving-table --input_dir raw/ --neighbours_dir nb/ --output_dir table/ \\
         [--visibility all] [--as_of_ms T] [--preprocess_config cfg.json] [--num_shards 1]
-    python -m pipelines.neighbour_serving_table ... --runner=DataflowRunner --setup_file ./setup.py
+    python -m jsr_tf.pipelines.neighbour_serving_table ... --runner=DataflowRunner \\
+        --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
 Rerun it at the payload cadence; a user without a row gets all-padding neighbour inputs, which is
@@ -87,16 +88,16 @@ from jsr_tf.neighbours import (VIS_ALL, VISIBILITIES, NeighbourConfig, Neighbour
                                snapshot_index, snapshot_time_string)
 from jsr_tf.neighbours import payload as pl
 from jsr_tf.neighbours.minhash import SIDES
-from pipelines import neighbour_common as common
-from pipelines import neighbours as nb
-from pipelines import tfrecord_io
-from pipelines.cli import bounded_int, console_main, pipeline_options
-from pipelines.neighbour_common import require
-from pipelines import launch, outputs
-from pipelines.preprocess import resolve_inputs
-from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
-                             write_json)
-from pipelines.transforms import REC, SRC, STATS, Counters, Progress, bump, parse_timelines
+from jsr_tf.pipelines import neighbour_common as common
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.cli import bounded_int, console_main, pipeline_options
+from jsr_tf.pipelines.neighbour_common import require
+from jsr_tf.pipelines import launch, outputs
+from jsr_tf.pipelines.preprocess import resolve_inputs
+from jsr_tf.pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
+                                    write_json)
+from jsr_tf.pipelines.transforms import REC, SRC, STATS, Counters, Progress, bump, parse_timelines
 
 PREFIX = "serving_table"
 SNAPSHOT_TS = "snapshot_ts"

@@ -1,10 +1,12 @@
-"""``python -m pipelines.neighbours``: KuaiSAR CSVs → per-snapshot similar-user neighbour table.
+"""``python -m jsr_tf.pipelines.neighbours``: KuaiSAR CSVs → per-snapshot similar-user neighbour
+table.
 
 Offline neighbour retrieval of ``spec/similar_users.md`` §2a with the leakage rules of §3::
 
-    python -m pipelines.neighbours --input_dir raw/ --output_dir neighbours/          # in-memory
-    python -m pipelines.neighbours --input_dir raw/ --output_dir nb/ --mode exact --k_feed 10
-    python -m pipelines.neighbours ... --runner=DataflowRunner --setup_file ./setup.py
+    python -m jsr_tf.pipelines.neighbours --input_dir raw/ --output_dir neighbours/  # in-memory
+    python -m jsr_tf.pipelines.neighbours --input_dir raw/ --output_dir nb/ --mode exact \\
+        --k_feed 10
+    python -m jsr_tf.pipelines.neighbours ... --runner=DataflowRunner --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (as in ``pipelines/preprocess.py``).
 
@@ -97,14 +99,14 @@ from jsr_tf.neighbours import (HOUR_MS, JOIN_WINDOW, LAYOUT_GROUPED, MODE_EXACT,
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours import histories, rerank, windows
 from jsr_tf.neighbours.minhash import FEED, SEARCH, SIDES
-from pipelines import launch, outputs
-from pipelines.preprocess import resolve_inputs, shards_by_size
-from pipelines.cli import bounded_int, console_main, pipeline_options
-from pipelines.sorted_text import WriteDeadLetters, WriteSortedText
-from pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
-                             write_json)
-from pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress, _duplicate_stats,
-                                  merge_counters, parse_timelines)
+from jsr_tf.pipelines import launch, outputs
+from jsr_tf.pipelines.preprocess import resolve_inputs, shards_by_size
+from jsr_tf.pipelines.cli import bounded_int, console_main, pipeline_options
+from jsr_tf.pipelines.sorted_text import WriteDeadLetters, WriteSortedText
+from jsr_tf.pipelines.stats import (Checks, raise_unless_reconciled, read_json, reconcile_line,
+                                    write_json)
+from jsr_tf.pipelines.transforms import (ITEMS, REC, SRC, STATS, Counters, Progress,
+                                         _duplicate_stats, merge_counters, parse_timelines)
 
 TABLE_PREFIX = "neighbours"
 _EXACT_WARN_USERS = 20_000

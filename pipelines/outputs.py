@@ -27,8 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
-from pipelines import launch
-from pipelines.stats import ReconciliationError, read_json, write_json
+from jsr_tf.pipelines import launch
+from jsr_tf.pipelines.stats import ReconciliationError, read_json, write_json
 
 SHARD = r"-[0-9]{5}-of-[0-9]{5}"  # the shard part of every sharded file name the jobs write
 

@@ -29,7 +29,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from jsr_tf import filenames as FN
-from pipelines import tfrecord_io
+from jsr_tf.pipelines import tfrecord_io
 
 DEFAULT_EXAMPLES_PER_PASS = 100_000
 """Examples per pass on the in-memory runners (BENCHMARKS.md §8: peak RSS per pass)."""

@@ -2,8 +2,8 @@
 
 Runs on any Beam runner through standard ``PipelineOptions``::
 
-    python -m pipelines.preprocess --input_dir raw/ --output_dir data/            # in-memory
-    python -m pipelines.preprocess --input_dir gs://b/raw --output_dir gs://b/data \\
+    python -m jsr_tf.pipelines.preprocess --input_dir raw/ --output_dir data/      # in-memory
+    python -m jsr_tf.pipelines.preprocess --input_dir gs://b/raw --output_dir gs://b/data \\
         --runner=DataflowRunner --project=... --region=... --setup_file ./setup.py
 
 Without ``--runner`` the in-memory ``FnApiRunner`` is used (Beam's default ``DirectRunner`` first
@@ -44,14 +44,14 @@ from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import kuaisar
 from jsr_tf.data.config import PreprocessConfig
-from pipelines import launch, outputs
-from pipelines import stats as stats_lib
-from pipelines import tfrecord_io
-from pipelines.cli import (DEFAULT_RUNNER, JobFailed, console_main,  # noqa: F401 (re-exported)
-                           fraction, pipeline_options, time_ms)
-from pipelines.sorted_text import WriteDeadLetters
-from pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC, KuaisarToExamples,
-                                  SerializeExamples)
+from jsr_tf.pipelines import launch, outputs
+from jsr_tf.pipelines import stats as stats_lib
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.cli import (DEFAULT_RUNNER, JobFailed,  # noqa: F401 (re-exported)
+                                  console_main, fraction, pipeline_options, time_ms)
+from jsr_tf.pipelines.sorted_text import WriteDeadLetters
+from jsr_tf.pipelines.transforms import (OPTIONAL_FILES, REC, REQUIRED_FILES, SRC,
+                                         KuaisarToExamples, SerializeExamples)
 
 _SHARD_BYTES = 256 << 20  # ~one train shard per 256 MB of rec_inter.csv
 # Files of a run from before ``jsr_owned_files.json`` existed, which a rerun may delete.

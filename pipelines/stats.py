@@ -19,8 +19,8 @@ import jsr_tf
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data.config import DEFAULT_PERIOD_END_MS, DEFAULT_PERIOD_START_MS, PreprocessConfig
-from pipelines import tfrecord_io
-from pipelines.transforms import FIRST_TS, ITEMS, LAST_TS, REC, SOCIAL, SRC, USERS
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.transforms import FIRST_TS, ITEMS, LAST_TS, REC, SOCIAL, SRC, USERS
 
 
 

@@ -30,7 +30,7 @@ DRY_RUN = ("--runner=DataflowRunner", "--project=fake-project", "--region=us-cen
 
 def assert_dry_run(summary, steps) -> None:
     """The job built a Dataflow graph holding ``steps``, staged its package and ran nothing."""
-    from pipelines import launch  # pylint: disable=import-outside-toplevel
+    from jsr_tf.pipelines import launch  # pylint: disable=import-outside-toplevel
 
     assert summary[launch.GRAPH_ONLY] == "dry run"
     assert summary["runner"] == "DataflowRunner"

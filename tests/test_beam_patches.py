@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 from apache_beam.runners.worker import data_plane
 
-from pipelines import beam_patches, launch
+from jsr_tf.pipelines import beam_patches, launch
 from tests.testing import MULTI_PROCESS
 
 N = 3000  # elements per Flatten input; keys 0, 1, 2 get N * 2 / 3 each

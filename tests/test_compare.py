@@ -155,7 +155,7 @@ def test_jsr_compare_on_tiny_four_models_and_a_second_seed(tmp_path):
         return record["test"]["metrics"][task]["NDCG@10"]
 
     run("jsr_tf.cli.simulate", "--preset", "tiny", "--seed", "3", "--output_dir", str(raw))
-    run("pipelines.preprocess", "--input_dir", str(raw), "--output_dir", str(data))
+    run("jsr_tf.pipelines.preprocess", "--input_dir", str(raw), "--output_dir", str(data))
     common = ("jsr_tf.cli.compare", "--data_dir", str(data), "--output_dir", str(out),
               "--epochs", "1", "--override", "train.steps_per_epoch=2", "--override",
               "train.batch_size=32", "--override", "model.num_qi_negatives=16",

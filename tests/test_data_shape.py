@@ -13,8 +13,8 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import serving as S
-from export import signatures as SG
+from jsr_tf.export import serving as S
+from jsr_tf.export import signatures as SG
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.data import reader

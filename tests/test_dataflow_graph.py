@@ -20,9 +20,9 @@ import tarfile
 
 import pytest
 
-from pipelines import launch
-from pipelines import neighbours as nb
-from pipelines import preprocess
+from jsr_tf.pipelines import launch
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines import preprocess
 from tests.dataflow import BUCKET, DRY_RUN, SETUP, assert_dry_run, requires_gcp
 from tests.neighbour_fixture import write_raw
 
@@ -67,7 +67,7 @@ def test_tfds_builder_transforms_dataflow_graph(raw, tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.kuaisar_tfds import Kuaisar
+    from jsr_tf.pipelines.kuaisar_tfds import Kuaisar
 
     class ManualDir:  # the one attribute of TFDS's download manager the builder reads
         manual_dir = raw

@@ -36,9 +36,9 @@ from jsr_tf.data.timeline import Event
 from jsr_tf.features import RAW_PAD_ID, EventKind
 from jsr_tf.neighbours import NeighbourConfig, NeighbourRow, VIS_TEST, VIS_TRAIN
 from jsr_tf.neighbours import dense
-from pipelines import dense_neighbours as dn
-from pipelines import neighbour_features as nf
-from pipelines.preprocess import resolve_inputs
+from jsr_tf.pipelines import dense_neighbours as dn
+from jsr_tf.pipelines import neighbour_features as nf
+from jsr_tf.pipelines.preprocess import resolve_inputs
 from tests import training_doubles as T
 from tests.neighbour_fixture import (A, B, FILLER, PRE_CONFIG, future_poisoned_raw,
                                      preprocess_fixture, rec_rows, src_rows, write_raw)

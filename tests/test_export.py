@@ -18,9 +18,9 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import rest, warmup
-from export import serving as S
-from export import signatures as SG
+from jsr_tf.export import rest, warmup
+from jsr_tf.export import serving as S
+from jsr_tf.export import signatures as SG
 from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
@@ -51,8 +51,8 @@ def run(tmp_path_factory):
         runs[name] = os.path.join(root, name)
         trainer.train(config, data_dir, runs[name], verbose=0)
     base = os.path.join(root, "serving")
-    cmd = [sys.executable, "-m", "export.cli", "--model_dir", runs["unisar"], "--export_base",
-           base, "--retrieval_dir", runs["two_tower"], "--top_k", str(TOP_K)]
+    cmd = [sys.executable, "-m", "jsr_tf.export.cli", "--model_dir", runs["unisar"],
+           "--export_base", base, "--retrieval_dir", runs["two_tower"], "--top_k", str(TOP_K)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     path = os.path.join(base, "jsr", "1")
@@ -266,7 +266,7 @@ def test_rest_predict_in_a_tensorflow_only_process(run, tmp_path):
     inputs = _requests(run["data_dir"], 2, 4)[F.Task.SEARCH]
     body_file = tmp_path / "body.json"
     body_file.write_text(json.dumps(rest.row_body(SG.SEARCH_SIGNATURE, inputs)))
-    done = subprocess.run([sys.executable, "-m", "export.rest", "--saved_model", run["path"],
+    done = subprocess.run([sys.executable, "-m", "jsr_tf.export.rest", "--saved_model", run["path"],
                            "--request", str(body_file)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -457,7 +457,7 @@ def test_uditsr_run_exports_and_reloads_in_a_tensorflow_only_process(run, tmp_pa
     keep the test short) through ``export_run`` (cached item vectors): ``feed``, ``search`` and
     ``serving_default`` answer in a TensorFlow-only process (and through TF Serving's TF1
     loader) as the in-process model does, at 1 and 7 rows."""
-    from export import exporter
+    from jsr_tf.export import exporter
     from jsr_tf.keys import Inputs
 
     model_dir = os.path.join(run["root"], "uditsr")
@@ -591,7 +591,7 @@ def test_xla_serving_functions_match_the_plain_ones(run):
 
 
 def test_export_refuses_to_overwrite_a_version(run):
-    from export import exporter
+    from jsr_tf.export import exporter
 
     with pytest.raises(FileExistsError, match="--overwrite"):
         exporter.export_run(run["runs"]["unisar"], run["base"], version=1)

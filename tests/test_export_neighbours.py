@@ -18,8 +18,8 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import rest, warmup
-from export import signatures as SG
+from jsr_tf.export import rest, warmup
+from jsr_tf.export import signatures as SG
 from jsr_tf import config as C
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
@@ -62,7 +62,8 @@ def run(tmp_path_factory):
     assert perturbed > 0
     ranker.save_weights(os.path.join(model_dir, FN.BEST_WEIGHTS))
     base = os.path.join(root, "serving")
-    cmd = [sys.executable, "-m", "export.cli", "--model_dir", model_dir, "--export_base", base]
+    cmd = [sys.executable, "-m", "jsr_tf.export.cli", "--model_dir", model_dir,
+           "--export_base", base]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     path = os.path.join(base, "jsr", "1")

@@ -8,8 +8,8 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import request, rest
-from export import serving as S
+from jsr_tf.export import request, rest
+from jsr_tf.export import serving as S
 from jsr_tf import features as F
 
 SHAPE = F.DataShape()  # the reference shape of the fixtures' data

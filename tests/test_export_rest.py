@@ -1,6 +1,6 @@
-"""``export.rest`` against a small SavedModel: clear errors for bad bodies, files and signatures,
-the request limits of ``export.serving.RequestLimits``, and a ``hypothesis`` fuzz test (any body
-gets a response or a ``RequestError``, never another exception).
+"""``jsr_tf.export.rest`` against a small SavedModel: clear errors for bad bodies, files and
+signatures, the request limits of ``jsr_tf.export.serving.RequestLimits``, and a ``hypothesis`` fuzz
+test (any body gets a response or a ``RequestError``, never another exception).
 
 The SavedModel is a toy with the input kinds of the real signatures (int64 ids and timestamps, a
 bool flag, float32 similarities, serialized strings), so the tests need no trained model.
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import rest
-from export import serving as S
-from export import signatures as SG
+from jsr_tf.export import rest
+from jsr_tf.export import serving as S
+from jsr_tf.export import signatures as SG
 from jsr_tf import features as F
 
 LIMITS = S.RequestLimits(max_rows=4, max_candidates=6, max_scores=12)
@@ -127,7 +127,7 @@ def _main(capsys, saved_model, body_text, tmp_path):
 ])
 def test_the_command_fails_in_one_line(saved, capsys, tmp_path, text, message):
     code, err = _main(capsys, saved[0], text, tmp_path)
-    assert code == 1 and len(err) == 1 and err[0].startswith("export.rest: error: "), err
+    assert code == 1 and len(err) == 1 and err[0].startswith("jsr_tf.export.rest: error: "), err
     assert message in err[0]
 
 

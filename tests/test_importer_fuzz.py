@@ -1,6 +1,7 @@
 """Fuzz test of the CSV importer at the file level (issue #12): random files of valid and garbled
-rows through ``pipelines.transforms.ReadKuaisarFile``. Every row is either parsed (a valid row
-exactly as written) or dead-lettered, never both, never lost, and the file's counts reconcile."""
+rows through ``jsr_tf.pipelines.transforms.ReadKuaisarFile``. Every row is either parsed (a valid
+row exactly as written) or dead-lettered, never both, never lost, and the file's counts
+reconcile."""
 
 import os
 import tempfile
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.kuaisar import FILE_COLUMNS
-from pipelines.transforms import DEAD, STATS, ReadKuaisarFile
+from jsr_tf.pipelines.transforms import DEAD, STATS, ReadKuaisarFile
 from tests.test_kuaisar_parser import csv_line, fuzz_lines, valid_rows
 
 VALID_ROW = 11  # the row index ``valid_rows`` puts in its expected records

@@ -17,7 +17,7 @@ def test_tfds_builder_matches_the_pipeline(tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from jsr_tf.data.config import PreprocessConfig
-    from pipelines.kuaisar_tfds import Kuaisar, KuaisarConfig
+    from jsr_tf.pipelines.kuaisar_tfds import Kuaisar, KuaisarConfig
 
     raw = G.write(str(tmp_path / "manual"))
     config = KuaisarConfig(name="golden", preprocess=PreprocessConfig(**CONFIG))
@@ -44,7 +44,7 @@ def test_tfds_builder_matches_the_pipeline(tmp_path):
 
 
 def test_tfds_builder_explains_manual_download(tmp_path):
-    from pipelines.kuaisar_tfds import Kuaisar
+    from jsr_tf.pipelines.kuaisar_tfds import Kuaisar
 
     builder = Kuaisar(data_dir=str(tmp_path / "tfds"))
     with pytest.raises(Exception, match="manual"):

@@ -6,7 +6,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from jsr_tf.data import kuaisar
-from pipelines import launch, preprocess
+from jsr_tf.pipelines import launch, preprocess
 
 DATAFLOW = ["--runner=DataflowRunner", "--project=p", "--region=r",
             "--temp_location=gs://b/tmp"]

@@ -1,6 +1,7 @@
 """The layers of the house: no module imports from a layer above its own (README, "Development").
 
 Every module of ``jsr_tf/``, ``pipelines/``, ``export/`` and ``benchmarks/`` is read with ``ast``
+(``pipelines/`` and ``export/`` are the packages ``jsr_tf.pipelines`` and ``jsr_tf.export``)
 (no import runs); every ``import`` / ``from … import`` statement counts, deferred ones inside
 functions included. A module may import modules of its own layer and of the layers below it; two
 layers on the same level (peers) may not import each other.
@@ -15,7 +16,9 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOP_LEVEL = ("jsr_tf", "pipelines", "export", "benchmarks")
+TOP_LEVEL = ("jsr_tf", "pipelines", "export", "benchmarks")  # the folders read
+# Folder -> the package setup.py installs it as.
+MAPPED = {"pipelines": "jsr_tf.pipelines", "export": "jsr_tf.export"}
 
 # Bottom first; each level is a tuple of peer layers ``(name, members)``. A member names a module
 # and everything under it, except that ``jsr_tf`` names only the package's ``__init__``.
@@ -34,7 +37,7 @@ LEVELS: Tuple[Tuple[Tuple[str, Tuple[str, ...]], ...], ...] = (
     (("training", ("jsr_tf.training",)),),
     (("experiments", ("jsr_tf.experiments",)),),
     (("cli", ("jsr_tf.cli",)),),
-    (("pipelines", ("pipelines",)), ("export", ("export",))),
+    (("pipelines", ("jsr_tf.pipelines",)), ("export", ("jsr_tf.export",))),
     (("benchmarks", ("benchmarks",)),),
 )
 EXACT = {"jsr_tf"}  # members that do not take the modules under them
@@ -48,6 +51,7 @@ KNOWN_UPWARD = {
 }
 
 # The rules above, spelled out for the pairs that matter most (they follow from LEVELS).
+CORE = "jsr_tf (but pipelines and export)"  # the library itself
 FORBIDDEN = (
     ("jsr_tf.evaluation", "jsr_tf.training"),
     ("jsr_tf.evaluation", "jsr_tf.experiments"),
@@ -57,11 +61,11 @@ FORBIDDEN = (
     ("jsr_tf.simulator", "jsr_tf.data"),
     ("jsr_tf.simulator", "jsr_tf.models"),
     ("jsr_tf.simulator", "jsr_tf.training"),
-    ("jsr_tf", "pipelines"),
-    ("jsr_tf", "export"),
-    ("jsr_tf", "benchmarks"),
-    ("pipelines", "export"),
-    ("export", "pipelines"),
+    (CORE, "jsr_tf.pipelines"),
+    (CORE, "jsr_tf.export"),
+    (CORE, "benchmarks"),
+    ("jsr_tf.pipelines", "jsr_tf.export"),
+    ("jsr_tf.export", "jsr_tf.pipelines"),
 )
 
 
@@ -76,6 +80,7 @@ def _module_name(relpath: str) -> str:
     parts = relpath[:-len(".py")].split(os.sep)
     if parts[-1] == "__init__":
         parts = parts[:-1]
+    parts[0] = MAPPED.get(parts[0], parts[0])
     return ".".join(parts)
 
 
@@ -145,6 +150,8 @@ def _layer(module: str) -> Optional[Tuple[int, str]]:
 
 
 def _under(module: str, prefix: str) -> bool:
+    if prefix == CORE:
+        return _under(module, "jsr_tf") and not any(_under(module, p) for p in MAPPED.values())
     return module == prefix or module.startswith(prefix + ".")
 
 
@@ -205,3 +212,11 @@ def test_filenames_is_a_leaf():
 def test_moved_modules_left_no_copy_at_their_old_paths():
     old = ("jsr_tf/data/simulator", "jsr_tf/data/oracle.py", "jsr_tf/evaluation/compare.py")
     assert not [p for p in old if os.path.exists(os.path.join(ROOT, p))]
+
+
+def test_pipelines_and_export_are_imported_as_jsr_tf_packages():
+    """``setup.py`` installs the folders as ``jsr_tf.pipelines`` and ``jsr_tf.export``: nothing
+    imports top-level packages named ``pipelines`` or ``export`` (they are not installed)."""
+    offending = [_fmt(imp) for imp in IMPORTS if imp.target.split(".")[0] in MAPPED]
+    assert not offending, "\n".join(offending)
+    assert "jsr_tf.pipelines.preprocess" in MODULES and "jsr_tf.export.serving" in MODULES

@@ -24,11 +24,11 @@ from jsr_tf.data.timeline import Event
 from jsr_tf.features import EventKind, NeighbourSide
 from jsr_tf.neighbours import NeighbourRow
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbour_features as nf
-from pipelines import payload_passes as passes
-from pipelines import neighbours as nb
-from pipelines import tfrecord_io
-from pipelines.stats import ReconciliationError
+from jsr_tf.pipelines import neighbour_features as nf
+from jsr_tf.pipelines import payload_passes as passes
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.stats import ReconciliationError
 from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.neighbour_fixture import (A, B, C, FILLER, future_poisoned_raw, preprocess_fixture,
                                      write_raw)

@@ -6,7 +6,7 @@ import pytest
 from jsr_tf.neighbours import histories as hi
 from jsr_tf.neighbours import minhash as mh
 from jsr_tf.neighbours import rerank as rr
-from pipelines import neighbours as nb
+from jsr_tf.pipelines import neighbours as nb
 from jsr_tf.neighbours import NeighbourConfig
 
 

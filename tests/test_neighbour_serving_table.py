@@ -33,9 +33,9 @@ from jsr_tf import features as F
 from jsr_tf import filenames as FN
 from jsr_tf.features import NeighbourSide
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbour_serving_table as st
-from pipelines import neighbours as nb
-from pipelines import tfrecord_io
+from jsr_tf.pipelines import neighbour_serving_table as st
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines import tfrecord_io
 from tests.dataflow import BUCKET, DRY_RUN, assert_dry_run, requires_gcp
 from tests.test_neighbour_features import expect, pad, write_raw
 from tests.testing import MULTI_PROCESS, output_digest, ts
@@ -296,7 +296,7 @@ def test_counts_reconcile_and_info(built, middle):
 def test_rows_fit_the_signatures_and_match_the_tfrecords(built):
     import tensorflow as tf
 
-    from export.serving import fit_neighbours
+    from jsr_tf.export.serving import fit_neighbours
 
     rows = read_rows(built["out"])
     users = sorted(rows)

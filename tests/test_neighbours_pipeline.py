@@ -35,7 +35,7 @@ from jsr_tf.neighbours import (NeighbourConfig, NeighbourRow, beijing_midnight, 
                                first_snapshot_seeing, parse_snapshot, resolve_layout,
                                snapshot_index)
 from jsr_tf.neighbours import minhash as mh
-from pipelines import neighbours as nb
+from jsr_tf.pipelines import neighbours as nb
 from tests.testing import (MULTI_PROCESS, T0_MS, item_row, output_digest, rec_row, src_row, ts,
                            user_row, write_kuaisar)
 
@@ -216,7 +216,7 @@ def test_grouped_layout_builds_no_per_snapshot_records(tmp_path, layout, present
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from jsr_tf.data.config import PreprocessConfig
-    from pipelines.preprocess import resolve_inputs
+    from jsr_tf.pipelines.preprocess import resolve_inputs
 
     raw = write_fixture(str(tmp_path / "raw"))
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))

@@ -383,7 +383,7 @@ def test_file_wrapper_matches_pure_function(world, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(PIPELINE), reason="pipelines/preprocess.py not written yet")
 def test_oracle_beats_popularity_on_pipeline_files(tmp_path):
-    from pipelines import preprocess
+    from jsr_tf.pipelines import preprocess
 
     raw, out = str(tmp_path / "raw"), str(tmp_path / "data")
     simulator.generate(simulator.get_preset("tiny"), 1, raw)

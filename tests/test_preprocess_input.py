@@ -145,7 +145,7 @@ def test_rerun_with_other_shard_count_leaves_no_stale_shards(tmp_path):
 
 
 def test_cli_exits_2_with_message_on_missing_input(tmp_path, capsys):
-    from pipelines import preprocess
+    from jsr_tf.pipelines import preprocess
 
     with pytest.raises(SystemExit) as exit_info:
         preprocess.main(["--input_dir", str(tmp_path / "nowhere"), "--output_dir",

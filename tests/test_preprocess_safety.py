@@ -11,8 +11,8 @@ import pytest
 
 from jsr_tf import features as F
 from jsr_tf import filenames as FN
-from pipelines import cli, outputs, preprocess
-from pipelines import stats as stats_lib
+from jsr_tf.pipelines import cli, outputs, preprocess
+from jsr_tf.pipelines import stats as stats_lib
 from tests import golden_fixture as G
 from tests.testing import BEIJING, T0_MS, _time_string, item_row, run_preprocess, user_row
 from tests.testing import write_kuaisar

@@ -284,7 +284,7 @@ def test_floor_beats_flags_only_training_free_floors():
 
 
 def test_fair_weights_divide_by_the_rows_allowed_to_draw_each_item():
-    from pipelines.transforms import fair_weights
+    from jsr_tf.pipelines.transforms import fair_weights
 
     counts = {1: 2, 2: 1, 3: 1, 4: 1, 5: 3}
     first_seen = {1: 0, 2: 50, 3: 0, 4: 200, 6: 0}  # 5 was never seen: not drawable

@@ -82,7 +82,7 @@ def _request():
 
 
 def test_one_step_evaluate_and_score_with_id_zero(data_dir):
-    from export import serving as S
+    from jsr_tf.export import serving as S
 
     vocab = load_vocab(data_dir)
     model = factory.build_model(C.preset("unisar").override(SMALL), vocab)
@@ -123,7 +123,7 @@ def test_jsr_train_run_is_reloaded_and_served_with_id_zero(data_dir, tmp_path):
     jsr-export do (fingerprint and vocabulary checks), and the serving module of the reloaded
     model. (Saving it as a SavedModel is the same code for every vocabulary and is covered by
     tests/test_export.py; the fast test above checks id 0 through the serving module.)"""
-    from export import serving as S
+    from jsr_tf.export import serving as S
 
     config = C.preset("unisar").override([
         "train.epochs=1", "train.batch_size=2", "train.eval_batch_size=8",

@@ -17,7 +17,7 @@ import pytest
 import jsr_tf  # noqa: F401
 import tensorflow as tf
 
-from export import signatures as SG
+from jsr_tf.export import signatures as SG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _N = None  # a free axis

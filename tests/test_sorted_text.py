@@ -3,7 +3,7 @@
 import apache_beam as beam
 import pytest
 
-from pipelines.sorted_text import WriteSortedText, shard_file_name
+from jsr_tf.pipelines.sorted_text import WriteSortedText, shard_file_name
 
 
 def test_sorted_text_shards_every_shard_in_key_order(tmp_path):

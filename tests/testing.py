@@ -100,7 +100,7 @@ def read_examples(data_dir: str, split: str, task: int) -> List[Dict]:
     """Every example of one (split, task) as ``features.to_example_dict`` dicts, in file order."""
     from tensorflow.core.example import example_pb2
 
-    from pipelines import tfrecord_io
+    from jsr_tf.pipelines import tfrecord_io
 
     out = []
     for path in sorted(glob.glob(os.path.join(data_dir, F.file_pattern(split, task)))):
@@ -113,7 +113,7 @@ def read_examples(data_dir: str, split: str, task: int) -> List[Dict]:
 
 def run_preprocess(input_dir: str, output_dir: str, *extra: str) -> Dict:
     """Runs the pipeline in memory and returns its stats."""
-    from pipelines import preprocess
+    from jsr_tf.pipelines import preprocess
 
     return preprocess.run(["--input_dir", input_dir, "--output_dir", output_dir,
                            "--runner=FnApiRunner", *extra])

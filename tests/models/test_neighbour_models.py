@@ -275,8 +275,8 @@ def test_sasrec_neighbour_items_encoded_once_per_id_match_fixed_shapes(data_dir,
 def test_sasrec_serving_module_with_xla(name, data_dir, vocab):
     """A SASRec ranker (no item cache) exports with ``jit_compile``: the module switches it to
     its fixed-shape path, and the XLA feed scores equal the model's."""
-    from export import serving as S
-    from export import signatures as SG
+    from jsr_tf.export import serving as S
+    from jsr_tf.export import signatures as SG
 
     batch = _payload(read_batch(data_dir), vocab)
     model = preset_model(name, vocab, *FAMILIES.get(name, (None, None, ()))[2])

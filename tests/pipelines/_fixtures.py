@@ -31,7 +31,7 @@ from jsr_tf.data.records import FeedEvent, SearchRow
 from jsr_tf.data.timeline import UserTimeline, build_timeline
 from jsr_tf.neighbours import NeighbourRow
 from jsr_tf.neighbours import payload as pl
-from pipelines.transforms import merge_counters
+from jsr_tf.pipelines.transforms import merge_counters
 from tests import testing as T
 
 SHAPE = F.DataShape()  # the reference shape: the payload block sizes

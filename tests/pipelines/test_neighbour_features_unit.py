@@ -10,10 +10,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from jsr_tf import features as F
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbour_features as nf
-from pipelines import payload_passes as passes
-from pipelines import tfrecord_io
-from pipelines.transforms import STATS
+from jsr_tf.pipelines import neighbour_features as nf
+from jsr_tf.pipelines import payload_passes as passes
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.transforms import STATS
 from tests.pipelines import _fixtures as X
 from tests.pipelines._fixtures import EMPTY, SHAPE, ts
 

@@ -12,9 +12,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from jsr_tf import features as F
 from jsr_tf.neighbours import payload as pl
-from pipelines import neighbour_serving_table as st
-from pipelines import tfrecord_io
-from pipelines.transforms import STATS
+from jsr_tf.pipelines import neighbour_serving_table as st
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.transforms import STATS
 from tests.pipelines import _fixtures as X
 from tests.pipelines._fixtures import EMPTY, SHAPE, ts
 

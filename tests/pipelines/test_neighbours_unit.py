@@ -15,8 +15,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from jsr_tf.data.records import ItemRecord
 from jsr_tf.neighbours import DAY_MS, NeighbourConfig, NeighbourRow
 from jsr_tf.neighbours import minhash as mh
-from pipelines import neighbours as nb
-from pipelines.transforms import ITEMS, STATS
+from jsr_tf.pipelines import neighbours as nb
+from jsr_tf.pipelines.transforms import ITEMS, STATS
 from tests import testing as T
 from tests.pipelines import _fixtures as X
 from tests.pipelines._fixtures import ts

@@ -9,9 +9,9 @@ from __future__ import annotations
 import apache_beam as beam
 
 from jsr_tf.data.config import PreprocessConfig
-from pipelines import neighbour_common as common
-from pipelines import stats
-from pipelines import transforms as tr
+from jsr_tf.pipelines import neighbour_common as common
+from jsr_tf.pipelines import stats
+from jsr_tf.pipelines import transforms as tr
 from tests import testing as T
 from tests.pipelines import _fixtures as X
 

@@ -10,9 +10,9 @@ import os
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import payload_passes as passes
-from pipelines import tfrecord_io
-from pipelines.preprocess import WriteShard
+from jsr_tf.pipelines import payload_passes as passes
+from jsr_tf.pipelines import tfrecord_io
+from jsr_tf.pipelines.preprocess import WriteShard
 from tests.pipelines import _fixtures as X
 
 TRAIN_0 = "train-feed-00000-of-00002.tfrecord.gz"

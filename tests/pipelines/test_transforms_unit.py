@@ -15,7 +15,7 @@ from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.examples import KeyedExample
 from jsr_tf.data.negatives import NegativePool
 from jsr_tf.features import Task
-from pipelines import transforms as tr
+from jsr_tf.pipelines import transforms as tr
 from tests import testing as T
 from tests.pipelines import _fixtures as X
 from tests.pipelines._fixtures import ts

@@ -35,6 +35,7 @@ from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.timeline import Event
 from jsr_tf.features import RAW_PAD_ID, EventKind
 from jsr_tf.neighbours import NeighbourConfig, NeighbourRow, VIS_TEST, VIS_TRAIN
+from jsr_tf.models.base import JsrModel
 from jsr_tf.neighbours import dense
 from jsr_tf.pipelines import dense_neighbours as dn
 from jsr_tf.pipelines import neighbour_features as nf
@@ -136,23 +137,28 @@ def test_history_batch_caps_and_layout():
     assert list(batch["search_clicks"].numpy()[0, :3, 0]) == [2000, 2001, 2002]
 
 
-class _TensorEncoder:
-    """Like SASRec: ``encode_user`` returns one tensor."""
+class _TensorEncoder(JsrModel):
+    """Claims ``encodes_user_sides``, but like SASRec ``encode_user`` returns one tensor."""
+
+    encodes_user_sides = True
 
     def encode_user(self, batch, training=False):
         return tf.zeros([tf.shape(batch["user_id"])[0], 4])
 
 
-class _TaskEncoder:
-    """Like the search baseline: ``encode_user`` needs a task."""
+class _TaskEncoder(JsrModel):
+    """Claims ``encodes_user_sides``, but like the search baseline ``encode_user`` needs a task."""
+
+    encodes_user_sides = True
 
     def encode_user(self, batch, task, training=False):
         raise AssertionError("not reached")
 
 
 def test_encoder_refuses_a_model_without_a_suitable_encode_user():
-    with pytest.raises(ValueError, match="encode_user"):
-        dense.UserVectorEncoder(object(), PreprocessConfig())
+    for model in (object(), JsrModel()):  # not a model; a model without the per-side vectors
+        with pytest.raises(ValueError, match="encode_user"):
+            dense.UserVectorEncoder(model, PreprocessConfig())
     history = [(1, ts(10), [Event(ts(1), EventKind.FEED, 0, 5, (), (), (), 1)])]
     for model, message in ((_TensorEncoder(), "lacks"), (_TaskEncoder(), "cannot be called")):
         with pytest.raises(ValueError, match=message):

@@ -94,6 +94,7 @@ def _expected_retrieve(retriever, inputs):
     batch = {k: tf.constant(v) for k, v in inputs.items()}
     ids, vectors = (t.numpy() for t in retriever.catalogue())
     has_query = (inputs[F.QUERY_WORDS] != 0).any(axis=1)
+    batch = retriever.prepare(batch)
     users = np.where(has_query[:, None], retriever.user_vectors(batch, F.Task.SEARCH).numpy(),
                      retriever.user_vectors(batch, F.Task.FEED).numpy())
     scores = users @ vectors.T

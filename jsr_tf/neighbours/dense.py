@@ -36,6 +36,7 @@ from jsr_tf.data.config import PreprocessConfig
 from jsr_tf.data.examples import history_fields
 from jsr_tf.data.timeline import Event
 from jsr_tf.layers.pooling import masked_mean
+from jsr_tf.models.base import JsrModel
 from jsr_tf.neighbours import (VIS_TEST, VIS_TRAIN, check_positive_ints,
                                check_snapshots_and_visibilities, config_dict)
 
@@ -168,7 +169,7 @@ class UserVectorEncoder:
     """
 
     def __init__(self, model, config: PreprocessConfig, batch_size: int = 256) -> None:
-        if not model.encodes_user_sides:
+        if not isinstance(model, JsrModel) or not model.encodes_user_sides:
             raise ValueError(f"The dense option needs a model with `encode_user` (F_r, F_s, user):"
                              f" UniSAR. Received a {type(model).__name__}.")
         self.model = model

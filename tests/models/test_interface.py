@@ -32,8 +32,9 @@ SMALL = ("model.embedding_dim=8", "model.hidden_dim=8", "model.ffn_dim=8", "mode
 
 
 def test_families_register_themselves():
-    # Every module of jsr_tf/models that calls @register_model is found without a list.
-    assert factory.model_names() == FAMILIES
+    # Every module of jsr_tf/models that calls @register_model is found without a list (test
+    # doubles may register more names in the same process).
+    assert set(FAMILIES) <= set(factory.model_names())
     with open(os.path.join(ROOT, "jsr_tf", "models", "factory.py")) as f:
         source = f.read()
     assert not any(f"jsr_tf.models.{name}" in source for name in FAMILIES)

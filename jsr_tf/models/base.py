@@ -94,7 +94,8 @@ class JsrModel(tfrs.models.Model):
 
     Entry points on raw batches (final: each prepares its batches once, then calls the
     prepared implementation): ``score(batch, task, training)``, ``compute_loss(inputs,
-    training)`` and ``call(batch, training)`` (``model(batch)``).
+    training)``, ``call(batch, training)`` (``model(batch)``) and ``fit`` (its dataset mapped
+    through ``prepare_inputs``; ``train_step`` then gets prepared batches).
 
     Required on prepared batches (the base raises ``NotImplementedError``):
         ``score_prepared(batch, task, training)``: logits ``[B, C]`` of a batch of one task.

@@ -168,6 +168,12 @@ class TrainConfig:
             the whole table (``models/base.py``). Changes the training computation.
         resample_negatives: Fresh training negatives per batch instead of the stored ones.
         shuffle_buffer: Examples in the train shuffle buffer.
+        deterministic: Same seed, same weights (on by default): training and its evaluations
+            run their ``tf.function``s without Grappler's memory optimizer, whose ``AddN``
+            rewrite sums a shared variable's gradients in thread-arrival order
+            (``jsr_tf.training.determinism``). Changes no value, only the order of float32
+            sums; false keeps TensorFlow's default. GPU kernels need
+            ``tf.config.experimental.enable_op_determinism()`` besides.
     """
 
     batch_size: int = 1024
@@ -190,6 +196,7 @@ class TrainConfig:
     l2_rows_in_batch: bool = False
     resample_negatives: bool = False
     shuffle_buffer: int = 10_000
+    deterministic: bool = True
 
     def validate(self) -> "TrainConfig":
         for name in ("batch_size", "eval_batch_size", "epochs"):

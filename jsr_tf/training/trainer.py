@@ -10,7 +10,9 @@ One call trains a model and leaves a complete run directory (DESIGN.md §5b)::
     <model_dir>/logs/                TensorBoard (train loss, val metrics, lr)
     <model_dir>/metrics.json         results record: training history + valid/test of the best model
 
-Procedure: seed (``keras.utils.set_random_seed(train.seed)``), build the model from the factory
+Procedure: seed (``keras.utils.set_random_seed(train.seed)``; with ``train.deterministic``, the
+default, every step and evaluation runs without Grappler's memory optimizer, so the same seed gives
+the same weights: ``jsr_tf.training.determinism``), build the model from the factory
 inside ``strategy.scope()`` and create its variables on one input batch, Adam with coupled L2 (the
 model's ``train_step``) or AdamW (decoupled decay; the model's coupled L2 is then set to 0), then
 ``fit`` with, in this order: validation metrics, PyTorch-rule reduce-on-plateau, early stopping
@@ -45,7 +47,7 @@ from jsr_tf.data.vocab import load_vocab
 from jsr_tf.layers.transformer import set_block_jit
 from jsr_tf.models import base, factory
 from jsr_tf.training import callbacks as cb
-from jsr_tf.training import datasets, run_dir
+from jsr_tf.training import datasets, determinism, run_dir
 from jsr_tf.training import strategy as strategy_lib
 from jsr_tf.training.optimizers import FusedAdam
 
@@ -173,10 +175,20 @@ def train(config: ExperimentConfig, data_dir: str, model_dir: str,
         run_dir.RunDirError: ``model_dir`` holds a run this call must not modify.
         FileNotFoundError, ValueError: Bad inputs (checked before anything is written).
     """
+    config = config.validate()
+    with determinism.repeatable_sums(config.train.deterministic):
+        return _train(config, data_dir, model_dir, strategy_name, verbose, backup_steps,
+                      protocol_list, full, overwrite, profile_steps)
+
+
+def _train(config: ExperimentConfig, data_dir: str, model_dir: str, strategy_name: str,
+           verbose: int, backup_steps: Optional[int], protocol_list: Optional[Sequence[str]],
+           full: Optional[Any], overwrite: bool,
+           profile_steps: Optional[Sequence[int]]) -> Dict[str, Any]:
+    """``train``'s body, run inside ``determinism.repeatable_sums`` when configured."""
     from jsr_tf.evaluation import evaluator, report
 
     start = time.time()
-    config = config.validate()
     keras.utils.set_random_seed(config.train.seed)
     strategy = strategy_lib.make_strategy(strategy_name)
     chief = strategy_lib.is_chief(strategy)

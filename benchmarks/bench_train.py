@@ -7,7 +7,9 @@ used, 1–2 clicks per session, 3–6 query words), so the run needs no data; th
 not depend on the id values.
 
 Variants are measured in the same process, one after another, and reported as examples/s and as
-ratios to the first (the faithful default):
+ratios to the first (the faithful default). Each runs its steps as the trainer does, inside
+``determinism.repeatable_sums(train.deterministic)``; ``nondeterministic`` is the default with
+TensorFlow's own graph optimizer settings (issue 18):
 
     .venv/bin/python benchmarks/bench_train.py --steps 10 --variants default,jit,no_l2,no_qi
 
@@ -66,6 +68,7 @@ from jsr_tf.keys import Inputs
 from jsr_tf.layers.transformer import set_block_jit
 from jsr_tf.models import factory
 from jsr_tf.models.unisar import UniSAR
+from jsr_tf.training.determinism import repeatable_sums
 from jsr_tf.training.trainer import make_optimizer, model_tasks
 
 from benchmarks.machine import machine_info
@@ -181,6 +184,8 @@ VARIANTS = {
     "l2_rows": ("unisar", ["train.l2_rows_in_batch=true"], False),
     "block_jit": ("unisar", ["train.block_jit_compile=true"], False),
     "bf16": ("unisar", ["train.precision=mixed_bfloat16"], False),
+    # TensorFlow's default graph optimizer (its AddN rewrite included): not repeatable (issue 18).
+    "nondeterministic": ("unisar", ["train.deterministic=false"], False),
 }
 # Variants that only change TensorFlow's thread pools (run alone in a fresh process).
 THREADS = {"inter1": 1}
@@ -256,14 +261,15 @@ def main() -> None:
             ds = tf.data.Dataset.from_tensors(inputs).repeat()
             iterator = iter(ds)
             step, rows = (lambda: train_fn(iterator)), args.batch_size
-        for _ in range(args.warmup):
-            out = step()
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            out = step()
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-        seconds = (time.perf_counter() - start) / args.steps
+        with repeatable_sums(config.train.deterministic):  # as the trainer runs its steps
+            for _ in range(args.warmup):
+                out = step()
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                out = step()
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+            seconds = (time.perf_counter() - start) / args.steps
         row = {"variant": variant, "seconds_per_step": round(seconds, 3),
                "examples_per_s": round(rows / seconds, 1),
                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}

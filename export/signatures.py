@@ -24,10 +24,9 @@ import jsr_tf  # noqa: F401
 import tensorflow as tf
 
 from jsr_tf import features as F
-from jsr_tf.data import reader
 
 # Input names that are not batch fields of the example contract.
-CANDIDATES = reader.CANDIDATES
+CANDIDATES = F.CANDIDATES
 EXAMPLES = "examples"
 EXCLUDE_HISTORY = "exclude_history"
 # Output names.

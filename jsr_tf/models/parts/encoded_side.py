@@ -13,11 +13,11 @@ from jsr_tf import features as F
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import Vocab
 from jsr_tf.keys import Outputs
+from jsr_tf.models.parts import Batch
 from jsr_tf.models.parts.builders import build_item_encoder, build_query_encoder, id_lookups
 from jsr_tf.models.parts.losses import check_joint_inputs, infonce_negatives, joint_loss, optimizer_step
 from jsr_tf.models.parts.tables import query_table, user_feature_table
 
-Batch = Dict[str, tf.Tensor]
 
 
 class EncodedSideMixin:

@@ -7,7 +7,7 @@ Shapes: B rows; Lr = Ls history slots (the ``DataShape``); C candidates; d = ``h
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, List, Sequence
 
 import jsr_tf  # noqa: F401
 import numpy as np
@@ -16,8 +16,8 @@ import tf_keras as keras
 
 from jsr_tf import features as F
 from jsr_tf.layers.query_encoder import QueryEncoder
+from jsr_tf.models.parts import Batch
 
-Batch = Dict[str, tf.Tensor]
 
 
 def item_vectors(encoder: keras.layers.Layer, dense_ids: tf.Tensor,

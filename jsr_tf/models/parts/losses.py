@@ -17,8 +17,8 @@ from jsr_tf import features as F
 from jsr_tf.data import reader
 from jsr_tf.data.vocab import NUM_RESERVED
 from jsr_tf.keys import Inputs
+from jsr_tf.models.parts import Batch
 
-Batch = Dict[str, tf.Tensor]
 
 
 def mean_bce(task: tfrs.tasks.Ranking, batch: Batch, logits: tf.Tensor,

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import jsr_tf  # noqa: F401
 import tensorflow as tf
@@ -14,8 +14,8 @@ from jsr_tf import features as F
 from jsr_tf.config import ModelConfig
 from jsr_tf.layers.neighbour_encoder import NeighbourEncoder
 from jsr_tf.layers.neighbour_fusion import NeighbourFusion
+from jsr_tf.models.parts import Batch
 
-Batch = Dict[str, tf.Tensor]
 
 
 def neighbour_inputs(batch: Batch, shape: F.DataShape) -> Batch:

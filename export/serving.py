@@ -399,7 +399,7 @@ class ServingModule(tf.Module):
         inputs = {name: value for name, value in inputs.items() if name != EXCLUDE_HISTORY}
         inputs = within_limits(self.limits, inputs, F.USER_ID)
         users = self.retriever.request_vectors(self.retriever.prepare(
-            fit_request(inputs, self.retriever.data_shape, self.zero_is_id)))
+            fit_request(inputs, self.retriever.data_shape, self.retriever.zero_is_id)))
         rows = tf.shape(users)[0]
         exclusions = tf.concat([tf.reshape(inputs[F.FEED_ITEMS], [rows, -1]),
                                 tf.reshape(inputs[F.SEARCH_CLICKS], [rows, -1])], axis=1)

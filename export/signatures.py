@@ -54,16 +54,23 @@ def _inputs(*parts) -> Mapping[str, tf.TensorSpec]:
     return MappingProxyType({name: spec for group in groups for name, spec in group.items()})
 
 
+# The contract's fields (ranks and dtypes; the sizes stay free: ``fit_request`` fits them).
+_FIELDS = F.DataShape().batch_fields(neighbours=True)
+
+
+def _field_spec(name: str) -> tf.TensorSpec:
+    """The input ``name`` as the batch contract lays it out: ``[B, *inner]``, its dtype."""
+    field = _FIELDS[name]
+    return _spec(name, 1 + len(field.inner), tf.as_dtype(field.dtype))
+
+
 # The user's histories, as every signature but ``serving_default`` takes them.
-HISTORY_SPECS = _inputs(_spec(F.USER_ID, 1), _spec(F.FEED_ITEMS, 2), _spec(F.FEED_TS, 2),
-                        _spec(F.SEARCH_TS, 2), _spec(F.SEARCH_WORDS, 3),
-                        _spec(F.SEARCH_CLICKS, 3))
+HISTORY_SPECS = _inputs(*(_field_spec(name) for name in (
+    F.USER_ID, F.FEED_ITEMS, F.FEED_TS, F.SEARCH_TS, F.SEARCH_WORDS, F.SEARCH_CLICKS)))
 # The similar-user payload of the ``*_nbr`` signatures.
-NEIGHBOUR_SPECS = _inputs(_spec(F.NBR_SIDE, 2), _spec(F.NBR_SIM, 2, tf.float32),
-                          _spec(F.NBR_REC_ITEMS, 3), _spec(F.NBR_SRC_WORDS, 4),
-                          _spec(F.NBR_SRC_CLICKS, 4))
-QUERY_SPEC = _spec(F.QUERY_WORDS, 2)
-CANDIDATES_SPEC = _spec(CANDIDATES, 2)
+NEIGHBOUR_SPECS = _inputs(*(_field_spec(name) for name in F.NEIGHBOUR_INPUTS))
+QUERY_SPEC = _field_spec(F.QUERY_WORDS)
+CANDIDATES_SPEC = _field_spec(CANDIDATES)
 EXCLUDE_SPEC = _spec(EXCLUDE_HISTORY, 1, tf.bool)
 EXAMPLES_SPEC = _spec(EXAMPLES, 1, tf.string)
 

@@ -49,11 +49,12 @@ def sample_requests(data_dir: str, rows: int = 2, candidates: Optional[int] = No
     out: Dict[str, Dict[str, np.ndarray]] = {}
     for sig in SG.REGISTRY:
         sample = sig.sample
-        if sig.exported == SG.Exported.NEIGHBOURS and not neighbours:
+        if not sig.exported_with(neighbours, retriever=True):
             continue
         if sample.examples:
             (name,) = sig.inputs
-            out[sig.name] = {name: np.asarray(serving_examples(data_dir, rows), dtype=object)}
+            out[sig.name] = {name: np.asarray(serving_examples(data_dir, rows, sample.task),
+                                              dtype=object)}
             continue
         if sample.task not in batches:
             batches[sample.task] = next(iter(reader.make_dataset(
@@ -75,9 +76,9 @@ def sample_requests(data_dir: str, rows: int = 2, candidates: Optional[int] = No
     return out
 
 
-def serving_examples(data_dir: str, rows: int) -> List[bytes]:
-    """The first ``rows`` valid search examples with a ``candidates`` feature added."""
-    pattern = os.path.join(data_dir, F.file_pattern(F.Split.VALID.value, F.Task.SEARCH))
+def serving_examples(data_dir: str, rows: int, task: F.Task = F.Task.SEARCH) -> List[bytes]:
+    """The first ``rows`` valid examples of ``task`` with a ``candidates`` feature added."""
+    pattern = os.path.join(data_dir, F.file_pattern(F.Split.VALID.value, task))
     files = sorted(tf.io.gfile.glob(pattern))
     out = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows):

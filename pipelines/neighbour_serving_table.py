@@ -558,6 +558,7 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
     shape = inputs.preprocess_config.data_shape()
     k, lf, lq = shape.neighbour_slots, shape.nbr_feed_items, shape.nbr_search_sessions
     wn, kn = shape.nbr_query_words, shape.nbr_session_clicks
+    slots = shape.slot_shapes()
     info = {
         "input_dir": args.input_dir,
         "neighbours_dir": args.neighbours_dir,
@@ -575,8 +576,7 @@ def finalize(output_dir: str, inputs: Inputs, args: argparse.Namespace,
         "payload_visibility": inputs.visibility,
         "caps": {"max_neighbours": k, "feed_items": lf, "search_sessions": lq,
                  "query_words": wn, "session_clicks": kn},
-        "row_layout": {F.NBR_SIDE: [k], F.NBR_SIM: [k], F.NBR_REC_ITEMS: [k, lf],
-                       F.NBR_SRC_WORDS: [k, lq, wn], F.NBR_SRC_CLICKS: [k, lq, kn],
+        "row_layout": {**{name: [k, *slots[name]] for name in F.NEIGHBOUR_INPUTS},
                        F.NBR_USERS: ["num_slots"], F.NBR_LAST_TS: ["num_slots"]},
         "signatures": ["feed_nbr", "search_nbr"],
         "num_shards": args.num_shards,

@@ -88,14 +88,16 @@ def add_coupled_l2(gradient, variable: tf.Variable, l2: float,
 class JsrModel(tfrs.models.Model):
     """Base model: the interface every ranker provides and everything else relies on.
 
-    The trainer, the evaluator, the export, the factory and the dense-neighbour job use only the
-    members below (never ``getattr``/``hasattr`` probes); ``tests/models/test_interface.py``
-    checks every registered family against it.
+    The trainer, the export, the factory and the dense-neighbour job use only the members below
+    (never ``getattr``/``hasattr`` probes); ``tests/models/test_interface.py`` checks every
+    registered family against it.
 
     Entry points on raw batches (final: each prepares its batches once, then calls the
     prepared implementation): ``score(batch, task, training)``, ``compute_loss(inputs,
     training)``, ``call(batch, training)`` (``model(batch)``) and ``fit`` (its dataset mapped
-    through ``prepare_inputs``; ``train_step`` then gets prepared batches).
+    through ``prepare_inputs``; ``train_step`` then gets prepared batches). ``prepare(batch)``,
+    raw → prepared (the lookups of ``item_lookup``, ``word_lookup`` and ``user_lookup``; identity
+    without them), is the base's own too.
 
     Required on prepared batches (the base raises ``NotImplementedError``):
         ``score_prepared(batch, task, training)``: logits ``[B, C]`` of a batch of one task.
@@ -105,8 +107,6 @@ class JsrModel(tfrs.models.Model):
     Optional, with the defaults of this class:
         ``call_prepared(batch, training)``: both heads' logits (``keys.Outputs``), from
             ``score_prepared``.
-        ``prepare(batch)``: raw → prepared (the lookups of ``item_lookup``, ``word_lookup`` and
-            ``user_lookup``; identity without them).
         ``prepares_ids``: whether ``prepare`` maps ids to dense indices (padding 0).
         ``train_tasks``: the tasks trained on; both.
         ``supports_neighbours``: whether ``model.neighbours`` may be set; False.
@@ -162,8 +162,7 @@ class JsrModel(tfrs.models.Model):
     def compute_loss(self, inputs: Dict[str, Dict[str, tf.Tensor]],
                      training: bool = False) -> tf.Tensor:
         """The scalar training loss of one raw batch per task."""
-        return self.loss_prepared({key: self.prepare(batch) for key, batch in inputs.items()},
-                                  training)
+        return self.loss_prepared(self.prepare_inputs(inputs), training)
 
     def call(self, batch: Dict[str, tf.Tensor], training: bool = False) -> Dict[str, tf.Tensor]:
         """Both heads' logits of a raw batch (``keys.Outputs``)."""

@@ -37,6 +37,7 @@ from jsr_tf.layers.mlp import MLP
 from jsr_tf.layers.pooling import masked_mean
 from jsr_tf.models.base import JsrModel
 from jsr_tf.models.factory import register_model
+from jsr_tf.models.parts.builders import coupled_l2
 from jsr_tf.models.parts.tables import ItemTables
 
 TEMPERATURE = 0.05
@@ -164,5 +165,4 @@ class TwoTower(JsrModel):
 
 @register_model("two_tower")
 def build_two_tower(config: ExperimentConfig, vocab: Vocab) -> TwoTower:
-    l2 = config.train.l2 if config.train.optimizer == "adam" else 0.0
-    return TwoTower(config.model, vocab, l2=l2)
+    return TwoTower(config.model, vocab, l2=coupled_l2(config))

@@ -27,11 +27,11 @@ earlier in canonical order, so same-timestamp events can be history — the most
 ``feed_history`` / ``search_history`` kept, stored **oldest first**):
     feed_items, feed_ts, feed_rows: ``[<= feed_history]`` feed positives (``click == 1``).
     search_ts, search_rows, search_has_click: ``[<= search_history]`` search sessions.
-    search_words + search_word_lengths: each session's query words (``<= 50`` each), flattened,
-        with one length per session.
-    search_clicks + search_click_lengths: each session's clicked items (``<= 5`` each), flattened,
-        with one length per session. A no-click session carries the fallback item (its first
-        shown item) and ``search_has_click = 0``.
+    search_words + search_word_lengths: each session's query words (``<= query_words`` each),
+        flattened, with one length per session.
+    search_clicks + search_click_lengths: each session's clicked items (``<= session_clicks``
+        each), flattened, with one length per session. A no-click session carries the fallback
+        item (its first shown item) and ``search_has_click = 0``.
 
 Evaluation fields (``EVAL_FEATURES``; valid and test rows only, absent on train rows; the reader
 parses them only when an evaluation protocol asks, see ``jsr_tf/evaluation/protocols.py``):

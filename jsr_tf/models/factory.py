@@ -146,7 +146,7 @@ def check_fingerprint(model_dir: str, config: ExperimentConfig, vocab: Vocab,
     if recorded is None:
         return
     with tf.io.gfile.GFile(os.path.join(model_dir, CONFIG_FILE)) as f:
-        as_written = json.load(f)  # a run written before a field rename hashes as it was
+        as_written = json.load(f)  # a run written before a field was renamed or added
     if recorded.get("config_sha256") not in (report.config_hash(config),
                                              report.config_hash(as_written)):
         raise RunMismatchError(

@@ -177,7 +177,7 @@ class SESRec(EncodedSideMixin, JsrModel):
         """The per-row (candidate-independent) side: encoded histories, co-attention, user.
 
         Args:
-            batch: Reader batch (raw ids) or a prepared one.
+            batch: A prepared batch (``prepare``: dense indices).
             extra_items: More dense item-index tensors encoded in the same pass (candidates,
                 InfoNCE negatives); their vectors come back under ``extra``.
             training: Dropout on/off.

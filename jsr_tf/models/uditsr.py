@@ -201,7 +201,7 @@ class UDITSR(EncodedSideMixin, JsrModel):
 
     def encode_user(self, batch: Dict[str, tf.Tensor], extra_items: Sequence[tf.Tensor] = (),
                     training: bool = False) -> Dict[str, tf.Tensor]:
-        """The per-row (candidate-independent) side of a raw or prepared batch; ``extra_items``
+        """The per-row (candidate-independent) side of a prepared batch; ``extra_items``
         (dense item indices: candidates, InfoNCE negatives) are encoded in the same pass and come
         back under ``extra``.
 

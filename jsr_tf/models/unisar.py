@@ -176,7 +176,7 @@ class UniSAR(EncodedSideMixin, JsrModel):
         """The per-row (candidate-independent) side: histories, transitions, fusion, user.
 
         Args:
-            batch: Reader batch (raw ids).
+            batch: A prepared batch (``prepare``: dense indices).
             extra_items: More dense item-index tensors to encode in the same unique pass
                 (candidates, InfoNCE negatives); their vectors come back under ``extra``.
             training: Dropout on/off.

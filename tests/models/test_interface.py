@@ -47,7 +47,7 @@ def test_every_family_provides_the_interface(name, data_dir, vocab):
     cls = type(model)
     for required in ("score_prepared", "loss_prepared"):
         assert getattr(cls, required) is not getattr(base.JsrModel, required), required
-    for entry in ("score", "compute_loss", "call", "prepare", "train_step"):  # the base's own
+    for entry in ("score", "compute_loss", "call", "fit", "prepare", "train_step"):  # the base's own
         assert getattr(cls, entry) is getattr(base.JsrModel, entry), entry
     tasks, neighbours, sides, caches, dynamic = EXPECTED[name]
     assert model.train_tasks == tasks

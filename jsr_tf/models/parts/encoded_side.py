@@ -1,4 +1,4 @@
-"""``EncodedSideMixin``: ``score``, ``call``, ``compute_loss`` and ``L_qi`` of the models that
+"""``EncodedSideMixin``: ``score_prepared``, ``call_prepared``, ``loss_prepared`` and ``L_qi`` of the models that
 encode the user side once (UniSAR, SESRec, UDITSR).
 """
 
@@ -19,13 +19,12 @@ from jsr_tf.models.parts.losses import check_joint_inputs, infonce_negatives, jo
 from jsr_tf.models.parts.tables import query_table, user_feature_table
 
 
-
 class EncodedSideMixin:
-    """``score``, ``call``, ``compute_loss`` and the query–item InfoNCE term of the models that
+    """``score_prepared``, ``call_prepared``, ``loss_prepared`` and the query–item InfoNCE term of the models that
     encode the user side once per row and score candidates against it (UniSAR, SESRec). Mix in
     before ``JsrModel``.
 
-    The model provides ``prepare(batch)``, ``encode_user(batch, extra_items, training)`` (a dict
+    The model provides ``encode_user(batch, extra_items, training)`` (a dict
     with ``queries [B,Ls,d]``, ``clicks [B,Ls,K,d]``, ``click_ids [B,Ls,K]`` and, under
     ``extra``, the vectors of the dense item tensors ``extra_items`` in order),
     ``candidate_features(side, candidates, training)`` (the task-independent head input, computed

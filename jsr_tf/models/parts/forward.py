@@ -19,7 +19,6 @@ from jsr_tf.layers.query_encoder import QueryEncoder
 from jsr_tf.models.parts import Batch
 
 
-
 def item_vectors(encoder: keras.layers.Layer, dense_ids: tf.Tensor,
                  item_features: str) -> tf.Tensor:
     """``encoder(dense_ids)``: float ``(..., d)``; with ``"id_only"`` exactly 0 for padding."""

@@ -20,7 +20,6 @@ from jsr_tf.keys import Inputs
 from jsr_tf.models.parts import Batch
 
 
-
 def mean_bce(task: tfrs.tasks.Ranking, batch: Batch, logits: tf.Tensor,
              training: bool) -> tf.Tensor:
     """Mean BCE of ``logits (B, C)`` against the batch's labels over all ``B × C`` entries.

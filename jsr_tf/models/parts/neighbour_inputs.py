@@ -17,7 +17,6 @@ from jsr_tf.layers.neighbour_fusion import NeighbourFusion
 from jsr_tf.models.parts import Batch
 
 
-
 def neighbour_inputs(batch: Batch, shape: F.DataShape) -> Batch:
     """The five neighbour inputs (``features.NEIGHBOUR_INPUTS``) of a batch.
 
